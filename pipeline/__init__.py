@@ -1,0 +1,1 @@
+"""ecobatch core: settings, SQL ledger, Redis intake, Celery app, accounting and entry points."""

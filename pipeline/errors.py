@@ -1,0 +1,63 @@
+"""The one error tree of ecobatch.
+
+Vendor errors are wrapped where they are raised (``raise ... from e``); the CLI turns any
+:class:`EcobatchError` into a ``click.ClickException`` and nothing else does.
+"""
+
+from __future__ import annotations
+
+
+class EcobatchError(Exception):
+    """Base of every error ecobatch raises on purpose."""
+
+
+class ConfigError(EcobatchError):
+    """A setting, device registry or model path is missing or invalid."""
+
+
+class InputError(EcobatchError):
+    """User input (a prompt file, a task argument) is malformed.
+
+    Attributes:
+        line: 1-based line (or record) number where the problem is, when known.
+        field: name of the offending field, when known.
+    """
+
+    def __init__(self, message: str, *, line: int | None = None, field: str | None = None):
+        self.line = line
+        self.field = field
+        where = []
+        if line is not None:
+            where.append(f"line {line}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        prefix = f"{', '.join(where)}: " if where else ""
+        super().__init__(prefix + message)
+
+
+class UnknownDeviceError(ConfigError):
+    """A device name does not appear in the registry."""
+
+
+class ServiceError(EcobatchError):
+    """Redis, the database or a child process could not be reached or started."""
+
+
+class NotFoundError(EcobatchError):
+    """A job, batch or prompt id does not exist in the ledger."""
+
+
+class InferenceError(EcobatchError):
+    """The inference backend failed to load a model or to decode a batch."""
+
+
+class MemoryBudgetError(InferenceError):
+    """A batch's KV cache would not fit the device's free memory, even split."""
+
+
+class MeterError(EcobatchError):
+    """An energy meter could not be read."""
+
+
+class DeadLetterError(EcobatchError):
+    """A batch exceeded its attempt limit and was moved to the dead-letter state."""

@@ -1,0 +1,148 @@
+"""SQL tables of the ledger: jobs, prompts, batches, results and device profiles.
+
+SQL is the record of truth; Redis only carries references to these rows.
+Times are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import JSON, Column, DateTime, Text
+from sqlmodel import Field, SQLModel
+
+
+def utc_now() -> datetime:
+    """Current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def _ts(index: bool = False) -> object:
+    return Field(default_factory=utc_now, sa_column=Column(DateTime(timezone=True), index=index))
+
+
+class JobStatus(StrEnum):
+    """Life cycle of a job."""
+
+    QUEUED = "queued"
+    DEFERRED = "deferred"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class PromptStatus(StrEnum):
+    """Life cycle of one prompt."""
+
+    PENDING = "pending"
+    BATCHED = "batched"
+    DONE = "done"
+    DEAD = "dead"
+
+
+class BatchStatus(StrEnum):
+    """Life cycle of one batch."""
+
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    DONE = "done"
+    DEAD = "dead"
+
+
+class Job(SQLModel, table=True):
+    """One submission: a file, a stdin stream or a programmatic call."""
+
+    id: str = Field(primary_key=True, max_length=32)
+    created_at: datetime = _ts(index=True)  # type: ignore[assignment]
+    source: str = Field(default="", description="file name, '-' or 'client'")
+    n_prompts: int = 0
+    status: JobStatus = Field(default=JobStatus.QUEUED, index=True)
+    strategy: str = "carbon"
+    max_tokens: int = 128
+
+
+class Prompt(SQLModel, table=True):
+    """One prompt of a job. ``id`` is ``<job_id>:<position>``; ``external_id`` is the user's."""
+
+    id: str = Field(primary_key=True, max_length=80)
+    job_id: str = Field(foreign_key="job.id", index=True, max_length=32)
+    position: int
+    external_id: str = Field(max_length=200)
+    prompt: str | None = Field(default=None, sa_column=Column(Text))
+    messages: list[dict[str, str]] | None = Field(default=None, sa_column=Column(JSON))
+    max_tokens: int = 128
+    extra: dict[str, object] | None = Field(default=None, sa_column=Column("metadata", JSON))
+    prompt_tokens_est: int = 0
+    status: PromptStatus = Field(default=PromptStatus.PENDING, index=True)
+    batch_id: str | None = Field(default=None, index=True, max_length=32)
+
+
+class Batch(SQLModel, table=True):
+    """A group of prompts sent to one device as one decode."""
+
+    id: str = Field(primary_key=True, max_length=32)
+    created_at: datetime = _ts(index=True)  # type: ignore[assignment]
+    device: str = Field(index=True, max_length=100)
+    strategy: str = ""
+    size: int = 0
+    status: BatchStatus = Field(default=BatchStatus.DISPATCHED, index=True)
+    attempts: int = 0
+    predicted_latency_s: float = 0.0
+    predicted_energy_j: float = 0.0
+    predicted_carbon_g: float = 0.0
+    prediction_source: str = ""
+    started_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    latency_s: float | None = None
+    energy_j: float | None = None
+    energy_source: str | None = None
+    energy_measured: bool | None = None
+    peak_memory_bytes: int | None = None
+    error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class Result(SQLModel, table=True):
+    """The answer to one prompt, upserted by prompt id so redelivery never doubles a row."""
+
+    prompt_id: str = Field(primary_key=True, max_length=80)
+    job_id: str = Field(index=True, max_length=32)
+    batch_id: str = Field(index=True, max_length=32)
+    device: str = Field(max_length=100)
+    output: str = Field(sa_column=Column(Text, nullable=False))
+    finish_reason: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_s: float = 0.0
+    latency_s: float = 0.0
+    energy_j: float = 0.0
+    energy_source: str = ""
+    energy_measured: bool = False
+    carbon_g: float = 0.0
+    embodied_carbon_g: float = 0.0
+    water_l: float = 0.0
+    cost_usd: float = 0.0
+    intensity_g_per_kwh: float = 0.0
+    created_at: datetime = _ts()  # type: ignore[assignment]
+
+
+class DeviceProfile(SQLModel, table=True):
+    """Benchmarked figures of one device at one batch size (written by ``ecobatch bench``)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    device: str = Field(index=True, max_length=100)
+    model: str = Field(max_length=300)
+    batch_size: int
+    created_at: datetime = _ts()  # type: ignore[assignment]
+    repeats: int = 1
+    prompt_tokens: float = 0.0
+    completion_tokens: float = 0.0
+    ttft_s: float = 0.0
+    latency_s: float = 0.0
+    tokens_per_s: float = 0.0
+    energy_j: float = 0.0
+    j_per_token: float = 0.0
+    avg_power_w: float = 0.0
+    peak_memory_bytes: int = 0
+    energy_source: str = ""
+    energy_measured: bool = False

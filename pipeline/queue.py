@@ -1,0 +1,103 @@
+"""Redis side of the pipeline: the pending list of prompt references.
+
+Redis only carries small references; the prompt text stays in SQL. A reference is compact JSON:
+``{"id": prompt_id, "job": job_id, "t": enqueued_unix_s, "pt": prompt_tokens, "mt": max_tokens}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import redis
+from redis.exceptions import RedisError
+
+from pipeline.errors import ServiceError
+
+PENDING_KEY = "ecobatch:pending"
+ROUTER_LOCK_KEY = "ecobatch:router-lock"
+PIPELINE_CHUNK = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class PromptRef:
+    """A pending prompt as the router sees it."""
+
+    prompt_id: str
+    job_id: str
+    enqueued_unix_s: float
+    prompt_tokens: int
+    max_tokens: int
+
+    def encode(self) -> str:
+        """Compact JSON for the Redis list."""
+        return json.dumps(
+            {"id": self.prompt_id, "job": self.job_id, "t": self.enqueued_unix_s,
+             "pt": self.prompt_tokens, "mt": self.max_tokens},
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def decode(cls, raw: str | bytes) -> PromptRef:
+        """Inverse of :meth:`encode`."""
+        d = json.loads(raw)
+        return cls(d["id"], d["job"], float(d["t"]), int(d["pt"]), int(d["mt"]))
+
+
+def connect(url: str) -> redis.Redis:
+    """Open a Redis client and check that the server answers.
+
+    Raises:
+        ServiceError: the server cannot be reached.
+    """
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        client.ping()
+    except RedisError as e:
+        raise ServiceError(f"cannot reach Redis at {url}: {e}") from e
+    return client
+
+
+def push_refs(client: redis.Redis, refs: Iterable[PromptRef], key: str = PENDING_KEY) -> int:
+    """Append references to the pending list in pipelined chunks; return how many were pushed."""
+    pushed = 0
+    chunk: list[str] = []
+    try:
+        for ref in refs:
+            chunk.append(ref.encode())
+            if len(chunk) >= PIPELINE_CHUNK:
+                pushed += _push_chunk(client, key, chunk)
+                chunk = []
+        if chunk:
+            pushed += _push_chunk(client, key, chunk)
+    except RedisError as e:
+        raise ServiceError(f"cannot enqueue prompts in Redis: {e}") from e
+    return pushed
+
+
+def _push_chunk(client: redis.Redis, key: str, chunk: Sequence[str]) -> int:
+    pipe = client.pipeline(transaction=False)
+    for i in range(0, len(chunk), 1000):
+        pipe.rpush(key, *chunk[i : i + 1000])
+    pipe.execute()
+    return len(chunk)
+
+
+def peek_refs(client: redis.Redis, n: int, key: str = PENDING_KEY) -> list[PromptRef]:
+    """Read (without removing) the first ``n`` pending references."""
+    return [PromptRef.decode(r) for r in client.lrange(key, 0, n - 1)]
+
+
+def pop_refs(client: redis.Redis, n: int, key: str = PENDING_KEY) -> list[PromptRef]:
+    """Remove and return the first ``n`` pending references atomically."""
+    pipe = client.pipeline(transaction=True)
+    pipe.lrange(key, 0, n - 1)
+    pipe.ltrim(key, n, -1)
+    raw, _ = pipe.execute()
+    return [PromptRef.decode(r) for r in raw]
+
+
+def pending_count(client: redis.Redis, key: str = PENDING_KEY) -> int:
+    """Number of references waiting for the router."""
+    return int(client.llen(key))

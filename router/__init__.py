@@ -1,0 +1,1 @@
+"""ecobatch router: batching, predictors, strategies and the routing task."""

@@ -1,0 +1,1 @@
+"""ecobatch device workers: inference backends, energy meters and the device task."""
