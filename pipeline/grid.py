@@ -1,13 +1,44 @@
 """Grid and site conditions by zone and hour: carbon intensity, electricity price, temperature.
 
-PLACEHOLDER: the protocol below is the contract; the implementation reading the packaged hourly
-data is being written.
+The packaged data (``pipeline/data/grid_<ZONE>.csv``, built by ``scripts/build_grid_data.py``;
+sources and licences in ``pipeline/data/SOURCES.md``) holds one row per UTC hour of 2024.
+
+Trace replay: the traces cover 2024 only, so a time in any other year reads the row of the same
+UTC month, day and hour of 2024 (2024 is a leap year, so every date, Feb 29 included, has a row;
+non-leap years simply never read Feb 29). Times are converted to UTC before the lookup.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Protocol
+import csv
+import io
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+from itertools import accumulate
+from typing import Final, Protocol
+
+from pipeline.errors import ConfigError
+
+TRACE_YEAR: Final = 2024
+HOURS_IN_TRACE: Final = 8784  # 366 days x 24 h
+_DAYS_IN_MONTH_2024 = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_MONTH_START_DAY: Final = (0, *accumulate(_DAYS_IN_MONTH_2024[:-1]))
+_COLUMNS: Final = ["hour_utc", "carbon_g_per_kwh", "price_per_mwh", "temperature_c"]
+
+# Fixed conversion rates to USD, approximately the 2024 annual averages of the ECB (EUR) and
+# RBA (AUD) reference rates. Fixed on purpose: the same trace hour always costs the same.
+USD_PER_CURRENCY: Final[dict[str, float]] = {"USD": 1.0, "EUR": 1.08, "AUD": 0.66}
+
+# Currency of each zone's ``price_per_mwh`` column (see SOURCES.md; AEMO prices are AUD even
+# though the upstream file header says USD). Zones absent here have no price data.
+ZONE_PRICE_CURRENCY: Final[dict[str, str]] = {
+    "AU-NSW": "AUD",
+    "AU-VIC": "AUD",
+    "DE-LU": "EUR",
+    "US-CAL-CISO": "USD",
+}
 
 
 class CarbonSource(Protocol):
@@ -16,3 +47,179 @@ class CarbonSource(Protocol):
     def intensity_g_per_kwh(self, zone: str, at: datetime) -> float:
         """gCO2e per kWh in ``zone`` at ``at`` (timezone-aware UTC)."""
         ...
+
+
+class PriceSource(Protocol):
+    """Wholesale electricity price of a zone at an hour."""
+
+    def price_usd_per_kwh(self, zone: str, at: datetime) -> float | None:
+        """USD per kWh in ``zone`` at ``at``; None where the zone has no price data."""
+        ...
+
+
+class TemperatureSource(Protocol):
+    """Ambient air temperature at a zone's site at an hour."""
+
+    def temperature_c(self, zone: str, at: datetime) -> float:
+        """Degrees Celsius in ``zone`` at ``at`` (timezone-aware UTC)."""
+        ...
+
+
+class GridConditions(CarbonSource, PriceSource, TemperatureSource, Protocol):
+    """Carbon, price and temperature together: what the accounting of a batch needs."""
+
+
+def trace_hour(at: datetime) -> int:
+    """Index of the 2024 trace hour that replays ``at`` (same UTC month, day and hour).
+
+    Raises:
+        ValueError: ``at`` is naive; every time in ecobatch is timezone-aware.
+    """
+    if at.tzinfo is None:
+        raise ValueError(f"naive datetime {at.isoformat()}: pass a timezone-aware UTC time")
+    if at.tzinfo is not UTC:
+        at = at.astimezone(UTC)
+    return (_MONTH_START_DAY[at.month - 1] + at.day - 1) * 24 + at.hour
+
+
+@dataclass(frozen=True)
+class ZoneTrace:
+    """One zone's hourly series, indexed by :func:`trace_hour`.
+
+    Attributes:
+        zone: grid zone, e.g. ``"DE-LU"``.
+        carbon_g_per_kwh: life-cycle (LCA) grid intensity, gCO2e/kWh.
+        price_usd_per_kwh: wholesale price converted to USD/kWh, or None without price data.
+        temperature_c: ambient air temperature, degrees C.
+    """
+
+    zone: str
+    carbon_g_per_kwh: tuple[float, ...]
+    price_usd_per_kwh: tuple[float, ...] | None
+    temperature_c: tuple[float, ...]
+
+
+def parse_zone_csv(zone: str, text: str) -> ZoneTrace:
+    """Parse a ``grid_<zone>.csv`` text into a :class:`ZoneTrace`.
+
+    Raises:
+        ConfigError: wrong columns, not one row per consecutive hour of 2024, or a bad number.
+    """
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or rows[0] != _COLUMNS:
+        raise ConfigError(f"grid data for {zone}: columns must be {_COLUMNS}")
+    body = rows[1:]
+    if len(body) != HOURS_IN_TRACE:
+        raise ConfigError(f"grid data for {zone}: {len(body)} rows, expected {HOURS_IN_TRACE}")
+    _check_hours(zone, body)
+    try:
+        carbon = tuple(float(r[1]) for r in body)
+        temperature = tuple(float(r[3]) for r in body)
+        price = _prices_usd_per_kwh(zone, [r[2] for r in body])
+    except ValueError as e:
+        raise ConfigError(f"grid data for {zone}: {e}") from e
+    return ZoneTrace(zone, carbon, price, temperature)
+
+
+def _check_hours(zone: str, body: list[list[str]]) -> None:
+    start = datetime(TRACE_YEAR, 1, 1, tzinfo=UTC)
+    for i in (0, len(body) // 2, len(body) - 1):  # spot checks keep loading fast
+        expected = start + timedelta(hours=i)
+        try:
+            got = datetime.fromisoformat(body[i][0])
+        except (ValueError, IndexError) as e:
+            raise ConfigError(f"grid data for {zone}: row {i + 2}: {e}") from e
+        if got != expected or len(body[i]) != len(_COLUMNS):
+            raise ConfigError(
+                f"grid data for {zone}: row {i + 2} should be {expected:%Y-%m-%dT%H:%MZ}"
+            )
+
+
+def _prices_usd_per_kwh(zone: str, cells: list[str]) -> tuple[float, ...] | None:
+    if all(c == "" for c in cells):
+        return None
+    currency = ZONE_PRICE_CURRENCY.get(zone)
+    if currency is None:
+        raise ValueError("has prices but no currency in ZONE_PRICE_CURRENCY")
+    usd_per_mwh_unit = USD_PER_CURRENCY[currency] / 1000.0  # per MWh -> per kWh
+    return tuple(float(c) * usd_per_mwh_unit for c in cells)
+
+
+class GridTrace:
+    """Carbon, price and temperature of each packaged zone, replayed from the 2024 traces.
+
+    Implements :class:`CarbonSource`, :class:`PriceSource` and :class:`TemperatureSource`. A
+    zone's file is read on its first use and kept on the instance; a lookup is then one index
+    into a tuple, cheap enough for every routing pass.
+
+    Args:
+        data_dir: directory holding ``grid_<ZONE>.csv`` files; the packaged data by default.
+    """
+
+    def __init__(self, data_dir: Traversable | None = None) -> None:
+        self._data_dir = data_dir if data_dir is not None else files("pipeline").joinpath("data")
+        self._traces: dict[str, ZoneTrace] = {}
+        self._known: list[str] | None = None
+
+    def zones(self) -> list[str]:
+        """Zones with a trace, sorted."""
+        if self._known is None:
+            names = [p.name for p in self._data_dir.iterdir()]
+            self._known = sorted(
+                n.removeprefix("grid_").removesuffix(".csv")
+                for n in names
+                if n.startswith("grid_") and n.endswith(".csv")
+            )
+        return list(self._known)
+
+    def trace(self, zone: str) -> ZoneTrace:
+        """The whole hourly trace of ``zone``, loaded on first use.
+
+        Raises:
+            ConfigError: the zone has no packaged data (the message lists the known zones), or
+                its file is malformed.
+        """
+        cached = self._traces.get(zone)
+        if cached is not None:
+            return cached
+        if zone not in self.zones():
+            known = ", ".join(self.zones()) or "none"
+            raise ConfigError(f"unknown grid zone {zone!r} (known: {known})")
+        text = self._data_dir.joinpath(f"grid_{zone}.csv").read_text(encoding="utf-8")
+        trace = parse_zone_csv(zone, text)
+        self._traces[zone] = trace
+        return trace
+
+    def intensity_g_per_kwh(self, zone: str, at: datetime) -> float:
+        """Life-cycle grid intensity (gCO2e/kWh) of ``zone`` at the hour of ``at``."""
+        return self.trace(zone).carbon_g_per_kwh[trace_hour(at)]
+
+    def price_usd_per_kwh(self, zone: str, at: datetime) -> float | None:
+        """Wholesale price (USD/kWh) of ``zone`` at the hour of ``at``; None without price data."""
+        prices = self.trace(zone).price_usd_per_kwh
+        return None if prices is None else prices[trace_hour(at)]
+
+    def temperature_c(self, zone: str, at: datetime) -> float:
+        """Ambient temperature (degrees C) at ``zone``'s site at the hour of ``at``."""
+        return self.trace(zone).temperature_c[trace_hour(at)]
+
+    def forecast(self, zone: str, start: datetime, hours: int) -> list[tuple[datetime, float]]:
+        """Intensity of ``hours`` consecutive hours from the hour containing ``start``.
+
+        The "forecast" is the replayed trace itself, i.e. a perfect forecast; a planner using
+        it sees the hours it will later be accounted at.
+
+        Returns:
+            (start of the hour in UTC, gCO2e/kWh) pairs, in time order.
+
+        Raises:
+            ValueError: ``hours`` is negative or ``start`` is naive.
+            ConfigError: unknown zone.
+        """
+        if hours < 0:
+            raise ValueError(f"hours must be >= 0, got {hours}")
+        trace_hour(start)  # rejects a naive start before astimezone() guesses a local zone
+        carbon = self.trace(zone).carbon_g_per_kwh
+        first = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        steps = (first + timedelta(hours=k) for k in range(hours))
+        return [(h, carbon[trace_hour(h)]) for h in steps]

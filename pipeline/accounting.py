@@ -1,0 +1,260 @@
+"""Sustainability accounting: operational and embodied carbon, water and cost of a batch.
+
+Formulas (``energy_kwh`` is the device's measured IT energy, ``energy_j / 3.6e6``):
+
+- operational carbon_g = energy_kwh x PUE(ambient) x grid intensity (gCO2e/kWh);
+- embodied carbon_g = embodied_kgco2e x 1000 x busy_s / lifetime_s (linear amortisation);
+- water_l = energy_kwh x (site WUE + PUE x grid water intensity), i.e. on-site cooling water
+  plus the water consumed generating the facility's electricity;
+- cost_usd = energy_kwh x PUE x price (USD/kWh), None where the zone has no price data.
+
+A batch's totals are apportioned to its prompts by tokens with :func:`apportion`, so the prompt
+rows of a batch add up to the batch totals exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from fractions import Fraction
+from itertools import pairwise
+from typing import Final, TypedDict
+
+from pipeline.devices import Device
+from pipeline.grid import GridConditions
+
+JOULES_PER_KWH: Final = 3.6e6
+SECONDS_PER_YEAR: Final = 365.25 * 86400
+
+# Water consumed by electricity generation, litres per kWh delivered. These are estimates, not
+# measurements: 1.8 L/kWh is an order-of-magnitude world-average figure for the consumptive
+# water footprint of grid electricity, used for zones without a better factor. US-CAL-CISO uses
+# the US national average of 3.14 L/kWh that Li et al., "Making AI Less Thirsty" (2023,
+# arXiv:2304.03271) take for the electricity water intensity factor (EWIF). Per-country factors
+# are published by WRI (Reig et al., "Guidance for calculating water use embedded in purchased
+# electricity", 2020) and should replace these when a zone matters.
+DEFAULT_GRID_WATER_L_PER_KWH: Final = 1.8
+GRID_WATER_L_PER_KWH: Final[dict[str, float]] = {
+    "AU-NSW": DEFAULT_GRID_WATER_L_PER_KWH,
+    "AU-VIC": DEFAULT_GRID_WATER_L_PER_KWH,
+    "DE-LU": DEFAULT_GRID_WATER_L_PER_KWH,
+    "GB": DEFAULT_GRID_WATER_L_PER_KWH,
+    "US-CAL-CISO": 3.14,
+}
+
+
+def interpolate_clamped(points: Sequence[tuple[float, float]], x: float) -> float:
+    """Piecewise-linear ``y(x)`` through ``(x, y)`` points, constant beyond the end points.
+
+    Raises:
+        ValueError: no points.
+    """
+    if not points:
+        raise ValueError("need at least one (x, y) point")
+    pts = sorted(points)
+    if x <= pts[0][0]:
+        return pts[0][1]
+    for (x0, y0), (x1, y1) in pairwise(pts):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return pts[-1][1]
+
+
+def pue_at(device: Device, ambient_c: float | None) -> float:
+    """Site PUE at ``ambient_c``: from the device's ``pue_curve`` if set, else its ``pue``."""
+    if not device.pue_curve or ambient_c is None:
+        return device.pue
+    return interpolate_clamped(device.pue_curve, ambient_c)
+
+
+def wue_l_per_kwh_at(device: Device, ambient_c: float | None) -> float:
+    """The site's WUE (litres per kWh of IT energy) at ``ambient_c``; fixed for now."""
+    del ambient_c  # a WUE curve over temperature would go here, like pue_curve
+    return device.wue_l_per_kwh
+
+
+def grid_water_l_per_kwh(zone: str) -> float:
+    """Estimated water consumed per kWh generated in ``zone`` (see GRID_WATER_L_PER_KWH)."""
+    return GRID_WATER_L_PER_KWH.get(zone, DEFAULT_GRID_WATER_L_PER_KWH)
+
+
+def operational_carbon_g(energy_j: float, pue: float, intensity_g_per_kwh: float) -> float:
+    """gCO2e of ``energy_j`` of IT energy at a site of ``pue`` on a grid of the given intensity."""
+    return energy_j / JOULES_PER_KWH * pue * intensity_g_per_kwh
+
+
+def embodied_carbon_g(embodied_kgco2e: float, busy_s: float, lifetime_years: float) -> float:
+    """The share of a device's embodied gCO2e that ``busy_s`` of its lifetime carries."""
+    return embodied_kgco2e * 1000.0 * busy_s / (lifetime_years * SECONDS_PER_YEAR)
+
+
+def water_l(energy_j: float, wue_l_per_kwh: float, pue: float,
+            grid_water_l_per_kwh: float) -> float:
+    """Litres of water: on-site (WUE) plus off-site for generating the facility's energy."""
+    return energy_j / JOULES_PER_KWH * (wue_l_per_kwh + pue * grid_water_l_per_kwh)
+
+
+def cost_usd(energy_j: float, pue: float, price_usd_per_kwh: float | None) -> float | None:
+    """USD paid for the facility energy of ``energy_j`` of IT energy; None without a price."""
+    if price_usd_per_kwh is None:
+        return None
+    return energy_j / JOULES_PER_KWH * pue * price_usd_per_kwh
+
+
+def apportion(total: float, weights: Sequence[float]) -> list[float]:
+    """Split ``total`` in proportion to ``weights`` so that the parts add up to it exactly.
+
+    Every part is a whole multiple of ``ulp(total)``, so each partial sum is exactly
+    representable and the parts add up to ``total`` bit for bit in any order (``sum``,
+    ``math.fsum`` or a database ``SUM``). The rounding residue, at most one unit in the last
+    place per part, goes to the parts with the largest remainders, so a zero weight gets exactly
+    zero. All-zero weights split evenly.
+
+    Raises:
+        ValueError: no weights, a negative or non-finite weight, or a non-finite total.
+    """
+    if not weights:
+        raise ValueError("need at least one weight")
+    if not math.isfinite(total) or any(not math.isfinite(w) or w < 0 for w in weights):
+        raise ValueError(f"need finite weights >= 0 and a finite total: {total}, {weights}")
+    fractions = [Fraction(w) for w in weights]
+    if sum(fractions) == 0:
+        fractions = [Fraction(1)] * len(weights)
+    if total == 0:
+        return [0.0] * len(weights)
+    unit = math.ulp(abs(total))
+    units = _largest_remainder(round(abs(total) / unit), fractions)  # abs(total)/unit is exact
+    sign = 1.0 if total > 0 else -1.0
+    return [sign * (n * unit) if n else 0.0 for n in units]
+
+
+def _largest_remainder(count: int, weights: list[Fraction]) -> list[int]:
+    whole = sum(weights)
+    exact = [count * w / whole for w in weights]
+    parts = [math.floor(e) for e in exact]
+    left = count - sum(parts)
+    by_remainder = sorted(range(len(exact)), key=lambda i: exact[i] - parts[i], reverse=True)
+    for i in by_remainder[:left]:
+        parts[i] += 1
+    return parts
+
+
+class PromptAccount(TypedDict):
+    """One prompt's share of a batch, keyed like the matching ``Result`` columns."""
+
+    energy_j: float
+    carbon_g: float
+    embodied_carbon_g: float
+    water_l: float
+    cost_usd: float | None
+    intensity_g_per_kwh: float
+
+
+@dataclass(frozen=True)
+class BatchAccount:
+    """Energy, carbon, water and cost of one batch, with the conditions they were computed at.
+
+    Attributes:
+        device: device name.
+        zone: grid zone.
+        at: when the batch started (UTC); the hour whose grid conditions apply.
+        energy_j: measured (or estimated) IT energy of the device.
+        duration_s: wall time the device was busy with the batch.
+        ambient_c: site temperature at ``at``.
+        pue: PUE at ``ambient_c``.
+        wue_l_per_kwh: site WUE at ``ambient_c``.
+        grid_water_l_per_kwh: estimated water of the zone's electricity.
+        intensity_g_per_kwh: grid carbon intensity at ``at``.
+        price_usd_per_kwh: electricity price at ``at``, None without price data.
+        carbon_g: operational gCO2e.
+        embodied_carbon_g: embodied gCO2e amortised over ``duration_s``.
+        water_l: litres of water, on-site plus off-site.
+        cost_usd: electricity cost, None without price data.
+    """
+
+    device: str
+    zone: str
+    at: datetime
+    energy_j: float
+    duration_s: float
+    ambient_c: float
+    pue: float
+    wue_l_per_kwh: float
+    grid_water_l_per_kwh: float
+    intensity_g_per_kwh: float
+    price_usd_per_kwh: float | None
+    carbon_g: float
+    embodied_carbon_g: float
+    water_l: float
+    cost_usd: float | None
+
+    @classmethod
+    def compute(cls, grid: GridConditions, device: Device, energy_j: float, duration_s: float,
+                at: datetime, zone: str | None = None) -> BatchAccount:
+        """Account a batch of ``energy_j`` over ``duration_s`` that started at ``at``.
+
+        Args:
+            grid: carbon, price and temperature by zone and hour (e.g. ``GridTrace``).
+            device: the device the batch ran on (PUE, WUE, embodied carbon, lifetime).
+            energy_j: the device's energy for the batch.
+            duration_s: how long the device was busy with it.
+            at: timezone-aware start of the batch.
+            zone: grid zone; ``device.zone`` by default.
+
+        Raises:
+            ConfigError: the zone has no grid data.
+        """
+        zone = zone or device.zone
+        ambient_c = grid.temperature_c(zone, at)
+        pue = pue_at(device, ambient_c)
+        wue = wue_l_per_kwh_at(device, ambient_c)
+        grid_water = grid_water_l_per_kwh(zone)
+        intensity = grid.intensity_g_per_kwh(zone, at)
+        price = grid.price_usd_per_kwh(zone, at)
+        return cls(
+            device=device.name, zone=zone, at=at, energy_j=energy_j, duration_s=duration_s,
+            ambient_c=ambient_c, pue=pue, wue_l_per_kwh=wue, grid_water_l_per_kwh=grid_water,
+            intensity_g_per_kwh=intensity, price_usd_per_kwh=price,
+            carbon_g=operational_carbon_g(energy_j, pue, intensity),
+            embodied_carbon_g=embodied_carbon_g(device.embodied_kgco2e, duration_s,
+                                                device.lifetime_years),
+            water_l=water_l(energy_j, wue, pue, grid_water),
+            cost_usd=cost_usd(energy_j, pue, price),
+        )
+
+    def split(self, tokens: Sequence[float]) -> list[PromptAccount]:
+        """Per-prompt rows, apportioned by ``tokens`` (prompt + completion tokens of each).
+
+        Each column of the rows sums exactly to the batch total (see :func:`apportion`).
+        """
+        energy = apportion(self.energy_j, tokens)
+        carbon = apportion(self.carbon_g, tokens)
+        embodied = apportion(self.embodied_carbon_g, tokens)
+        water = apportion(self.water_l, tokens)
+        cost: list[float | None] = [None] * len(tokens)
+        if self.cost_usd is not None:
+            cost = list(apportion(self.cost_usd, tokens))
+        return [
+            PromptAccount(energy_j=e, carbon_g=c, embodied_carbon_g=b, water_l=w, cost_usd=u,
+                          intensity_g_per_kwh=self.intensity_g_per_kwh)
+            for e, c, b, w, u in zip(energy, carbon, embodied, water, cost, strict=True)
+        ]
+
+
+def account_batch(grid: GridConditions, device: Device, energy_j: float, duration_s: float,
+                  at: datetime, tokens: Sequence[float],
+                  zone: str | None = None) -> list[PromptAccount]:
+    """Per-prompt accounting rows of a batch; shorthand for ``BatchAccount.compute(...).split``.
+
+    Args:
+        grid: carbon, price and temperature by zone and hour.
+        device: the device the batch ran on.
+        energy_j: the device's energy for the whole batch.
+        duration_s: how long the device was busy with it.
+        at: timezone-aware start of the batch.
+        tokens: prompt + completion tokens of each prompt, in batch order.
+        zone: grid zone; ``device.zone`` by default.
+    """
+    return BatchAccount.compute(grid, device, energy_j, duration_s, at, zone).split(tokens)
