@@ -1,0 +1,299 @@
+"""One routing call: pending prompt refs -> batches -> a device each -> SQL -> device queues.
+
+Order of effects in each pass, and why it is crash-safe:
+
+1. pop the refs to route from Redis (only the router lock holder pops);
+2. in ONE SQL transaction, keep the refs whose prompt is still pending, insert the Batch rows and
+   mark the prompts batched; if anything fails before the commit the refs go back to the head
+   of the pending list;
+3. after the commit, publish every batch of the pass to its device queue in one call.
+
+A crash between 1 and 2 leaves prompts pending in SQL (a reconcile re-enqueues those); a crash
+between 2 and 3 leaves dispatched batches that :func:`republish_stale` sends again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+import redis
+from redis.exceptions import LockError, RedisError
+from redis.lock import Lock
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from pipeline.devices import Registry
+from pipeline.errors import ServiceError
+from pipeline.grid import CarbonSource
+from pipeline.models import Batch, BatchStatus, Prompt, PromptStatus
+from pipeline.queue import ROUTER_LOCK_KEY, PromptRef
+from pipeline.settings import Settings
+from router.backlog import read_backlog_s
+from router.batching import PEEK_REFS, cut_batches, effective_batch_size, return_refs, take_refs
+from router.predictor import BatchShape, Predictor
+from router.strategies import Strategy, get_strategy, options_for
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIME_BUDGET_S = 2.0
+LOCK_TTL_S = 30.0
+"""Router lock lifetime, renewed every pass; a dead router's lock frees itself after this."""
+SQL_IN_CHUNK = 1000
+
+Dispatch = tuple[str, str]
+"""``(batch_id, queue)`` of one batch to publish."""
+PublishMany = Callable[[Sequence[Dispatch]], None]
+"""Sends ``ecobatch.infer_batch`` for each ``(batch_id, queue)``, ideally over one connection."""
+
+_PROMPT = Prompt.__table__.c  # type: ignore[attr-defined]
+_BATCH = Batch.__table__  # type: ignore[attr-defined]
+
+
+def publish_each(publish: Callable[[str, str], None]) -> PublishMany:
+    """Adapt a one-batch ``publish(batch_id, queue)`` to the :data:`PublishMany` form."""
+
+    def publish_many(dispatches: Sequence[Dispatch]) -> None:
+        for batch_id, queue in dispatches:
+            publish(batch_id, queue)
+
+    return publish_many
+
+
+@dataclass
+class RouteReport:
+    """What one :func:`route_once` call did.
+
+    Attributes:
+        locked_out: another router holds the lock; nothing was done.
+        stop_reason: "locked", "empty", "partial batch not due", "time budget" or "lock lost".
+        passes: peek/commit/publish rounds done.
+        batches: batches dispatched.
+        prompts: prompts dispatched.
+        skipped_refs: refs dropped because their prompt was no longer pending (duplicates).
+        waiting_refs: refs left in Redis as a partial batch that is not yet due.
+        by_device: batches dispatched per device name.
+        elapsed_s: wall time of the call.
+    """
+
+    locked_out: bool = False
+    stop_reason: str = ""
+    passes: int = 0
+    batches: int = 0
+    prompts: int = 0
+    skipped_refs: int = 0
+    waiting_refs: int = 0
+    by_device: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (a Celery task's return value)."""
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class _Pass:
+    """Everything a routing pass needs besides the refs."""
+
+    settings: Settings
+    engine: Engine
+    registry: Registry
+    predictor: Predictor
+    strategy: Strategy
+    batch_size: int
+    backlog_s: dict[str, float]
+
+
+def route_once(
+    settings: Settings,
+    engine: Engine,
+    redis_client: redis.Redis,
+    registry: Registry,
+    predictor: Predictor,
+    carbon_source: CarbonSource,
+    publish: PublishMany,
+    now: datetime | None = None,
+    *,
+    time_budget_s: float = DEFAULT_TIME_BUDGET_S,
+    peek_refs_max: int = PEEK_REFS,
+) -> RouteReport:
+    """Route pending prompts until only a not-yet-due partial batch is left or time runs out.
+
+    Batches are cut at :func:`~router.batching.effective_batch_size` and each goes to the
+    device that ``settings.strategy`` picks. Only one router runs at a time: a call that cannot
+    take the Redis lock ``ROUTER_LOCK_KEY`` returns at once with ``locked_out=True``.
+
+    Args:
+        settings: batch size, max wait and strategy.
+        engine: the SQL ledger.
+        redis_client: holds the pending list and the router lock.
+        registry: the devices.
+        predictor: latency and energy per batch and device.
+        carbon_source: grid intensity by zone.
+        publish: sends the batches of one pass, called after their SQL commit.
+        now: the clock (timezone-aware UTC) for tests; None reads the real clock every pass.
+        time_budget_s: stop starting passes after this many seconds.
+        peek_refs_max: refs read per Redis round trip.
+
+    Raises:
+        ConfigError: unknown strategy or empty registry.
+        ServiceError: Redis or the database failed. Exceptions from ``publish`` propagate;
+            the batches of that pass stay dispatched for :func:`republish_stale`.
+    """
+    started = time.monotonic()
+    ctx = _Pass(settings, engine, registry, predictor, get_strategy(settings.strategy),
+                effective_batch_size(settings, registry), {})
+    lock = redis_client.lock(ROUTER_LOCK_KEY, timeout=LOCK_TTL_S, blocking=False)
+    try:
+        acquired = lock.acquire(blocking=False)
+    except RedisError as e:
+        raise ServiceError(f"cannot take the router lock in Redis: {e}") from e
+    if not acquired:
+        return RouteReport(locked_out=True, stop_reason="locked")
+    report = RouteReport()
+    try:
+        _route_locked(ctx, redis_client, lock, carbon_source, publish, now,
+                      started + time_budget_s, peek_refs_max, report)
+    finally:
+        _release(lock)
+        report.elapsed_s = time.monotonic() - started
+    return report
+
+
+def _route_locked(
+    ctx: _Pass, client: redis.Redis, lock: Lock, carbon_source: CarbonSource,
+    publish: PublishMany, now: datetime | None, deadline: float, peek_refs_max: int,
+    report: RouteReport,
+) -> None:
+    ctx.backlog_s = _read_backlog(ctx.engine, ctx.registry)
+    zones = {d.zone for d in ctx.registry.devices}
+    while True:
+        at = now or datetime.now(UTC)
+        intensity = {z: carbon_source.intensity_g_per_kwh(z, at) for z in zones}
+        refs, plan = take_refs(client, ctx.batch_size, ctx.settings.max_wait_s, at.timestamp(),
+                               peek_refs_max=peek_refs_max)
+        report.waiting_refs = plan.waiting_partial
+        if not refs:
+            report.stop_reason = "partial batch not due" if plan.waiting_partial else "empty"
+            return
+        try:
+            dispatches = _commit_pass(ctx, refs, intensity, at, report)
+        except BaseException:
+            return_refs(client, refs)
+            raise
+        report.passes += 1
+        if dispatches:
+            publish(dispatches)
+        if time.monotonic() >= deadline:
+            report.stop_reason = "time budget"
+            return
+        if not _renew(lock):
+            report.stop_reason = "lock lost"
+            return
+
+
+def _commit_pass(
+    ctx: _Pass, refs: Sequence[PromptRef], intensity: dict[str, float], at: datetime,
+    report: RouteReport,
+) -> list[Dispatch]:
+    """Assign ``refs`` to batches and devices and record it all in one transaction."""
+    try:
+        with ctx.engine.begin() as conn:
+            fresh = _still_pending(conn, refs)
+            report.skipped_refs += len(refs) - len(fresh)
+            batch_rows, assignments, dispatches = _assign(ctx, fresh, intensity, at)
+            if batch_rows:
+                conn.execute(insert(_BATCH), batch_rows)
+                conn.execute(_MARK_BATCHED, assignments)
+    except SQLAlchemyError as e:
+        raise ServiceError(f"cannot record batches in the ledger: {e}") from e
+    for row in batch_rows:
+        report.by_device[row["device"]] = report.by_device.get(row["device"], 0) + 1
+    report.batches += len(batch_rows)
+    report.prompts += len(assignments)
+    return dispatches
+
+
+_MARK_BATCHED = (
+    update(Prompt.__table__)  # type: ignore[attr-defined]
+    .where(_PROMPT.id == bindparam("pid"))
+    .values(status=PromptStatus.BATCHED, batch_id=bindparam("bid"))
+)
+
+
+def _assign(
+    ctx: _Pass, refs: Sequence[PromptRef], intensity: dict[str, float], at: datetime,
+) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[Dispatch]]:
+    """Cut ``refs`` into batches and pick a device for each, advancing the backlog as we go."""
+    batch_rows: list[dict[str, Any]] = []
+    assignments: list[dict[str, str]] = []
+    dispatches: list[Dispatch] = []
+    for batch in cut_batches(refs, ctx.batch_size):
+        shape = BatchShape(len(batch), sum(r.prompt_tokens for r in batch),
+                           sum(r.max_tokens for r in batch))
+        choice = ctx.strategy.choose(
+            options_for(ctx.registry, shape, ctx.predictor, intensity, ctx.backlog_s))
+        name = choice.device.name
+        ctx.backlog_s[name] = ctx.backlog_s.get(name, 0.0) + choice.prediction.latency_s
+        batch_id = uuid4().hex
+        batch_rows.append({
+            "id": batch_id, "created_at": at, "device": name, "strategy": ctx.strategy.name,
+            "size": len(batch), "status": BatchStatus.DISPATCHED, "attempts": 0,
+            "predicted_latency_s": choice.prediction.latency_s,
+            "predicted_energy_j": choice.prediction.energy_j,
+            "predicted_carbon_g": choice.carbon_g,
+            "prediction_source": choice.prediction.source,
+        })
+        assignments.extend({"pid": r.prompt_id, "bid": batch_id} for r in batch)
+        dispatches.append((batch_id, choice.device.queue))
+    return batch_rows, assignments, dispatches
+
+
+def _still_pending(conn: Connection, refs: Sequence[PromptRef]) -> list[PromptRef]:
+    """Refs whose prompt exists and is pending, first occurrence only, in list order."""
+    ids = list(dict.fromkeys(r.prompt_id for r in refs))
+    pending: set[str] = set()
+    for i in range(0, len(ids), SQL_IN_CHUNK):
+        # Filter the status here, not in SQL, so that the lookup is by primary key alone.
+        stmt = select(_PROMPT.id, _PROMPT.status).where(_PROMPT.id.in_(ids[i : i + SQL_IN_CHUNK]))
+        pending.update(pid for pid, status in conn.execute(stmt)
+                       if status == PromptStatus.PENDING)
+    fresh = []
+    for r in refs:
+        if r.prompt_id in pending:
+            pending.discard(r.prompt_id)
+            fresh.append(r)
+    return fresh
+
+
+def _read_backlog(engine: Engine, registry: Registry) -> dict[str, float]:
+    try:
+        with engine.connect() as conn:
+            return read_backlog_s(conn, registry.names)
+    except SQLAlchemyError as e:
+        raise ServiceError(f"cannot read the device backlog: {e}") from e
+
+
+def _renew(lock: Lock) -> bool:
+    try:
+        return bool(lock.reacquire())
+    except LockError:
+        return False
+    except RedisError as e:
+        raise ServiceError(f"cannot renew the router lock in Redis: {e}") from e
+
+
+def _release(lock: Lock) -> None:
+    # Runs in a ``finally``: raising here would hide the error that got us here, and an
+    # unreleased lock frees itself after LOCK_TTL_S anyway.
+    try:
+        lock.release()
+    except LockError:
+        pass  # expired or taken over: nothing of ours to release
+    except RedisError as e:
+        log.warning("cannot release the router lock: %s", e)

@@ -1,0 +1,86 @@
+"""Helpers of the router tests: a small registry, a fixed carbon source, ledger seeding."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+import redis
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from pipeline.db import make_engine
+from pipeline.devices import Device, Registry
+from pipeline.models import Job, Prompt
+from pipeline.queue import PromptRef, connect, push_refs
+
+
+class FixedCarbon:
+    """A CarbonSource with one constant intensity per zone."""
+
+    def __init__(self, by_zone: dict[str, float]) -> None:
+        self.by_zone = by_zone
+        self.calls = 0
+
+    def intensity_g_per_kwh(self, zone: str, at: datetime) -> float:
+        """The fixed intensity of ``zone``."""
+        self.calls += 1
+        return self.by_zone[zone]
+
+
+def make_registry() -> Registry:
+    """A fast dirty GPU, a slow clean edge box, and a CPU, in that registry order."""
+    return Registry(devices=[
+        Device(name="gpu", kind="nvidia", zone="DIRTY", tdp_w=300.0, pue=1.1,
+               max_batch_size=32, nominal_tokens_per_s=800.0),
+        Device(name="edge", kind="jetson", zone="CLEAN", tdp_w=25.0, pue=1.0,
+               max_batch_size=8, nominal_tokens_per_s=60.0),
+        Device(name="cpu", kind="cpu", zone="DIRTY", tdp_w=100.0, pue=1.2,
+               max_batch_size=4, nominal_tokens_per_s=20.0),
+    ])
+
+
+@pytest.fixture
+def registry() -> Registry:
+    """See :func:`make_registry`."""
+    return make_registry()
+
+
+@pytest.fixture
+def carbon() -> FixedCarbon:
+    """DIRTY at 700 g/kWh, CLEAN at 20 g/kWh."""
+    return FixedCarbon({"DIRTY": 700.0, "CLEAN": 20.0})
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """The ledger on SQLite and on PostgreSQL."""
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def rclient(redis_url: str) -> redis.Redis:
+    """A decoding client of the emptied test Redis database."""
+    return connect(redis_url)
+
+
+def seed_job(
+    engine: Engine, client: redis.Redis | None, job_id: str, n: int, *,
+    enqueued_unix_s: float, prompt_tokens: int = 20, max_tokens: int = 64,
+) -> list[PromptRef]:
+    """Insert a job of ``n`` pending prompts and push their refs (when ``client`` is given)."""
+    refs = [PromptRef(f"{job_id}:{i}", job_id, enqueued_unix_s, prompt_tokens, max_tokens)
+            for i in range(n)]
+    with Session(engine) as s:
+        s.add(Job(id=job_id, n_prompts=n, max_tokens=max_tokens))
+        s.flush()
+        s.add_all(Prompt(id=r.prompt_id, job_id=job_id, position=i, external_id=str(i),
+                         prompt=f"question {i}", max_tokens=max_tokens,
+                         prompt_tokens_est=prompt_tokens) for i, r in enumerate(refs))
+        s.commit()
+    if client is not None:
+        push_refs(client, refs)
+    return refs
