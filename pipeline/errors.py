@@ -61,3 +61,10 @@ class MeterError(EcobatchError):
 
 class DeadLetterError(EcobatchError):
     """A batch exceeded its attempt limit and was moved to the dead-letter state."""
+
+
+class WaitTimeoutError(EcobatchError, TimeoutError):
+    """A job did not finish within the time a caller was willing to wait.
+
+    Also a builtin :class:`TimeoutError`, so ``except TimeoutError`` catches it too.
+    """

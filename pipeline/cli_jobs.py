@@ -1,0 +1,149 @@
+"""CLI commands for a running cluster: ``submit``, ``status``, ``results`` and ``reconcile``.
+
+Standalone ``click`` commands; ``pipeline.cli`` adds them to the ``ecobatch`` group.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.cli_common import build_settings, handle_errors
+from pipeline.db import make_engine
+from pipeline.intake import INPUT_FORMATS, read_input
+from pipeline.jobs import OUTPUT_FORMATS, JobStatusView, iter_results, job_status, write_results
+from pipeline.queue import connect
+from pipeline.reconcile import reconcile
+from pipeline.settings import Settings
+from pipeline.submit import submit_records
+
+_REDIS_HELP = "Redis URL of the broker, e.g. redis://host:6379/0 [env: ECOBATCH_REDIS_URL]."
+_DB_HELP = ("SQLAlchemy URL of the SQL ledger, e.g. postgresql://user@host/db "
+            "[env: ECOBATCH_DATABASE_URL; default sqlite:///ecobatch.db].")
+
+
+def _database_option(func: click.decorators.FC) -> click.decorators.FC:
+    return click.option("--database-url", default=None, help=_DB_HELP)(func)
+
+
+@click.command("submit")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--format", "fmt", type=click.Choice(INPUT_FORMATS), default=None,
+              help="Input format. Default: from the extension (.jsonl/.ndjson/.json: jsonl, "
+                   ".csv: csv, anything else: text); stdin is jsonl if it starts with '{'.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=None,
+              help="Default limit on generated tokens per prompt, in tokens; a record's own "
+                   "max_tokens wins [env: ECOBATCH_MAX_TOKENS; default 128].")
+@click.option("--strategy", type=click.Choice(["greedy", "carbon", "latency"]), default=None,
+              help="How the router picks a device: greedy (first in registry order that "
+                   "fits), carbon (least predicted gCO2e) or latency (earliest predicted "
+                   "finish, in seconds) [env: ECOBATCH_STRATEGY; default carbon].")
+@click.option("--redis-url", default=None, help=_REDIS_HELP)
+@_database_option
+@handle_errors
+def submit(file: str, fmt: str | None, max_tokens: int | None, strategy: str | None,
+               redis_url: str | None, database_url: str | None) -> None:
+    """Validate FILE (JSONL, CSV or text; '-' is stdin) and enqueue it; print the job id.
+
+    The whole file is checked first: a bad line is reported with its line number and
+    nothing is enqueued.
+    """
+    settings = build_settings(redis_url=redis_url, database_url=database_url,
+                              max_tokens=max_tokens, strategy=strategy)
+    records = read_input(file, fmt)  # '-' reads sys.stdin.buffer, which CliRunner replaces
+    receipt = submit_records(
+        make_engine(settings.database_url), connect(settings.require_redis_url()), records,
+        source=file, strategy=settings.strategy, default_max_tokens=settings.max_tokens,
+    )
+    click.echo(f"submitted {receipt.n_prompts} prompts", err=True)
+    click.echo(receipt.job_id)
+
+
+@click.command("status")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_database_option
+@handle_errors
+def status(job_id: str, as_json: bool, database_url: str | None) -> None:
+    """Show progress and energy, carbon, water and cost totals of JOB_ID."""
+    settings = build_settings(database_url=database_url)
+    view = job_status(make_engine(settings.database_url), job_id)
+    if as_json:
+        click.echo(json.dumps(_view_dict(view), default=str))
+    else:
+        Console().print(_status_table(view))
+
+
+def _view_dict(view: JobStatusView) -> dict[str, object]:
+    data = asdict(view)
+    data["status"] = view.status.value
+    data["finished"] = view.finished
+    return data
+
+
+def _status_table(view: JobStatusView) -> Table:
+    table = Table(title=f"job {view.job_id}", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    counts = ", ".join(f"{k} {v}" for k, v in view.counts.items())
+    rows = [
+        ("status", view.status.value),
+        ("source", view.source),
+        ("strategy", view.strategy),
+        ("created (UTC)", str(view.created_at)),
+        ("answered", f"{view.n_results}/{view.total} ({view.fraction_done:.1%})"),
+        ("failed", str(view.n_failed)),
+        ("prompts", counts),
+        ("energy (J)", f"{view.energy_j:.3f}"),
+        ("carbon (g CO2e)", f"{view.carbon_g:.4f}"),
+        ("embodied carbon (g CO2e)", f"{view.embodied_carbon_g:.4f}"),
+        ("water (L)", f"{view.water_l:.5f}"),
+        ("cost (USD)", "unknown" if view.cost_usd is None else f"{view.cost_usd:.6f}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+@click.command("results")
+@click.argument("job_id")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
+              help="File to write; '-' (default) is stdout.")
+@click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS), default=None,
+              help="Output format. Default: csv if --output ends in .csv, else jsonl. Columns "
+                   "carry their units: ttft_s and latency_s in seconds, energy_j in joules, "
+                   "carbon_g in grams CO2e, water_l in litres, cost_usd in US dollars.")
+@_database_option
+@handle_errors
+def results(job_id: str, output: str, fmt: str | None, database_url: str | None) -> None:
+    """Write the results of JOB_ID (answered and dead prompts, in input order)."""
+    settings: Settings = build_settings(database_url=database_url)
+    fmt = fmt or ("csv" if output.lower().endswith(".csv") else "jsonl")
+    rows = iter_results(make_engine(settings.database_url), job_id)
+    if output == "-":
+        n = write_results(rows, sys.stdout, fmt)
+    else:
+        with Path(output).open("w", encoding="utf-8", newline="") as fh:
+            n = write_results(rows, fh, fmt)
+    click.echo(f"wrote {n} rows", err=True)
+    sys.stdout.flush()
+
+
+@click.command("reconcile")
+@click.option("--redis-url", default=None, help=_REDIS_HELP)
+@_database_option
+@handle_errors
+def reconcile_pending(redis_url: str | None, database_url: str | None) -> None:
+    """Re-enqueue prompts that are pending in SQL but missing from Redis; print how many.
+
+    Use it after Redis lost its contents or a submission failed after its SQL commit.
+    """
+    settings = build_settings(redis_url=redis_url, database_url=database_url)
+    n = reconcile(make_engine(settings.database_url), connect(settings.require_redis_url()))
+    click.echo(n)

@@ -1,0 +1,149 @@
+"""Python API for services: submit prompts, follow a job, fetch its results.
+
+Example:
+    >>> from pipeline.settings import load_settings
+    >>> with Client(load_settings()) as client:  # doctest: +SKIP
+    ...     job_id = client.submit(["What is a joule?", {"prompt": "Define PUE.", "id": "q2"}])
+    ...     client.wait(job_id, timeout_s=600)
+    ...     rows = client.results(job_id)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import redis
+
+from pipeline.db import make_engine
+from pipeline.errors import WaitTimeoutError
+from pipeline.intake import PromptIn, read_input, validate_records
+from pipeline.jobs import JobStatusView, iter_results, job_status
+from pipeline.queue import connect
+from pipeline.settings import Settings
+from pipeline.submit import submit_records
+
+
+class Client:
+    """Submit work to a running ecobatch cluster and read it back.
+
+    The SQL engine is opened at construction; Redis only on the first submission, so a
+    client that only reads status and results needs no broker URL.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        """Open the SQL ledger named by ``settings.database_url``.
+
+        Raises:
+            ServiceError: the database cannot be opened.
+        """
+        self.settings = settings
+        self.engine = make_engine(settings.database_url)
+        self._redis: redis.Redis | None = None
+
+    @property
+    def redis(self) -> redis.Redis:
+        """The broker client, connected on first use.
+
+        Raises:
+            ConfigError: no Redis URL is configured.
+            ServiceError: Redis cannot be reached.
+        """
+        if self._redis is None:
+            self._redis = connect(self.settings.require_redis_url())
+        return self._redis
+
+    def submit(self, prompts: Iterable[str | Mapping[str, Any]], *, max_tokens: int | None = None,
+               strategy: str | None = None) -> str:
+        """Validate and submit prompts; return the job id.
+
+        Args:
+            prompts: strings (prompt text) or JSONL-style records (``prompt`` or ``messages``,
+                optional ``id``, ``max_tokens``, ``metadata``).
+            max_tokens: default new-token limit in tokens; None uses the settings.
+            strategy: routing strategy; None uses the settings.
+
+        Raises:
+            InputError: a record is invalid (``line`` is its 1-based number); nothing is sent.
+            ServiceError: SQL or Redis failed.
+        """
+        records = validate_records(prompts)
+        return self._submit(records, "client", max_tokens, strategy)
+
+    def submit_file(self, path: str | Path, *, fmt: str | None = None,
+                    max_tokens: int | None = None, strategy: str | None = None) -> str:
+        """Validate and submit a JSONL, CSV or text file; return the job id.
+
+        Raises:
+            InputError: the file is unreadable or a line is invalid; nothing is sent.
+            ServiceError: SQL or Redis failed.
+        """
+        records = read_input(path, fmt)
+        return self._submit(records, str(path), max_tokens, strategy)
+
+    def _submit(self, records: Sequence[PromptIn], source: str, max_tokens: int | None,
+                strategy: str | None) -> str:
+        receipt = submit_records(
+            self.engine, self.redis, records, source=source,
+            strategy=strategy or self.settings.strategy,
+            default_max_tokens=max_tokens or self.settings.max_tokens,
+        )
+        return receipt.job_id
+
+    def status(self, job_id: str) -> JobStatusView:
+        """Counts, progress and sustainability totals of a job.
+
+        Raises:
+            NotFoundError: unknown job id.
+        """
+        return job_status(self.engine, job_id)
+
+    def wait(self, job_id: str, timeout_s: float, poll_s: float = 0.2) -> JobStatusView:
+        """Poll until every prompt of the job has a result or is dead.
+
+        Args:
+            job_id: the job.
+            timeout_s: longest wait, in seconds.
+            poll_s: pause between polls, in seconds.
+
+        Raises:
+            WaitTimeoutError: the job is not finished after ``timeout_s``.
+            NotFoundError: unknown job id.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            view = self.status(job_id)
+            if view.finished:
+                return view
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                raise WaitTimeoutError(
+                    f"job {job_id} not finished after {timeout_s:g} s "
+                    f"({view.n_results}/{view.total} answered, {view.n_failed} failed)"
+                )
+            time.sleep(min(poll_s, left_s))
+
+    def results(self, job_id: str) -> list[dict[str, Any]]:
+        """All export rows of a job so far, in input order.
+
+        Raises:
+            NotFoundError: unknown job id.
+        """
+        return list(iter_results(self.engine, job_id))
+
+    def close(self) -> None:
+        """Release the database pool and the Redis connection."""
+        self.engine.dispose()
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

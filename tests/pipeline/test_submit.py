@@ -1,0 +1,205 @@
+"""Producer side on real Redis and real SQLite + PostgreSQL: rows, refs, reconcile, idempotency."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from sqlalchemy import Engine, func, select, text, update
+from sqlmodel import SQLModel
+
+from pipeline.db import make_engine
+from pipeline.errors import InputError, ServiceError
+from pipeline.intake import validate_records
+from pipeline.models import Job, JobStatus, Prompt, PromptStatus
+from pipeline.queue import PENDING_KEY, PromptRef
+from pipeline.reconcile import reconcile
+from pipeline.settings import Settings, load_settings
+from pipeline.submit import (
+    SubmitReceipt,
+    estimate_prompt_tokens,
+    submit_file,
+    submit_records,
+    submit_task_payload,
+)
+
+pytestmark = pytest.mark.service
+JOBS = SQLModel.metadata.tables["job"]
+PROMPTS = SQLModel.metadata.tables["prompt"]
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def rclient(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def _submit(engine: Engine, rclient: redis.Redis, items: list[Any], **kw: Any) -> SubmitReceipt:
+    records = validate_records(items)
+    args: dict[str, Any] = {"source": "test", "strategy": "carbon", "default_max_tokens": 64}
+    args.update(kw)
+    return submit_records(engine, rclient, records, **args)
+
+
+def _refs(rclient: redis.Redis) -> list[PromptRef]:
+    return [PromptRef.decode(r) for r in rclient.lrange(PENDING_KEY, 0, -1)]
+
+
+def test_submit_writes_job_prompts_then_refs(engine: Engine, rclient: redis.Redis) -> None:
+    items: list[Any] = [
+        "a" * 10,
+        {"prompt": "second", "id": "q2", "max_tokens": 8, "metadata": {"k": "v"}},
+        {"messages": [{"role": "user", "content": "hello"}], "id": 3},
+    ]
+    receipt = _submit(engine, rclient, items)
+    assert len(receipt.job_id) == 32 and receipt.n_prompts == 3 and not receipt.deferred
+    with engine.connect() as conn:
+        job = conn.execute(select(JOBS).where(JOBS.c.id == receipt.job_id)).one()
+        prompts = conn.execute(select(PROMPTS).order_by(PROMPTS.c.position)).all()
+        nulls = conn.execute(text("select count(*) from prompt where messages is null")).scalar()
+    assert (job.n_prompts, job.status, job.strategy, job.max_tokens, job.source) == (
+        3, JobStatus.QUEUED, "carbon", 64, "test")
+    assert job.created_at is not None
+    assert [p.id for p in prompts] == [f"{receipt.job_id}:{i}" for i in (1, 2, 3)]
+    assert [p.external_id for p in prompts] == ["1", "q2", "3"]
+    assert [p.max_tokens for p in prompts] == [64, 8, 64]
+    assert [p.prompt_tokens_est for p in prompts] == [3, 2, 6]
+    assert {p.status for p in prompts} == {PromptStatus.PENDING}
+    assert prompts[1].metadata == {"k": "v"} and prompts[0].metadata is None
+    assert prompts[2].messages == [{"role": "user", "content": "hello"}]
+    assert nulls == 2  # absent JSON is SQL NULL, not the JSON literal null
+    refs = _refs(rclient)
+    assert [r.prompt_id for r in refs] == [p.id for p in prompts]
+    assert [(r.prompt_tokens, r.max_tokens) for r in refs] == [(3, 64), (2, 8), (6, 64)]
+    assert {r.job_id for r in refs} == {receipt.job_id}
+
+
+def test_estimate_prompt_tokens_is_about_four_chars_per_token() -> None:
+    recs = validate_records(["abcd", "abcde", {"messages": [{"role": "user", "content": "abcd"}]}])
+    assert [estimate_prompt_tokens(r) for r in recs] == [1, 2, 5]
+
+
+def test_submit_file_parses_then_submits(
+    engine: Engine, rclient: redis.Redis, tmp_path: Path
+) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text("prompt,id\nhello,a\nworld,b\n")
+    receipt = submit_file(engine, rclient, path, strategy="latency", default_max_tokens=16)
+    assert receipt.n_prompts == 2 and rclient.llen(PENDING_KEY) == 2
+    with engine.connect() as conn:
+        assert conn.execute(select(JOBS.c.source)).scalar_one() == str(path)
+
+
+def test_deferred_job_stays_in_sql(engine: Engine, rclient: redis.Redis) -> None:
+    receipt = _submit(engine, rclient, ["x", "y"], deferred=True)
+    assert receipt.deferred and rclient.llen(PENDING_KEY) == 0
+    with engine.connect() as conn:
+        assert conn.execute(select(JOBS.c.status)).scalar_one() == JobStatus.DEFERRED
+    assert reconcile(engine, rclient) == 0  # the planner releases deferred jobs, not reconcile
+
+
+def test_empty_records_rejected(engine: Engine, rclient: redis.Redis) -> None:
+    with pytest.raises(InputError):
+        submit_records(engine, rclient, [], source="t", strategy="carbon", default_max_tokens=1)
+
+
+def test_reconcile_reenqueues_after_redis_lost_its_list(
+    engine: Engine, rclient: redis.Redis
+) -> None:
+    receipt = _submit(engine, rclient, [f"p{i}" for i in range(25)])
+    rclient.delete(PENDING_KEY)
+    assert reconcile(engine, rclient) == 25
+    assert [r.prompt_id for r in _refs(rclient)] == [f"{receipt.job_id}:{i}" for i in range(1, 26)]
+    assert reconcile(engine, rclient) == 0  # nothing missing any more
+
+
+def test_reconcile_skips_queued_and_batched_prompts(engine: Engine, rclient: redis.Redis) -> None:
+    receipt = _submit(engine, rclient, [f"p{i}" for i in range(6)])
+    rclient.ltrim(PENDING_KEY, 0, 1)  # 1 and 2 still queued; 3..6 lost
+    with engine.begin() as conn:
+        conn.execute(update(PROMPTS).where(PROMPTS.c.position.in_([3, 4]))
+                     .values(status=PromptStatus.BATCHED, batch_id="b1"))
+    assert reconcile(engine, rclient) == 2
+    assert [r.prompt_id for r in _refs(rclient)] == [
+        f"{receipt.job_id}:{i}" for i in (1, 2, 5, 6)]
+
+
+def test_redis_down_after_commit_keeps_sql_and_reconcile_recovers(
+    engine: Engine, rclient: redis.Redis
+) -> None:
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5,
+                       retry=Retry(NoBackoff(), 0))
+    with pytest.raises(ServiceError, match="ecobatch reconcile") as info:
+        _submit(engine, dead, ["a", "b", "c"])
+    with engine.connect() as conn:
+        job_id = conn.execute(select(JOBS.c.id)).scalar_one()
+        n = conn.execute(select(func.count()).select_from(PROMPTS)
+                         .where(PROMPTS.c.status == PromptStatus.PENDING)).scalar_one()
+    assert job_id in str(info.value) and n == 3
+    assert reconcile(engine, rclient) == 3
+    assert rclient.llen(PENDING_KEY) == 3
+
+
+def test_sql_failure_is_a_service_error_and_enqueues_nothing(rclient: redis.Redis,
+                                                              tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("drop table prompt"))
+    with pytest.raises(ServiceError, match="cannot write job"):
+        _submit(engine, rclient, ["a"])
+    assert rclient.llen(PENDING_KEY) == 0
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Job)).scalar_one() == 0
+
+
+def test_given_job_id_makes_submission_idempotent(engine: Engine, rclient: redis.Redis) -> None:
+    job_id = "f" * 32
+    first = _submit(engine, rclient, ["a", "b"], job_id=job_id)
+    rclient.delete(PENDING_KEY)  # as if the first delivery died before its push
+    again = _submit(engine, rclient, ["a", "b"], job_id=job_id)
+    assert first == again
+    assert rclient.llen(PENDING_KEY) == 2
+    assert _submit(engine, rclient, ["a", "b"], job_id=job_id) == first
+    assert rclient.llen(PENDING_KEY) == 2
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Prompt)).scalar_one() == 2
+    with pytest.raises(InputError, match="job id"):
+        _submit(engine, rclient, ["a"], job_id="x" * 33)
+
+
+@dataclass
+class _Ctx:
+    settings: Settings
+    engine: Engine
+    redis: redis.Redis
+
+
+def test_submit_task_payload(engine: Engine, rclient: redis.Redis) -> None:
+    ctx = _Ctx(load_settings(max_tokens=99, strategy="greedy"), engine, rclient)
+    receipt = submit_task_payload(ctx, ["a", {"prompt": "b", "max_tokens": 5}], {})
+    assert receipt.n_prompts == 2
+    assert [r.max_tokens for r in _refs(rclient)] == [99, 5]
+    with engine.connect() as conn:
+        assert conn.execute(select(JOBS.c.strategy)).scalar_one() == "greedy"
+    with pytest.raises(InputError, match="bad submit option") as info:
+        submit_task_payload(ctx, ["a"], {"max_tokenz": 3})
+    assert info.value.field == "max_tokenz"
+    with pytest.raises(InputError, match="must be a list"):
+        submit_task_payload(ctx, "a", {})
+    with pytest.raises(InputError) as info:
+        submit_task_payload(ctx, ["a", {"prompt": ""}], {"max_tokens": 4})
+    assert info.value.line == 2
