@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, Column, DateTime, Text
+from sqlalchemy import JSON, Column, DateTime, Index, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -64,6 +64,8 @@ class Job(SQLModel, table=True):
 
 class Prompt(SQLModel, table=True):
     """One prompt of a job. ``id`` is ``<job_id>:<position>``; ``external_id`` is the user's."""
+
+    __table_args__ = (Index("ix_prompt_job_status", "job_id", "status"),)
 
     id: str = Field(primary_key=True, max_length=80)
     job_id: str = Field(foreign_key="job.id", index=True, max_length=32)
@@ -121,7 +123,7 @@ class Result(SQLModel, table=True):
     carbon_g: float = 0.0
     embodied_carbon_g: float = 0.0
     water_l: float = 0.0
-    cost_usd: float = 0.0
+    cost_usd: float | None = None  # None where the zone has no price data
     intensity_g_per_kwh: float = 0.0
     created_at: datetime = _ts()  # type: ignore[assignment]
 

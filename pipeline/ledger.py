@@ -1,0 +1,138 @@
+"""Write side of the ledger for device workers: batch state changes and idempotent result upserts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col
+
+from pipeline.db import session_scope
+from pipeline.errors import NotFoundError
+from pipeline.models import (
+    Batch,
+    BatchStatus,
+    Prompt,
+    PromptStatus,
+    Result,
+    utc_now,
+)
+
+
+@dataclass(frozen=True)
+class ClaimedBatch:
+    """A batch a worker is about to run, with its prompts in position order."""
+
+    batch: Batch
+    prompts: list[Prompt]
+
+    @property
+    def dead(self) -> bool:
+        """True when the attempt limit was exceeded and the batch was dead-lettered."""
+        return self.batch.status == BatchStatus.DEAD
+
+    @property
+    def already_done(self) -> bool:
+        """True when an earlier delivery already wrote every result."""
+        return self.batch.status == BatchStatus.DONE
+
+
+def claim_batch(engine: Engine, batch_id: str, max_attempts: int) -> ClaimedBatch:
+    """Count one more attempt at ``batch_id`` in SQL; dead-letter it past ``max_attempts``.
+
+    Raises:
+        NotFoundError: no such batch.
+    """
+    with session_scope(engine) as s:
+        batch = s.get(Batch, batch_id, with_for_update=_lock_ok(engine))
+        if batch is None:
+            raise NotFoundError(f"batch {batch_id} not found")
+        prompts = list(s.execute(
+            select(Prompt).where(col(Prompt.batch_id) == batch_id).order_by(col(Prompt.position))
+        ).scalars())
+        if batch.status in (BatchStatus.DONE, BatchStatus.DEAD):
+            return ClaimedBatch(batch, prompts)
+        batch.attempts += 1
+        if batch.attempts > max_attempts:
+            _dead_letter(s, batch, f"gave up after {max_attempts} attempts")
+        else:
+            batch.status = BatchStatus.RUNNING
+            batch.started_at = utc_now()
+        s.add(batch)
+        return ClaimedBatch(batch, prompts)
+
+
+def _lock_ok(engine: Engine) -> bool:
+    return engine.dialect.name != "sqlite"
+
+
+def _dead_letter(s: Session, batch: Batch, reason: str) -> None:
+    batch.status = BatchStatus.DEAD
+    batch.error = reason
+    batch.finished_at = utc_now()
+    s.execute(
+        update(Prompt).where(col(Prompt.batch_id) == batch.id).values(status=PromptStatus.DEAD)
+    )
+
+
+def dead_letter(engine: Engine, batch_id: str, reason: str) -> None:
+    """Move a batch and its prompts to the dead-letter state with ``reason``."""
+    with session_scope(engine) as s:
+        batch = s.get(Batch, batch_id)
+        if batch is None:
+            raise NotFoundError(f"batch {batch_id} not found")
+        _dead_letter(s, batch, reason)
+        s.add(batch)
+    refresh_jobs(engine, batch_id)
+
+
+def record_failure(engine: Engine, batch_id: str, reason: str) -> None:
+    """Note an error on a batch that will be retried."""
+    with session_scope(engine) as s:
+        s.execute(update(Batch).where(col(Batch.id) == batch_id).values(error=reason))
+
+
+def upsert_results(s: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert results, or overwrite them when the prompt already has one (redelivery)."""
+    if not rows:
+        return
+    dialect = s.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(Result).values(list(rows))
+    keys = [k for k in rows[0] if k != "prompt_id"]
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["prompt_id"], set_={k: stmt.excluded[k] for k in keys}
+    )
+    s.execute(stmt)
+
+
+def complete_batch(engine: Engine, batch_id: str, batch_values: dict[str, Any],
+                   result_rows: Sequence[dict[str, Any]]) -> None:
+    """Upsert the batch's results and mark it and its prompts done, in one transaction."""
+    with session_scope(engine) as s:
+        upsert_results(s, result_rows)
+        s.execute(update(Batch).where(col(Batch.id) == batch_id).values(
+            status=BatchStatus.DONE, finished_at=utc_now(), error=None, **batch_values))
+        s.execute(update(Prompt).where(col(Prompt.batch_id) == batch_id).values(
+            status=PromptStatus.DONE))
+    refresh_jobs(engine, batch_id)
+
+
+def refresh_jobs(engine: Engine, batch_id: str) -> None:
+    """Bring a job's status up to date once none of its prompts is still open.
+
+    The cheap indexed existence check runs per batch; the full status derivation (which
+    aggregates the job's results) runs only when the job may have finished.
+    """
+    from pipeline.jobs import refresh_job_status
+
+    open_states = (PromptStatus.PENDING, PromptStatus.BATCHED)
+    with Session(engine) as s:
+        job_ids = set(s.execute(select(col(Prompt.job_id)).where(col(Prompt.batch_id) == batch_id)).scalars())
+        finished = [j for j in job_ids if s.execute(select(col(Prompt.id)).where(
+            col(Prompt.job_id) == j, col(Prompt.status).in_(open_states)).limit(1)).first() is None]
+    for job_id in finished:
+        refresh_job_status(engine, job_id)

@@ -1,0 +1,112 @@
+"""The body of ``ecobatch.infer_batch``: claim, decode, meter, account, write.
+
+The model and the meter are built once per worker process (cached on the process's
+:class:`AppContext`), never per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from pipeline.accounting import account_batch
+from pipeline.context import AppContext
+from pipeline.devices import Device
+from pipeline.errors import EcobatchError, InferenceError, InputError, MemoryBudgetError
+from pipeline.ledger import ClaimedBatch, claim_batch, complete_batch, dead_letter, record_failure
+from pipeline.models import Prompt, utc_now
+from workers.backend import BatchOutput, GenerationRequest, InferenceBackend
+from workers.energy import EnergyMeter, EnergyReading
+from workers.meters import make_meter
+from workers.runtime import build_backend
+
+log = logging.getLogger(__name__)
+
+
+class RetryableError(EcobatchError):
+    """A batch failed in a way another attempt may not; attempts are counted in SQL."""
+
+
+def backend_for(ctx: AppContext, device: Device) -> InferenceBackend:
+    """The device's backend, loading the model on first use in this process."""
+    key = f"backend:{device.name}"
+    if key not in ctx.cache:
+        ctx.cache[key] = build_backend(device, ctx.settings)
+    backend: InferenceBackend = ctx.cache[key]
+    return backend
+
+
+def meter_for(ctx: AppContext, device: Device) -> EnergyMeter:
+    """The device's energy meter, built once per process."""
+    key = f"meter:{device.name}"
+    if key not in ctx.cache:
+        ctx.cache[key] = make_meter(device)
+    meter: EnergyMeter = ctx.cache[key]
+    return meter
+
+
+def to_request(p: Prompt, temperature: float) -> GenerationRequest:
+    """The backend request for one ledger prompt."""
+    return GenerationRequest(request_id=p.id, prompt=p.prompt, messages=p.messages,
+                             max_tokens=p.max_tokens, temperature=temperature)
+
+
+def run_batch(ctx: AppContext, batch_id: str) -> dict[str, Any]:
+    """Run ``batch_id`` on its device and write its results; idempotent under redelivery.
+
+    Raises:
+        RetryableError: decoding failed in a way worth another attempt.
+    """
+    claimed = claim_batch(ctx.engine, batch_id, ctx.settings.max_attempts)
+    if claimed.already_done or claimed.dead:
+        return {"batch_id": batch_id, "status": claimed.batch.status.value}
+    device = ctx.registry.get(claimed.batch.device)
+    try:
+        output, reading, started = _decode(ctx, device, claimed)
+    except (InputError, MemoryBudgetError) as e:
+        dead_letter(ctx.engine, batch_id, str(e))  # another attempt would fail the same way
+        return {"batch_id": batch_id, "status": "dead", "error": str(e)}
+    except InferenceError as e:
+        record_failure(ctx.engine, batch_id, str(e))
+        raise RetryableError(str(e)) from e
+    rows = _result_rows(ctx, device, claimed, output, reading, started)
+    complete_batch(ctx.engine, batch_id, _batch_values(output, reading), rows)
+    return {"batch_id": batch_id, "status": "done", "energy_j": reading.energy_j}
+
+
+def _decode(ctx: AppContext, device: Device,
+            claimed: ClaimedBatch) -> tuple[BatchOutput, EnergyReading, datetime]:
+    backend = backend_for(ctx, device)
+    meter = meter_for(ctx, device)
+    requests = [to_request(p, ctx.settings.temperature) for p in claimed.prompts]
+    started = utc_now()
+    meter.start()
+    try:
+        output = backend.generate(requests)
+    finally:
+        reading = meter.stop()
+    return output, reading, started
+
+
+def _batch_values(output: BatchOutput, reading: EnergyReading) -> dict[str, Any]:
+    return {"latency_s": output.wall_s, "energy_j": reading.energy_j,
+            "energy_source": reading.source, "energy_measured": reading.measured,
+            "peak_memory_bytes": output.peak_memory_bytes}
+
+
+def _result_rows(ctx: AppContext, device: Device, claimed: ClaimedBatch, output: BatchOutput,
+                 reading: EnergyReading, started: datetime) -> list[dict[str, Any]]:
+    tokens = [r.prompt_tokens + r.completion_tokens for r in output.results]
+    shares = account_batch(ctx.grid, device, reading.energy_j, reading.duration_s, started, tokens)
+    rows = []
+    for prompt, res, share in zip(claimed.prompts, output.results, shares, strict=True):
+        rows.append({
+            "prompt_id": prompt.id, "job_id": prompt.job_id, "batch_id": claimed.batch.id,
+            "device": device.name, "output": res.text, "finish_reason": res.finish_reason,
+            "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
+            "ttft_s": res.ttft_s, "latency_s": res.latency_s,
+            "energy_source": reading.source, "energy_measured": reading.measured,
+            "created_at": utc_now(), **share,
+        })
+    return rows
