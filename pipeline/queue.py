@@ -31,12 +31,13 @@ class PromptRef:
     max_tokens: int
 
     def encode(self) -> str:
-        """Compact JSON for the Redis list."""
-        return json.dumps(
-            {"id": self.prompt_id, "job": self.job_id, "t": self.enqueued_unix_s,
-             "pt": self.prompt_tokens, "mt": self.max_tokens},
-            separators=(",", ":"),
-        )
+        """Compact JSON for the Redis list.
+
+        Built by hand rather than through ``json.dumps`` of a dict: intake encodes one ref per
+        prompt, and this is measurably faster at 100k prompts while giving identical JSON.
+        """
+        return (f'{{"id":{json.dumps(self.prompt_id)},"job":{json.dumps(self.job_id)},'
+                f'"t":{self.enqueued_unix_s!r},"pt":{self.prompt_tokens},"mt":{self.max_tokens}}}')
 
     @classmethod
     def decode(cls, raw: str | bytes) -> PromptRef:

@@ -23,11 +23,12 @@ from pipeline.db import make_engine
 from pipeline.devices import Registry, load_registry
 from pipeline.embedded import EmbeddedRedis
 from pipeline.errors import WaitTimeoutError
+from pipeline.intake import read_input
 from pipeline.jobs import iter_results, write_results
 from pipeline.models import Prompt, PromptStatus
 from pipeline.queue import connect
 from pipeline.settings import Settings
-from pipeline.submit import submit_file
+from pipeline.submit import submit_records
 from pipeline.summary import DeviceSummary, summarise, summary_table
 
 POLL_S = 0.25
@@ -58,6 +59,7 @@ class RunOutcome:
 
 def run_job(settings: Settings, opts: RunOptions, console: Console) -> RunOutcome:
     """Submit the file, wait for every answer with a progress bar, write results, summarise."""
+    records = read_input(opts.input_path, opts.input_format)  # bad input stops here, nothing started
     with contextlib.ExitStack() as stack:
         embedded = not settings.redis_url
         settings = _with_broker(settings, stack)
@@ -69,9 +71,9 @@ def run_job(settings: Settings, opts: RunOptions, console: Console) -> RunOutcom
                                                   log_dir=Path(tempfile.mkdtemp(prefix="ecobatch-logs-"))))
         if spawn:
             _start_children(children, registry)
-        receipt = submit_file(engine, connect(settings.require_redis_url()), opts.input_path,
-                              fmt=opts.input_format, strategy=settings.strategy,
-                              default_max_tokens=settings.max_tokens)
+        receipt = submit_records(engine, connect(settings.require_redis_url()), records,
+                                 source=opts.input_path, strategy=settings.strategy,
+                                 default_max_tokens=settings.max_tokens)
         console.print(f"job {receipt.job_id}: {receipt.n_prompts} prompts queued")
         n_dead = _wait(engine, receipt.job_id, receipt.n_prompts, children, opts.timeout_s, console)
         _write(engine, receipt.job_id, opts)

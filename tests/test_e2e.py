@@ -110,3 +110,14 @@ def test_bad_settings_fail_clearly_before_anything_starts(
     assert proc.returncode != 0
     assert message in proc.stderr
     assert not (tmp_path / "ecobatch.db").exists()  # nothing was enqueued
+
+
+def test_run_rejects_a_malformed_file_before_starting_anything(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "fine"}\n{"prompt": \n{"prompt": "also fine"}\n')
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(bad)], cwd=tmp_path,
+                          env=_clean_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "line 2" in proc.stderr
+    assert not (tmp_path / "ecobatch.db").exists()
+    assert not (tmp_path / "results.jsonl").exists()
