@@ -1,0 +1,53 @@
+"""The device registry: TOML in, clear errors naming the device and field, local detection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.devices import load_registry
+from pipeline.errors import ConfigError, UnknownDeviceError
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_example_registry_loads_in_order() -> None:
+    reg = load_registry(EXAMPLES / "devices.toml")
+    assert reg.names == ["orin-nx", "ada2000", "cpu-dc"]
+    ada = reg.get("ada2000")
+    assert ada.queue == "device.ada2000"
+    assert ada.pue_curve == [(10.0, 1.15), (25.0, 1.25), (35.0, 1.45)]
+
+
+def test_no_registry_detects_this_machine_as_one_cpu_device() -> None:
+    reg = load_registry(None)
+    assert [d.kind for d in reg.devices] == ["cpu"]  # no GPU, no Jetson here
+    assert reg.devices[0].memory_gb > 0
+
+
+@pytest.mark.parametrize("body, message", [
+    ('[[device]]\nname = "a"\nkind = "tpu"\n', "device #1 field 'kind'"),
+    ('[[device]]\nname = "a"\nkind = "cpu"\ntdp_w = -5\n', "field 'tdp_w'"),
+    ('[[device]]\nname = "bad name!"\nkind = "cpu"\n', "field 'name'"),
+    ('[[device]]\nname = "a"\nkind = "cpu"\ncolour = "red"\n', "field 'colour'"),
+    ('[[device]]\nname = "a"\nkind = "cpu"\n[[device]]\nname = "a"\nkind = "cpu"\n', "duplicate"),
+    ('name = "a"\n', "no [[device]] tables"),
+    ('[[device]\n', "devices.toml"),
+])
+def test_bad_registry_names_the_device_and_field(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "devices.toml"
+    path.write_text(body)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_registry(path)
+
+
+def test_unknown_device_lists_the_known_ones() -> None:
+    reg = load_registry(EXAMPLES / "devices.toml")
+    with pytest.raises(UnknownDeviceError, match="known: orin-nx, ada2000, cpu-dc"):
+        reg.get("h100")
+
+
+def test_missing_registry_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="missing.toml"):
+        load_registry(tmp_path / "missing.toml")
