@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlmodel import SQLModel, create_engine
 
-from pipeline.db import normalise_url
+from pipeline.db import make_engine, normalise_url
 from pipeline.modelfile import default_model_path
+from pipeline.queue import connect
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 TEST_REDIS_URL = os.environ.get("ECOBATCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -68,6 +69,22 @@ def db_url(request: pytest.FixtureRequest) -> str:
     """Each test using it runs once on SQLite and once on PostgreSQL."""
     name = "sqlite_url" if request.param == "sqlite" else "pg_url"
     return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """The ledger on SQLite and on PostgreSQL."""
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def rclient(redis_url: str) -> Iterator[redis.Redis]:
+    """A decoding client of the emptied test Redis database."""
+    client = connect(redis_url)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,7 +13,6 @@ from sqlalchemy import Engine, insert, select, update
 from sqlmodel import SQLModel
 
 from pipeline.client import Client
-from pipeline.db import make_engine
 from pipeline.errors import NotFoundError, WaitTimeoutError
 from pipeline.intake import validate_records
 from pipeline.jobs import (
@@ -32,13 +30,6 @@ from pipeline.submit import submit_records
 pytestmark = pytest.mark.service
 PROMPTS = SQLModel.metadata.tables["prompt"]
 JOBS = SQLModel.metadata.tables["job"]
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    yield eng
-    eng.dispose()
 
 
 @pytest.fixture

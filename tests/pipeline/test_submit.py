@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,20 +31,6 @@ from pipeline.submit import (
 pytestmark = pytest.mark.service
 JOBS = SQLModel.metadata.tables["job"]
 PROMPTS = SQLModel.metadata.tables["prompt"]
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
-def rclient(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    client.close()
 
 
 def _submit(engine: Engine, rclient: redis.Redis, items: list[Any], **kw: Any) -> SubmitReceipt:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
@@ -10,10 +9,9 @@ import redis
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from pipeline.db import make_engine
 from pipeline.devices import Device, Registry
 from pipeline.models import Job, Prompt
-from pipeline.queue import PromptRef, connect, push_refs
+from pipeline.queue import PromptRef, push_refs
 
 
 class FixedCarbon:
@@ -51,20 +49,6 @@ def registry() -> Registry:
 def carbon() -> FixedCarbon:
     """DIRTY at 700 g/kWh, CLEAN at 20 g/kWh."""
     return FixedCarbon({"DIRTY": 700.0, "CLEAN": 20.0})
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    """The ledger on SQLite and on PostgreSQL."""
-    eng = make_engine(db_url)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
-def rclient(redis_url: str) -> redis.Redis:
-    """A decoding client of the emptied test Redis database."""
-    return connect(redis_url)
 
 
 def seed_job(
