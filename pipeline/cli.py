@@ -6,9 +6,8 @@ import tempfile
 from pathlib import Path
 
 import click
-from rich.console import Console
 
-from pipeline.cli_common import build_settings, handle_errors
+from pipeline.cli_common import build_settings, handle_errors, make_console
 from pipeline.devices import Device, load_registry
 from pipeline.modelfile import resolve_model_path
 from pipeline.run import RunOptions, run_job
@@ -58,10 +57,7 @@ def run(input_path: str, input_format: str | None, output_path: Path, output_for
     settings = build_settings(**overrides)
     fmt = output_format or ("csv" if output_path.suffix.lower() == ".csv" else "jsonl")
     opts = RunOptions(input_path, input_format, output_path, fmt, local_workers, timeout_s)
-    console = Console(stderr=True)
-    if not console.is_terminal:
-        console.width = 160  # a log file gets the whole summary table
-    outcome = run_job(settings, opts, console)
+    outcome = run_job(settings, opts, make_console(stderr=True))
     click.echo(f"{outcome.n_prompts - outcome.n_dead}/{outcome.n_prompts} answered; "
                f"results in {outcome.output_path}")
 

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy import Engine
 
-from pipeline.cli_common import build_settings, handle_errors
+from pipeline.cli_common import build_settings, handle_errors, make_console
 from pipeline.db import make_engine
 from pipeline.devices import Device, Registry, load_registry
 from pipeline.errors import ConfigError, EcobatchError
@@ -162,7 +162,7 @@ def bench(device_name: str | None, batch_sizes: list[int], prompts_file: Path | 
     check_batch_sizes(device, batch_sizes)
     prompts = load_prompts(prompts_file) if prompts_file else default_prompts()
     engine = make_engine(settings.database_url)
-    console = Console()
+    console = make_console()
     model_name, rows = _run_with_progress(
         console, settings, device, prompts, batch_sizes, repeats, max_tokens
     )
@@ -221,4 +221,4 @@ def devices(devices_file: Path | None, database_url: str | None) -> None:
     settings = build_settings(database_url=database_url, devices=devices_file)
     registry = load_registry(settings.devices)
     engine = make_engine(settings.database_url)
-    Console().print(devices_table(engine, registry, settings.latency_target_s))
+    make_console().print(devices_table(engine, registry, settings.latency_target_s))

@@ -11,10 +11,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from pipeline.cli_common import build_settings, handle_errors
+from pipeline.cli_common import build_settings, handle_errors, make_console
 from pipeline.db import make_engine
 from pipeline.intake import INPUT_FORMATS, read_input
 from pipeline.jobs import OUTPUT_FORMATS, JobStatusView, iter_results, job_status, write_results
@@ -77,7 +76,7 @@ def status(job_id: str, as_json: bool, database_url: str | None) -> None:
     if as_json:
         click.echo(json.dumps(_view_dict(view), default=str))
     else:
-        Console().print(_status_table(view))
+        make_console().print(_status_table(view))
 
 
 def _view_dict(view: JobStatusView) -> dict[str, object]:
