@@ -44,7 +44,8 @@ def load_prompts(n: int) -> list[str]:
 
 def direct_plain(prompts: list[str], max_tokens: int) -> tuple[int, float]:
     """Completion tokens and seconds for the plain API, one prompt after another."""
-    llm = Llama(model_path=str(default_model_path()), n_ctx=1024, verbose=False)
+    # flash attention as in our backend, so both sides run the same kernels and emit the same tokens
+    llm = Llama(model_path=str(default_model_path()), n_ctx=1024, flash_attn=True, verbose=False)
     t0 = time.perf_counter()
     tokens = 0
     for p in prompts:
