@@ -7,6 +7,7 @@ size. The router fits its predictions to these rows.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from collections.abc import Callable, Sequence
@@ -243,20 +244,6 @@ def store_profile(engine: Engine, device: str, model: str, rows: Sequence[Profil
 
 
 def _profile_record(device: str, model: str, row: ProfileRow) -> DeviceProfile:
-    return DeviceProfile(
-        device=device,
-        model=model,
-        batch_size=row.batch_size,
-        repeats=row.repeats,
-        prompt_tokens=row.prompt_tokens,
-        completion_tokens=row.completion_tokens,
-        ttft_s=row.ttft_s,
-        latency_s=row.latency_s,
-        tokens_per_s=row.tokens_per_s,
-        energy_j=row.energy_j,
-        j_per_token=row.j_per_token,
-        avg_power_w=row.avg_power_w,
-        peak_memory_bytes=row.peak_memory_bytes,
-        energy_source=row.energy_source,
-        energy_measured=row.energy_measured,
-    )
+    fields = dataclasses.asdict(row)
+    del fields["n_batches"]  # how the mean was taken, not a property of the device
+    return DeviceProfile(device=device, model=model, **fields)
