@@ -29,6 +29,7 @@ from sqlalchemy import Engine, insert
 
 from pipeline.db import make_engine
 from pipeline.devices import Device, Registry
+from pipeline.grid import GridTrace
 from pipeline.models import Job, Prompt, PromptStatus
 from pipeline.queue import PromptRef, connect, pending_count, push_refs
 from pipeline.settings import Settings
@@ -37,17 +38,6 @@ from router.route import Dispatch, PublishMany, publish_each, route_once
 
 INFER_TASK = "ecobatch.infer_batch"
 GOAL_PROMPTS_PER_S = 5_000.0
-
-
-class FixedCarbon:
-    """Constant grid intensity per zone."""
-
-    def __init__(self, by_zone: dict[str, float]) -> None:
-        self.by_zone = by_zone
-
-    def intensity_g_per_kwh(self, zone: str, at: datetime) -> float:
-        """The fixed intensity of ``zone``."""
-        return self.by_zone[zone]
 
 
 def registry() -> Registry:
@@ -124,7 +114,7 @@ def run(label: str, url: str, n: int, batch_size: int,
         app.conf.update(task_serializer="json", accept_content=["json"])
         publish = make_publish(app)
         settings = Settings(batch_size=batch_size, strategy="carbon")
-        carbon = FixedCarbon({"DE-LU": 380.0, "GB": 210.0, "AU-VIC": 640.0})
+        carbon = GridTrace()  # the real hourly trace, lookups included in the timing
         predictor = NominalPredictor()
         started = time.perf_counter()
         dispatched = batches = 0
