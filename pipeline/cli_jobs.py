@@ -94,7 +94,7 @@ def _status_table(view: JobStatusView) -> Table:
     rows = [
         ("status", view.status.value),
         ("source", view.source),
-        ("strategy", view.strategy),
+        ("strategy", view.strategy or "router default"),
         ("created (UTC)", str(view.created_at)),
         ("answered", f"{view.n_results}/{view.total} ({view.fraction_done:.1%})"),
         ("failed", str(view.n_failed)),

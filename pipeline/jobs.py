@@ -52,7 +52,7 @@ class JobStatusView:
     job_id: str
     status: JobStatus
     source: str
-    strategy: str
+    strategy: str | None
     created_at: datetime | None
     total: int
     counts: dict[str, int] = field(default_factory=dict)

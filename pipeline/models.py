@@ -58,7 +58,7 @@ class Job(SQLModel, table=True):
     source: str = Field(default="", description="file name, '-' or 'client'")
     n_prompts: int = 0
     status: JobStatus = Field(default=JobStatus.QUEUED, index=True)
-    strategy: str = "carbon"
+    strategy: str | None = None  # None: the router's ECOBATCH_STRATEGY decides
     max_tokens: int = 128
 
 

@@ -8,7 +8,7 @@ Nothing reads the environment at import time: call :func:`load_settings`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, PositiveFloat, PositiveInt, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pipeline.errors import ConfigError
 
 StrategyName = Literal["greedy", "carbon", "latency"]
+STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 
 
 class Settings(BaseSettings):

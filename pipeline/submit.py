@@ -25,7 +25,7 @@ from pipeline.intake import MAX_TOKENS_CAP, PromptIn, external_id, read_input, v
 from pipeline.models import Job, JobStatus, Prompt, PromptStatus, utc_now
 from pipeline.queue import PromptRef, push_refs
 from pipeline.reconcile import reconcile
-from pipeline.settings import Settings, StrategyName
+from pipeline.settings import STRATEGY_NAMES, Settings, StrategyName
 
 MAX_JOB_ID_CHARS = 32
 SQL_CHUNK_ROWS = 10_000
@@ -98,12 +98,15 @@ def submit_records(
             re-enqueued and its receipt returned, so the call is idempotent.
 
     Raises:
-        InputError: ``records`` is empty or ``job_id`` is too long.
+        InputError: ``records`` is empty, ``strategy`` unknown or ``job_id`` too long.
         ServiceError: SQL could not be written (nothing was), or Redis could not be written
             (the job is in SQL and :func:`reconcile` will enqueue it).
     """
     if not records:
         raise InputError("no prompts to submit")
+    if strategy not in STRATEGY_NAMES:
+        raise InputError(f"unknown strategy {strategy!r} (one of {', '.join(STRATEGY_NAMES)})",
+                         field="strategy")
     if job_id is not None:
         existing = _existing_job(engine, redis_client, job_id)
         if existing is not None:

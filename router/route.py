@@ -31,9 +31,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from pipeline.devices import Registry
 from pipeline.errors import ServiceError
 from pipeline.grid import CarbonSource
-from pipeline.models import Batch, BatchStatus, Prompt, PromptStatus
+from pipeline.models import Batch, BatchStatus, Job, Prompt, PromptStatus
 from pipeline.queue import ROUTER_LOCK_KEY, PromptRef
-from pipeline.settings import Settings
+from pipeline.settings import STRATEGY_NAMES, Settings
 from router.backlog import read_backlog_s
 from router.batching import PEEK_REFS, cut_batches, effective_batch_size, return_refs, take_refs
 from router.predictor import BatchShape, Predictor
@@ -53,6 +53,7 @@ PublishMany = Callable[[Sequence[Dispatch]], None]
 
 _PROMPT = Prompt.__table__.c  # type: ignore[attr-defined]
 _BATCH = Batch.__table__  # type: ignore[attr-defined]
+_JOB = Job.__table__.c  # type: ignore[attr-defined]
 
 
 def publish_each(publish: Callable[[str, str], None]) -> PublishMany:
@@ -104,9 +105,18 @@ class _Pass:
     engine: Engine
     registry: Registry
     predictor: Predictor
-    strategy: Strategy
+    strategy: Strategy  # the default: settings.strategy
     batch_size: int
     backlog_s: dict[str, float]
+    strategies: dict[str, Strategy] = field(default_factory=dict)
+
+    def strategy_named(self, name: str | None) -> Strategy:
+        """The job's own strategy, or the default for a job without a known one."""
+        if name is None or name not in STRATEGY_NAMES:
+            return self.strategy
+        if name not in self.strategies:
+            self.strategies[name] = get_strategy(name)
+        return self.strategies[name]
 
 
 def route_once(
@@ -124,8 +134,9 @@ def route_once(
 ) -> RouteReport:
     """Route pending prompts until only a not-yet-due partial batch is left or time runs out.
 
-    Batches are cut at :func:`~router.batching.effective_batch_size` and each goes to the
-    device that ``settings.strategy`` picks. Only one router runs at a time: a call that cannot
+    Batches are cut at :func:`~router.batching.effective_batch_size`, never mixing prompts of
+    jobs with different strategies, and each goes to the device its job's strategy picks
+    (``settings.strategy`` for a job that names none). Only one router runs at a time: a call that cannot
     take the Redis lock ``ROUTER_LOCK_KEY`` returns at once with ``locked_out=True``.
 
     Args:
@@ -206,7 +217,8 @@ def _commit_pass(
         with ctx.engine.begin() as conn:
             fresh = _still_pending(conn, refs)
             report.skipped_refs += len(refs) - len(fresh)
-            batch_rows, assignments, dispatches = _assign(ctx, fresh, intensity, at)
+            by_job = _job_strategies(conn, {r.job_id for r in fresh})
+            batch_rows, assignments, dispatches = _assign(ctx, fresh, by_job, intensity, at)
             if batch_rows:
                 conn.execute(insert(_BATCH), batch_rows)
                 conn.execute(_MARK_BATCHED, assignments)
@@ -227,31 +239,62 @@ _MARK_BATCHED = (
 
 
 def _assign(
-    ctx: _Pass, refs: Sequence[PromptRef], intensity: dict[str, float], at: datetime,
+    ctx: _Pass, refs: Sequence[PromptRef], job_strategy: dict[str, str],
+    intensity: dict[str, float], at: datetime,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[Dispatch]]:
-    """Cut ``refs`` into batches and pick a device for each, advancing the backlog as we go."""
+    """Cut ``refs`` into batches (never mixing strategies) and pick a device for each,
+    advancing the backlog as we go."""
     batch_rows: list[dict[str, Any]] = []
     assignments: list[dict[str, str]] = []
     dispatches: list[Dispatch] = []
-    for batch in cut_batches(refs, ctx.batch_size):
-        shape = BatchShape(len(batch), sum(r.prompt_tokens for r in batch),
-                           sum(r.max_tokens for r in batch))
-        choice = ctx.strategy.choose(
-            options_for(ctx.registry, shape, ctx.predictor, intensity, ctx.backlog_s))
-        name = choice.device.name
-        ctx.backlog_s[name] = ctx.backlog_s.get(name, 0.0) + choice.prediction.latency_s
-        batch_id = uuid4().hex
-        batch_rows.append({
-            "id": batch_id, "created_at": at, "device": name, "strategy": ctx.strategy.name,
-            "size": len(batch), "status": BatchStatus.DISPATCHED, "attempts": 0,
-            "predicted_latency_s": choice.prediction.latency_s,
-            "predicted_energy_j": choice.prediction.energy_j,
-            "predicted_carbon_g": choice.carbon_g,
-            "prediction_source": choice.prediction.source,
-        })
-        assignments.extend({"pid": r.prompt_id, "bid": batch_id} for r in batch)
-        dispatches.append((batch_id, choice.device.queue))
+    for strategy, group in _group_by_strategy(ctx, refs, job_strategy):
+        for batch in cut_batches(group, ctx.batch_size):
+            batch_id = uuid4().hex
+            row, queue = _place(ctx, strategy, batch, batch_id, intensity, at)
+            batch_rows.append(row)
+            assignments.extend({"pid": r.prompt_id, "bid": batch_id} for r in batch)
+            dispatches.append((batch_id, queue))
     return batch_rows, assignments, dispatches
+
+
+def _group_by_strategy(
+    ctx: _Pass, refs: Sequence[PromptRef], job_strategy: dict[str, str],
+) -> list[tuple[Strategy, list[PromptRef]]]:
+    groups: dict[str, tuple[Strategy, list[PromptRef]]] = {}
+    for r in refs:
+        strategy = ctx.strategy_named(job_strategy.get(r.job_id))
+        groups.setdefault(strategy.name, (strategy, []))[1].append(r)
+    return list(groups.values())
+
+
+def _place(
+    ctx: _Pass, strategy: Strategy, batch: Sequence[PromptRef], batch_id: str,
+    intensity: dict[str, float], at: datetime,
+) -> tuple[dict[str, Any], str]:
+    """Choose the device of one batch; return its Batch row and the queue to publish to."""
+    shape = BatchShape(len(batch), sum(r.prompt_tokens for r in batch),
+                       sum(r.max_tokens for r in batch))
+    choice = strategy.choose(
+        options_for(ctx.registry, shape, ctx.predictor, intensity, ctx.backlog_s))
+    name = choice.device.name
+    ctx.backlog_s[name] = ctx.backlog_s.get(name, 0.0) + choice.prediction.latency_s
+    row = {
+        "id": batch_id, "created_at": at, "device": name, "strategy": strategy.name,
+        "size": len(batch), "status": BatchStatus.DISPATCHED, "attempts": 0,
+        "predicted_latency_s": choice.prediction.latency_s,
+        "predicted_energy_j": choice.prediction.energy_j,
+        "predicted_carbon_g": choice.carbon_g,
+        "prediction_source": choice.prediction.source,
+    }
+    return row, choice.device.queue
+
+
+def _job_strategies(conn: Connection, job_ids: set[str]) -> dict[str, str]:
+    """Strategy of each job (one query per pass; a pass rarely spans more than a few jobs)."""
+    if not job_ids:
+        return {}
+    stmt = select(_JOB.id, _JOB.strategy).where(_JOB.id.in_(sorted(job_ids)))
+    return {job_id: strategy for job_id, strategy in conn.execute(stmt)}
 
 
 def _still_pending(conn: Connection, refs: Sequence[PromptRef]) -> list[PromptRef]:

@@ -188,3 +188,9 @@ def test_submit_task_payload(engine: Engine, rclient: redis.Redis) -> None:
     with pytest.raises(InputError) as info:
         submit_task_payload(ctx, ["a", {"prompt": ""}], {"max_tokens": 4})
     assert info.value.line == 2
+
+
+def test_unknown_strategy_is_refused_naming_the_field(engine: Engine, rclient: redis.Redis) -> None:
+    with pytest.raises(InputError, match="field 'strategy'"):
+        _submit(engine, rclient, ["hello"], strategy="fastest")
+    assert rclient.llen(PENDING_KEY) == 0

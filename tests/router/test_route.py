@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
 from pipeline.devices import Registry
-from pipeline.models import Batch, BatchStatus, Prompt, PromptStatus, Result
+from pipeline.models import Batch, BatchStatus, Job, Prompt, PromptStatus, Result
 from pipeline.queue import ROUTER_LOCK_KEY, pending_count, push_refs
 from pipeline.settings import Settings
 from router.nominal import NominalPredictor
@@ -216,3 +216,32 @@ def test_time_budget_stops_after_a_pass(
                    time_budget_s=0.0, peek_refs_max=8)
     assert (report.passes, report.prompts, report.stop_reason) == (1, 8, "time budget")
     assert pending_count(rclient) == 32
+
+
+def test_each_job_is_routed_by_its_own_strategy_and_batches_never_mix_them(
+    engine: Engine, rclient: redis.Redis, registry: Registry, carbon: FixedCarbon,
+) -> None:
+    t0 = NOW.timestamp() - 10
+    seed_job(engine, rclient, "jcarbon", 8, enqueued_unix_s=t0)
+    seed_job(engine, rclient, "jgreedy", 8, enqueued_unix_s=t0)
+    seed_job(engine, rclient, "jdefault", 4, enqueued_unix_s=t0)
+    with Session(engine) as s:
+        for job_id, strategy in (("jcarbon", "carbon"), ("jgreedy", "greedy")):
+            job = s.get(Job, job_id)
+            assert job is not None
+            job.strategy = strategy
+            s.add(job)
+        s.commit()
+    report = route(Settings(batch_size=4, strategy="latency"), engine, rclient, registry,
+                   carbon, Recorder(engine))
+    assert report.prompts == 20
+    with Session(engine) as s:
+        rows = s.execute(select(Prompt.job_id, Batch.strategy, Batch.device)  # type: ignore[call-overload]
+                         .join(Batch, Batch.id == Prompt.batch_id)).all()
+    by_job = {job: {(strategy, device) for j, strategy, device in rows if j == job}
+              for job in ("jcarbon", "jgreedy", "jdefault")}
+    assert {st for st, _ in by_job["jcarbon"]} == {"carbon"}
+    assert {dev for _, dev in by_job["jcarbon"]} == {"edge"}  # the clean zone
+    assert by_job["jgreedy"] == {("greedy", "gpu")}  # first in registry order
+    assert {st for st, _ in by_job["jdefault"]} == {"latency"}  # no strategy: the router's
+    assert all(b.size == 4 for b in batches(engine))
