@@ -21,9 +21,10 @@ EXPORT_FIELDS: tuple[str, ...] = (
     "id", "prompt_id", "status", "prompt", "messages", "output", "finish_reason", "device",
     "batch_id", "prompt_tokens", "completion_tokens", "ttft_s", "latency_s", "energy_j",
     "energy_source", "energy_measured", "carbon_g", "embodied_carbon_g", "water_l", "cost_usd",
-    "intensity_g_per_kwh", "metadata",
+    "intensity_g_per_kwh", "metadata", "error",
 )
 _RESULT_FIELDS = EXPORT_FIELDS[EXPORT_FIELDS.index("output"):EXPORT_FIELDS.index("metadata")]
+_PROMPT_FIELDS = ("metadata", "error")
 EXPORT_CHUNK_ROWS = 2_000
 
 
@@ -189,7 +190,8 @@ def _export_query(job_id: str) -> Any:
     return (
         select(prompt.c.external_id.label("id"), prompt.c.id.label("prompt_id"),
                prompt.c.status, prompt.c.prompt, prompt.c.messages,
-               prompt.c.batch_id.label("prompt_batch_id"), prompt.c["metadata"],
+               prompt.c.batch_id.label("prompt_batch_id"),
+               *(prompt.c[name] for name in _PROMPT_FIELDS),
                *(result.c[name] for name in _RESULT_FIELDS))
         .select_from(prompt.outerjoin(result, result.c.prompt_id == prompt.c.id))
         .where(prompt.c.job_id == job_id,

@@ -73,9 +73,8 @@ def _dead_letter(s: Session, batch: Batch, reason: str) -> None:
     batch.status = BatchStatus.DEAD
     batch.error = reason
     batch.finished_at = utc_now()
-    s.execute(
-        update(Prompt).where(col(Prompt.batch_id) == batch.id).values(status=PromptStatus.DEAD)
-    )
+    s.execute(update(Prompt).where(col(Prompt.batch_id) == batch.id).values(
+        status=PromptStatus.DEAD, error=reason))
 
 
 def dead_letter(engine: Engine, batch_id: str, reason: str) -> None:
@@ -109,15 +108,25 @@ def upsert_results(s: Session, rows: Sequence[dict[str, Any]]) -> None:
     s.execute(stmt)
 
 
+def reject_prompts(engine: Engine, reasons: dict[str, str]) -> None:
+    """Dead-letter single prompts (by id) with the reason each cannot run."""
+    with session_scope(engine) as s:
+        for prompt_id, reason in reasons.items():
+            s.execute(update(Prompt).where(col(Prompt.id) == prompt_id).values(
+                status=PromptStatus.DEAD, error=reason))
+
+
 def complete_batch(engine: Engine, batch_id: str, batch_values: dict[str, Any],
                    result_rows: Sequence[dict[str, Any]]) -> None:
-    """Upsert the batch's results and mark it and its prompts done, in one transaction."""
+    """Upsert the batch's results and mark it and the answered prompts done, in one transaction."""
+    answered = [r["prompt_id"] for r in result_rows]
     with session_scope(engine) as s:
         upsert_results(s, result_rows)
         s.execute(update(Batch).where(col(Batch.id) == batch_id).values(
             status=BatchStatus.DONE, finished_at=utc_now(), error=None, **batch_values))
-        s.execute(update(Prompt).where(col(Prompt.batch_id) == batch_id).values(
-            status=PromptStatus.DONE))
+        if answered:
+            s.execute(update(Prompt).where(col(Prompt.id).in_(answered)).values(
+                status=PromptStatus.DONE))
     refresh_jobs(engine, batch_id)
 
 

@@ -78,6 +78,7 @@ class Prompt(SQLModel, table=True):
     prompt_tokens_est: int = 0
     status: PromptStatus = Field(default=PromptStatus.PENDING, index=True)
     batch_id: str | None = Field(default=None, index=True, max_length=32)
+    error: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class Batch(SQLModel, table=True):

@@ -55,6 +55,10 @@ class InferenceBackend(Protocol):
         """Decode ``requests`` together and return one result per request, in order."""
         ...
 
+    def check(self, request: GenerationRequest) -> str | None:
+        """Why ``request`` cannot run on this backend (too long, empty, ...), or None if it can."""
+        ...
+
     def count_tokens(self, text: str) -> int:
         """Number of tokens ``text`` encodes to with this backend's tokenizer."""
         ...

@@ -197,6 +197,18 @@ class BatchedLlamaBackend:
 
     # -- preparation and memory -----------------------------------------------------------
 
+    def check(self, request: GenerationRequest) -> str | None:
+        """Why ``request`` cannot run here (the message :meth:`generate` would raise), or None.
+
+        Workers call this first so that one bad prompt is refused alone instead of failing
+        the whole batch it was routed with.
+        """
+        try:
+            self._prepare(request)
+        except InputError as e:
+            return str(e)
+        return None
+
     def _prepare(self, request: GenerationRequest) -> Prepared:
         """Template and tokenize one request, refusing it clearly if it cannot run."""
         if request.max_tokens < 1:

@@ -13,8 +13,14 @@ from typing import Any
 from pipeline.accounting import account_batch
 from pipeline.context import AppContext
 from pipeline.devices import Device
-from pipeline.errors import EcobatchError, InferenceError, InputError, MemoryBudgetError
-from pipeline.ledger import ClaimedBatch, claim_batch, complete_batch, dead_letter, record_failure
+from pipeline.errors import EcobatchError, InferenceError, MemoryBudgetError
+from pipeline.ledger import (
+    claim_batch,
+    complete_batch,
+    dead_letter,
+    record_failure,
+    reject_prompts,
+)
 from pipeline.models import Prompt, utc_now
 from workers.backend import BatchOutput, GenerationRequest, InferenceBackend
 from workers.energy import EnergyMeter, EnergyReading
@@ -55,6 +61,9 @@ def to_request(p: Prompt, temperature: float) -> GenerationRequest:
 def run_batch(ctx: AppContext, batch_id: str) -> dict[str, Any]:
     """Run ``batch_id`` on its device and write its results; idempotent under redelivery.
 
+    A prompt the backend cannot run (too long for the context, say) is dead-lettered alone,
+    with its reason, and its batch-mates are still answered.
+
     Raises:
         RetryableError: decoding failed in a way worth another attempt.
     """
@@ -62,24 +71,39 @@ def run_batch(ctx: AppContext, batch_id: str) -> dict[str, Any]:
     if claimed.already_done or claimed.dead:
         return {"batch_id": batch_id, "status": claimed.batch.status.value}
     device = ctx.registry.get(claimed.batch.device)
+    prompts = _screen(ctx, backend_for(ctx, device), claimed.prompts)
+    if not prompts:
+        complete_batch(ctx.engine, batch_id, {}, [])
+        return {"batch_id": batch_id, "status": "done", "rejected": len(claimed.prompts)}
     try:
-        output, reading, started = _decode(ctx, device, claimed)
-    except (InputError, MemoryBudgetError) as e:
+        output, reading, started = _decode(ctx, device, prompts)
+    except MemoryBudgetError as e:
         dead_letter(ctx.engine, batch_id, str(e))  # another attempt would fail the same way
         return {"batch_id": batch_id, "status": "dead", "error": str(e)}
     except InferenceError as e:
         record_failure(ctx.engine, batch_id, str(e))
         raise RetryableError(str(e)) from e
-    rows = _result_rows(ctx, device, claimed, output, reading, started)
+    rows = _result_rows(ctx, device, claimed.batch.id, prompts, output, reading, started)
     complete_batch(ctx.engine, batch_id, _batch_values(output, reading), rows)
-    return {"batch_id": batch_id, "status": "done", "energy_j": reading.energy_j}
+    return {"batch_id": batch_id, "status": "done", "energy_j": reading.energy_j,
+            "rejected": len(claimed.prompts) - len(prompts)}
+
+
+def _screen(ctx: AppContext, backend: InferenceBackend, prompts: list[Prompt]) -> list[Prompt]:
+    """Dead-letter the prompts the backend refuses; return the ones to decode."""
+    temperature = ctx.settings.temperature
+    reasons = {p.id: reason for p in prompts
+               if (reason := backend.check(to_request(p, temperature))) is not None}
+    if reasons:
+        reject_prompts(ctx.engine, reasons)
+    return [p for p in prompts if p.id not in reasons]
 
 
 def _decode(ctx: AppContext, device: Device,
-            claimed: ClaimedBatch) -> tuple[BatchOutput, EnergyReading, datetime]:
+            prompts: list[Prompt]) -> tuple[BatchOutput, EnergyReading, datetime]:
     backend = backend_for(ctx, device)
     meter = meter_for(ctx, device)
-    requests = [to_request(p, ctx.settings.temperature) for p in claimed.prompts]
+    requests = [to_request(p, ctx.settings.temperature) for p in prompts]
     started = utc_now()
     meter.start()
     try:
@@ -95,14 +119,15 @@ def _batch_values(output: BatchOutput, reading: EnergyReading) -> dict[str, Any]
             "peak_memory_bytes": output.peak_memory_bytes}
 
 
-def _result_rows(ctx: AppContext, device: Device, claimed: ClaimedBatch, output: BatchOutput,
-                 reading: EnergyReading, started: datetime) -> list[dict[str, Any]]:
+def _result_rows(ctx: AppContext, device: Device, batch_id: str, prompts: list[Prompt],
+                 output: BatchOutput, reading: EnergyReading,
+                 started: datetime) -> list[dict[str, Any]]:
     tokens = [r.prompt_tokens + r.completion_tokens for r in output.results]
     shares = account_batch(ctx.grid, device, reading.energy_j, reading.duration_s, started, tokens)
     rows = []
-    for prompt, res, share in zip(claimed.prompts, output.results, shares, strict=True):
+    for prompt, res, share in zip(prompts, output.results, shares, strict=True):
         rows.append({
-            "prompt_id": prompt.id, "job_id": prompt.job_id, "batch_id": claimed.batch.id,
+            "prompt_id": prompt.id, "job_id": prompt.job_id, "batch_id": batch_id,
             "device": device.name, "output": res.text, "finish_reason": res.finish_reason,
             "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
             "ttft_s": res.ttft_s, "latency_s": res.latency_s,

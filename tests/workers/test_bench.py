@@ -49,6 +49,9 @@ class FakeBackend:
         peak = 1000 * len(requests)
         return BatchOutput(results=results, wall_s=self.wall_s, peak_memory_bytes=peak)
 
+    def check(self, request: GenerationRequest) -> str | None:
+        return None
+
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
