@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -50,9 +50,30 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
         SQLModel.metadata.create_all(engine)
+        _add_missing_columns(engine)
     except SQLAlchemyError as e:
         raise ServiceError(f"cannot open database {engine.url!r}: {e}") from e
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Add nullable columns that a ledger made by an earlier version lacks.
+
+    ``create_all`` creates missing tables but never alters existing ones; a column added to a
+    table since (always nullable, so old rows stay valid) is added here instead.
+    """
+    existing = inspect(engine)
+    for table in SQLModel.metadata.sorted_tables:
+        have = {c["name"] for c in existing.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            if not column.nullable:
+                raise ServiceError(f"ledger table {table.name!r} lacks required column "
+                                   f"{column.name!r}; start a new database")
+            kind = column.type.compile(dialect=engine.dialect)
+            with engine.begin() as conn:
+                conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 @contextmanager
