@@ -121,10 +121,11 @@ def router(loglevel: str, **overrides: object) -> None:
     settings = build_settings(**overrides)
     load_registry(settings.devices)  # fail fast on a bad registry
     app = create_app(settings)
-    schedule = Path(tempfile.mkdtemp(prefix="ecobatch-beat-")) / "schedule"
-    app.worker_main(["worker", "-Q", f"{ROUTER_QUEUE},{INTAKE_QUEUE}", "-c", "1", "-B",
-                     "-s", str(schedule), "-n", "router@%h", f"--loglevel={loglevel}",
-                     "--without-gossip", "--without-mingle"])
+    # The beat's schedule file is private to this process: routing needs no persistent schedule.
+    with tempfile.TemporaryDirectory(prefix="ecobatch-beat-") as beat_dir:
+        app.worker_main(["worker", "-Q", f"{ROUTER_QUEUE},{INTAKE_QUEUE}", "-c", "1", "-B",
+                         "-s", str(Path(beat_dir) / "schedule"), "-n", "router@%h",
+                         f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"])
 
 
 def _add_optional_commands() -> None:

@@ -8,8 +8,10 @@ Redis and database and whatever workers already serve them.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +69,8 @@ def run_job(settings: Settings, opts: RunOptions, console: Console) -> RunOutcom
         registry = load_registry(settings.devices)
         engine = make_engine(settings.database_url)
         spawn = opts.local_workers if opts.local_workers is not None else embedded
-        children = stack.enter_context(ChildGroup(env=_child_env(settings),
-                                                  log_dir=Path(tempfile.mkdtemp(prefix="ecobatch-logs-"))))
+        log_dir = stack.enter_context(_child_logs())
+        children = stack.enter_context(ChildGroup(env=_child_env(settings), log_dir=log_dir))
         if spawn:
             _start_children(children, registry)
         receipt = submit_records(engine, connect(settings.require_redis_url()), records,
@@ -81,6 +83,15 @@ def run_job(settings: Settings, opts: RunOptions, console: Console) -> RunOutcom
         console.print(summary_table(rows, title=f"job {receipt.job_id}"))
         return RunOutcome(receipt.job_id, receipt.n_prompts, n_dead, rows, opts.output_path)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def _child_logs() -> Iterator[Path]:
+    """A directory for the children's logs, removed after a clean run and kept after a failure
+    (the error message names the log to read)."""
+    path = Path(tempfile.mkdtemp(prefix="ecobatch-logs-"))
+    yield path  # an exception is raised here and skips the removal
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _with_broker(settings: Settings, stack: contextlib.ExitStack) -> Settings:
