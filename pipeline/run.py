@@ -27,6 +27,7 @@ from pipeline.embedded import EmbeddedRedis
 from pipeline.errors import WaitTimeoutError
 from pipeline.intake import read_input
 from pipeline.jobs import iter_results, write_results
+from pipeline.modelfile import resolve_model_path
 from pipeline.models import Prompt, PromptStatus
 from pipeline.queue import connect
 from pipeline.settings import Settings
@@ -61,14 +62,16 @@ class RunOutcome:
 
 def run_job(settings: Settings, opts: RunOptions, console: Console) -> RunOutcome:
     """Submit the file, wait for every answer with a progress bar, write results, summarise."""
-    records = read_input(opts.input_path, opts.input_format)  # bad input stops here, nothing started
+    # Bad input, registry or model stops here, before anything is started or written.
+    records = read_input(opts.input_path, opts.input_format)
+    registry = load_registry(settings.devices)
+    spawn = opts.local_workers if opts.local_workers is not None else not settings.redis_url
+    if spawn:
+        _check_models(registry, settings)
     with contextlib.ExitStack() as stack:
-        embedded = not settings.redis_url
         settings = _with_broker(settings, stack)
         settings = settings.model_copy(update={"database_url": _absolute_db(settings.database_url)})
-        registry = load_registry(settings.devices)
         engine = make_engine(settings.database_url)
-        spawn = opts.local_workers if opts.local_workers is not None else embedded
         log_dir = stack.enter_context(_child_logs())
         children = stack.enter_context(ChildGroup(env=_child_env(settings), log_dir=log_dir))
         if spawn:
@@ -117,6 +120,11 @@ def _child_env(settings: Settings) -> dict[str, str]:
         if value is not None:
             env[f"ECOBATCH_{name.upper()}"] = str(value)
     return env
+
+
+def _check_models(registry: Registry, settings: Settings) -> None:
+    for device in registry.devices:  # a missing model fails here, not in a child's log
+        resolve_model_path(device.model or settings.model)
 
 
 def _start_children(children: ChildGroup, registry: Registry) -> None:

@@ -101,6 +101,7 @@ def test_ecobatch_run_embedded_default_in_clean_directory(tmp_path: Path) -> Non
     (["worker", "--device", "nope"], "unknown device 'nope'"),
     (["run", str(PROMPTS20), "--batch-size", "0"], "batch_size"),
     (["run", str(PROMPTS20), "--batch-size", "-3"], "batch_size"),
+    (["run", str(PROMPTS20), "--model", "missing.gguf"], "missing.gguf does not exist"),
 ])
 def test_bad_settings_fail_clearly_before_anything_starts(
     tmp_path: Path, args: list[str], message: str
