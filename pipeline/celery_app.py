@@ -15,7 +15,7 @@ from typing import Any
 from celery import Celery, Task
 
 from pipeline.context import AppContext
-from pipeline.errors import ConfigError, EcobatchError, InputError
+from pipeline.errors import ConfigError, InputError
 from pipeline.settings import Settings
 
 SUBMIT_TASK = "ecobatch.submit"
@@ -109,8 +109,6 @@ def _infer_batch(self: Task, batch_id: str) -> dict[str, Any]:
         return run_batch(ctx, batch_id)
     except RetryableError as e:
         raise self.retry(exc=e, countdown=RETRY_DELAY_S) from e
-    except EcobatchError:
-        raise
 
 
 def publisher_for(app: Celery) -> Any:

@@ -6,9 +6,9 @@ The model and the meter are built once per worker process (cached on the process
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline.accounting import account_batch
 from pipeline.context import AppContext
@@ -27,29 +27,28 @@ from workers.energy import EnergyMeter, EnergyReading
 from workers.meters import make_meter
 from workers.runtime import build_backend
 
-log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class RetryableError(EcobatchError):
     """A batch failed in a way another attempt may not; attempts are counted in SQL."""
 
 
+def _per_process(ctx: AppContext, key: str, build: Callable[[], T]) -> T:
+    if key not in ctx.cache:
+        ctx.cache[key] = build()
+    value: T = ctx.cache[key]
+    return value
+
+
 def backend_for(ctx: AppContext, device: Device) -> InferenceBackend:
     """The device's backend, loading the model on first use in this process."""
-    key = f"backend:{device.name}"
-    if key not in ctx.cache:
-        ctx.cache[key] = build_backend(device, ctx.settings)
-    backend: InferenceBackend = ctx.cache[key]
-    return backend
+    return _per_process(ctx, f"backend:{device.name}", lambda: build_backend(device, ctx.settings))
 
 
 def meter_for(ctx: AppContext, device: Device) -> EnergyMeter:
     """The device's energy meter, built once per process."""
-    key = f"meter:{device.name}"
-    if key not in ctx.cache:
-        ctx.cache[key] = make_meter(device)
-    meter: EnergyMeter = ctx.cache[key]
-    return meter
+    return _per_process(ctx, f"meter:{device.name}", lambda: make_meter(device))
 
 
 def to_request(p: Prompt, temperature: float) -> GenerationRequest:
@@ -71,12 +70,13 @@ def run_batch(ctx: AppContext, batch_id: str) -> dict[str, Any]:
     if claimed.already_done or claimed.dead:
         return {"batch_id": batch_id, "status": claimed.batch.status.value}
     device = ctx.registry.get(claimed.batch.device)
-    prompts = _screen(ctx, backend_for(ctx, device), claimed.prompts)
+    backend = backend_for(ctx, device)
+    prompts, requests = _screen(ctx, backend, claimed.prompts)
     if not prompts:
         complete_batch(ctx.engine, batch_id, {}, [])
         return {"batch_id": batch_id, "status": "done", "rejected": len(claimed.prompts)}
     try:
-        output, reading, started = _decode(ctx, device, prompts)
+        output, reading, started = _decode(backend, meter_for(ctx, device), requests)
     except MemoryBudgetError as e:
         dead_letter(ctx.engine, batch_id, str(e))  # another attempt would fail the same way
         return {"batch_id": batch_id, "status": "dead", "error": str(e)}
@@ -89,21 +89,20 @@ def run_batch(ctx: AppContext, batch_id: str) -> dict[str, Any]:
             "rejected": len(claimed.prompts) - len(prompts)}
 
 
-def _screen(ctx: AppContext, backend: InferenceBackend, prompts: list[Prompt]) -> list[Prompt]:
-    """Dead-letter the prompts the backend refuses; return the ones to decode."""
-    temperature = ctx.settings.temperature
-    reasons = {p.id: reason for p in prompts
-               if (reason := backend.check(to_request(p, temperature))) is not None}
+def _screen(ctx: AppContext, backend: InferenceBackend,
+            prompts: list[Prompt]) -> tuple[list[Prompt], list[GenerationRequest]]:
+    """Dead-letter the prompts the backend refuses; return the others and their requests."""
+    requests = [to_request(p, ctx.settings.temperature) for p in prompts]
+    reasons = {r.request_id: reason for r in requests
+               if (reason := backend.check(r)) is not None}
     if reasons:
         reject_prompts(ctx.engine, reasons)
-    return [p for p in prompts if p.id not in reasons]
+    kept = [(p, r) for p, r in zip(prompts, requests, strict=True) if p.id not in reasons]
+    return [p for p, _ in kept], [r for _, r in kept]
 
 
-def _decode(ctx: AppContext, device: Device,
-            prompts: list[Prompt]) -> tuple[BatchOutput, EnergyReading, datetime]:
-    backend = backend_for(ctx, device)
-    meter = meter_for(ctx, device)
-    requests = [to_request(p, ctx.settings.temperature) for p in prompts]
+def _decode(backend: InferenceBackend, meter: EnergyMeter,
+            requests: list[GenerationRequest]) -> tuple[BatchOutput, EnergyReading, datetime]:
     started = utc_now()
     meter.start()
     try:
