@@ -5,6 +5,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INPUT ?= examples/prompts.jsonl
+# llama-cpp-python builds llama.cpp from source. A -march=native build enables the AMX kernels on
+# Intel Sapphire Rapids and newer, which crash with SIGSEGV in ggml_backend_amx_mul_mat
+# (ggml-org/llama.cpp#20824); a portable AVX2 build runs everywhere x86-64-v3 does.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+export CMAKE_ARGS ?= $(LLAMA_CMAKE_ARGS)
 
 .PHONY: run test lint bench clean
 
@@ -29,6 +34,8 @@ bench: $(BIN)/ecobatch
 	$(BIN)/python -m tests.benchmarks.bench_batched
 	$(BIN)/python -m tests.benchmarks.bench_intake
 	$(BIN)/python -m tests.benchmarks.bench_router
+	$(BIN)/python -m tests.benchmarks.bench_simulate
+	$(BIN)/python -m tests.benchmarks.bench_strategies
 
 clean:
 	rm -rf $(VENV) ecobatch.db ecobatch.db-wal ecobatch.db-shm results.jsonl
