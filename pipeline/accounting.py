@@ -1,9 +1,12 @@
 """Sustainability accounting: operational and embodied carbon, water and cost of a batch.
 
-Formulas (``energy_kwh`` is the device's measured IT energy, ``energy_j / 3.6e6``):
+Formulas (``energy_kwh`` is the IT energy, ``(energy_j + host_energy_j) / 3.6e6``: the device's
+measured or estimated energy plus, for a GPU, its host's share, kept apart in the rows):
 
-- operational carbon_g = energy_kwh x PUE(ambient) x grid intensity (gCO2e/kWh);
-- embodied carbon_g = embodied_kgco2e x 1000 x busy_s / lifetime_s (linear amortisation);
+- operational carbon_g = energy_kwh x PUE(ambient) x grid intensity (gCO2e/kWh), the intensity
+  being the device's fixed ``intensity_g_per_kwh`` where the registry sets one;
+- embodied carbon_g = embodied_kgco2e x 1000 x busy_s / lifetime_s (linear amortisation; the
+  device's figure or the sum of its parts', see :mod:`pipeline.embodied`);
 - water_l = energy_kwh x (site WUE + PUE x grid water intensity), i.e. on-site cooling water
   plus the water consumed generating the facility's electricity;
 - cost_usd = energy_kwh x PUE x price (USD/kWh), None where the zone has no price data.
@@ -23,7 +26,9 @@ from itertools import pairwise
 from typing import Final, TypedDict
 
 from pipeline.devices import Device
+from pipeline.embodied import device_embodied_kgco2e
 from pipeline.grid import GridConditions
+from pipeline.site import model
 
 JOULES_PER_KWH: Final = 3.6e6
 SECONDS_PER_YEAR: Final = 365.25 * 86400
@@ -62,17 +67,29 @@ def interpolate_clamped(points: Sequence[tuple[float, float]], x: float) -> floa
     return pts[-1][1]
 
 
+def _site_value(kind: str, fixed: float, curve: Sequence[tuple[float, float]] | None,
+                model_name: str | None, ambient_c: float | None) -> float:
+    """A curve over temperature wins, then a named model, then the fixed figure (also where the
+    temperature is unknown)."""
+    if ambient_c is None:
+        return fixed
+    if curve:
+        return interpolate_clamped(curve, ambient_c)
+    if model_name:
+        return model(kind, model_name).at(ambient_c)
+    return fixed
+
+
 def pue_at(device: Device, ambient_c: float | None) -> float:
-    """Site PUE at ``ambient_c``: from the device's ``pue_curve`` if set, else its ``pue``."""
-    if not device.pue_curve or ambient_c is None:
-        return device.pue
-    return interpolate_clamped(device.pue_curve, ambient_c)
+    """Site PUE at ``ambient_c``: the device's ``pue_curve``, else its ``pue_model`` (see
+    :mod:`pipeline.site`), else its fixed ``pue``."""
+    return _site_value("pue", device.pue, device.pue_curve, device.pue_model, ambient_c)
 
 
 def wue_l_per_kwh_at(device: Device, ambient_c: float | None) -> float:
-    """The site's WUE (litres per kWh of IT energy) at ``ambient_c``; fixed for now."""
-    del ambient_c  # a WUE curve over temperature would go here, like pue_curve
-    return device.wue_l_per_kwh
+    """The site's WUE (litres per kWh of IT energy) at ``ambient_c``: ``wue_curve``, else
+    ``wue_model``, else the fixed ``wue_l_per_kwh``."""
+    return _site_value("wue", device.wue_l_per_kwh, device.wue_curve, device.wue_model, ambient_c)
 
 
 def grid_water_l_per_kwh(zone: str) -> float:
@@ -145,6 +162,7 @@ class PromptAccount(TypedDict):
     """One prompt's share of a batch, keyed like the matching ``Result`` columns."""
 
     energy_j: float
+    host_energy_j: float | None
     carbon_g: float
     embodied_carbon_g: float
     water_l: float
@@ -161,6 +179,8 @@ class BatchAccount:
         zone: grid zone.
         at: when the batch started (UTC); the hour whose grid conditions apply.
         energy_j: measured (or estimated) IT energy of the device.
+        host_energy_j: the host's share for a GPU device, None where not metered; carbon,
+            water and cost are computed on ``energy_j + host_energy_j``.
         duration_s: wall time the device was busy with the batch.
         ambient_c: site temperature at ``at``.
         pue: PUE at ``ambient_c``.
@@ -178,6 +198,7 @@ class BatchAccount:
     zone: str
     at: datetime
     energy_j: float
+    host_energy_j: float | None
     duration_s: float
     ambient_c: float
     pue: float
@@ -190,9 +211,15 @@ class BatchAccount:
     water_l: float
     cost_usd: float | None
 
+    @property
+    def it_energy_j(self) -> float:
+        """Device plus host joules, the energy carbon, water and cost are computed on."""
+        return self.energy_j + (self.host_energy_j or 0.0)
+
     @classmethod
     def compute(cls, grid: GridConditions, device: Device, energy_j: float, duration_s: float,
-                at: datetime, zone: str | None = None) -> BatchAccount:
+                at: datetime, zone: str | None = None, *,
+                host_energy_j: float | None = None) -> BatchAccount:
         """Account a batch of ``energy_j`` over ``duration_s`` that started at ``at``.
 
         Args:
@@ -202,26 +229,30 @@ class BatchAccount:
             duration_s: how long the device was busy with it.
             at: timezone-aware start of the batch.
             zone: grid zone; ``device.zone`` by default.
+            host_energy_j: the host's share of a GPU batch, if metered.
 
         Raises:
-            ConfigError: the zone has no grid data.
+            ConfigError: the zone has no grid data, or the device names an unknown model or part.
         """
         zone = zone or device.zone
         ambient_c = grid.temperature_c(zone, at)
         pue = pue_at(device, ambient_c)
         wue = wue_l_per_kwh_at(device, ambient_c)
         grid_water = grid_water_l_per_kwh(zone)
-        intensity = grid.intensity_g_per_kwh(zone, at)
+        intensity = device.intensity_g_per_kwh
+        if intensity is None:
+            intensity = grid.intensity_g_per_kwh(zone, at)
         price = grid.price_usd_per_kwh(zone, at)
+        it_j = energy_j + (host_energy_j or 0.0)
         return cls(
-            device=device.name, zone=zone, at=at, energy_j=energy_j, duration_s=duration_s,
-            ambient_c=ambient_c, pue=pue, wue_l_per_kwh=wue, grid_water_l_per_kwh=grid_water,
-            intensity_g_per_kwh=intensity, price_usd_per_kwh=price,
-            carbon_g=operational_carbon_g(energy_j, pue, intensity),
-            embodied_carbon_g=embodied_carbon_g(device.embodied_kgco2e, duration_s,
+            device=device.name, zone=zone, at=at, energy_j=energy_j, host_energy_j=host_energy_j,
+            duration_s=duration_s, ambient_c=ambient_c, pue=pue, wue_l_per_kwh=wue,
+            grid_water_l_per_kwh=grid_water, intensity_g_per_kwh=intensity,
+            price_usd_per_kwh=price, carbon_g=operational_carbon_g(it_j, pue, intensity),
+            embodied_carbon_g=embodied_carbon_g(device_embodied_kgco2e(device), duration_s,
                                                 device.lifetime_years),
-            water_l=water_l(energy_j, wue, pue, grid_water),
-            cost_usd=cost_usd(energy_j, pue, price),
+            water_l=water_l(it_j, wue, pue, grid_water),
+            cost_usd=cost_usd(it_j, pue, price),
         )
 
     def split(self, tokens: Sequence[float]) -> list[PromptAccount]:
@@ -230,22 +261,27 @@ class BatchAccount:
         Each column of the rows sums exactly to the batch total (see :func:`apportion`).
         """
         energy = apportion(self.energy_j, tokens)
+        host = _apportion_optional(self.host_energy_j, tokens)
         carbon = apportion(self.carbon_g, tokens)
         embodied = apportion(self.embodied_carbon_g, tokens)
         water = apportion(self.water_l, tokens)
-        cost: list[float | None] = [None] * len(tokens)
-        if self.cost_usd is not None:
-            cost = list(apportion(self.cost_usd, tokens))
+        cost = _apportion_optional(self.cost_usd, tokens)
         return [
-            PromptAccount(energy_j=e, carbon_g=c, embodied_carbon_g=b, water_l=w, cost_usd=u,
-                          intensity_g_per_kwh=self.intensity_g_per_kwh)
-            for e, c, b, w, u in zip(energy, carbon, embodied, water, cost, strict=True)
+            PromptAccount(energy_j=e, host_energy_j=h, carbon_g=c, embodied_carbon_g=b,
+                          water_l=w, cost_usd=u, intensity_g_per_kwh=self.intensity_g_per_kwh)
+            for e, h, c, b, w, u in zip(energy, host, carbon, embodied, water, cost, strict=True)
         ]
 
 
+def _apportion_optional(total: float | None, tokens: Sequence[float]) -> list[float | None]:
+    if total is None:
+        return [None] * len(tokens)
+    return list(apportion(total, tokens))
+
+
 def account_batch(grid: GridConditions, device: Device, energy_j: float, duration_s: float,
-                  at: datetime, tokens: Sequence[float],
-                  zone: str | None = None) -> list[PromptAccount]:
+                  at: datetime, tokens: Sequence[float], zone: str | None = None, *,
+                  host_energy_j: float | None = None) -> list[PromptAccount]:
     """Per-prompt accounting rows of a batch; shorthand for ``BatchAccount.compute(...).split``.
 
     Args:
@@ -256,5 +292,8 @@ def account_batch(grid: GridConditions, device: Device, energy_j: float, duratio
         at: timezone-aware start of the batch.
         tokens: prompt + completion tokens of each prompt, in batch order.
         zone: grid zone; ``device.zone`` by default.
+        host_energy_j: the host's share of a GPU batch, if metered.
     """
-    return BatchAccount.compute(grid, device, energy_j, duration_s, at, zone).split(tokens)
+    account = BatchAccount.compute(grid, device, energy_j, duration_s, at, zone,
+                                   host_energy_j=host_energy_j)
+    return account.split(tokens)

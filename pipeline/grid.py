@@ -207,7 +207,8 @@ class GridTrace:
         """Intensity of ``hours`` consecutive hours from the hour containing ``start``.
 
         The "forecast" is the replayed trace itself, i.e. a perfect forecast; a planner using
-        it sees the hours it will later be accounted at.
+        it sees the hours it will later be accounted at. For an honest offline forecast that
+        uses only the past, see :func:`pipeline.forecast.same_hour_forecast`.
 
         Returns:
             (start of the hour in UTC, gCO2e/kWh) pairs, in time order.

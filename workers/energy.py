@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -16,12 +17,25 @@ class EnergyReading:
         source: how it was obtained, e.g. ``"nvml"``, ``"rapl"``, ``"jetson-stats"`` or
             ``"estimate:tdp*cpu-util"``.
         measured: True only when a hardware counter or sensor produced the figure.
+        parts_j: joules of named parts, each inside ``energy_j`` or beside it as documented by
+            the meter (RAPL ``package``/``dram``, Jetson ``gpu_rail``).
+        notes: caveats of this reading, e.g. ``"short-window"`` (shorter than the counter's
+            update period) or ``"counter-reset"``.
+        host: the host's share of the interval for a GPU device, kept apart from ``energy_j``.
     """
 
     energy_j: float
     duration_s: float
     source: str
     measured: bool
+    parts_j: Mapping[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    host: EnergyReading | None = None
+
+    @property
+    def total_energy_j(self) -> float:
+        """Device plus host joules: the IT energy that carbon, water and cost are computed on."""
+        return self.energy_j + (self.host.energy_j if self.host is not None else 0.0)
 
     @property
     def avg_power_w(self) -> float:

@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
 from pipeline.errors import InputError
+from pipeline.figures import save_png
 from workers.bench import ProfileRow, describe_energy_source
 
 
@@ -43,9 +44,4 @@ def plot_profile(rows: Sequence[ProfileRow], path: Path, *, device: str, model: 
         ax.set_ylim(bottom=0)
     source = describe_energy_source(ordered[0].energy_source, ordered[0].energy_measured)
     fig.suptitle(f"{device} - {model}\nenergy {source}", fontsize=11)
-    out = Path(path)
-    try:
-        fig.savefig(out, dpi=120)
-    except OSError as e:
-        raise InputError(f"cannot write plot {out}: {e}") from e
-    return out
+    return save_png(fig, path, dpi=120)

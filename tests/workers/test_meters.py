@@ -16,6 +16,7 @@ from pipeline.errors import MeterError
 from workers.energy import EnergyMeter, EnergyReading
 from workers.meters import (
     CpuEstimateMeter,
+    HostShareMeter,
     JetsonMeter,
     NvmlMeter,
     PowerSampler,
@@ -295,8 +296,12 @@ def test_make_meter_picks_nvml_for_nvidia(monkeypatch: pytest.MonkeyPatch) -> No
     modules = {"pynvml": fake}
     monkeypatch.setattr("workers.meters.nvml.importlib",
                         SimpleNamespace(import_module=modules.__getitem__))
-    meter = make_meter(Device(name="g", kind="nvidia", index=3))
+    meter = make_meter(Device(name="g", kind="nvidia", index=3, host_share=0))
     assert isinstance(meter, NvmlMeter) and meter.index == 3 and meter.source == "nvml"
+    shared = make_meter(Device(name="g", kind="nvidia", index=3))  # host share by default
+    assert isinstance(shared, HostShareMeter) and shared.source == "nvml"
+    assert isinstance(shared.device_meter, NvmlMeter)
+    assert isinstance(shared.host_meter, CpuEstimateMeter)  # no RAPL on this machine
 
 
 class ListMeter:

@@ -22,16 +22,20 @@ class CpuEstimateMeter:
     Args:
         tdp_w: thermal design power of the whole CPU, watts.
         n_cores: logical cores ``tdp_w`` is spread over; ``os.cpu_count()`` by default.
+        tdp_origin: where ``tdp_w`` came from (``registry``, ``table:<model>``, ``nominal``);
+            kept in each reading's ``notes``.
     """
 
     source = "estimate:tdp*cpu-util"
     measured = False
 
-    def __init__(self, tdp_w: float, n_cores: int | None = None) -> None:
+    def __init__(self, tdp_w: float, n_cores: int | None = None, *,
+                 tdp_origin: str = "registry") -> None:
         if tdp_w <= 0:
             raise MeterError(f"TDP must be > 0 W, got {tdp_w}")
         self.tdp_w = tdp_w
         self.n_cores = n_cores or os.cpu_count() or 1
+        self.tdp_origin = tdp_origin
         self._process = psutil.Process()
         self._cpu0 = 0.0
         self._t0 = 0.0
@@ -45,7 +49,8 @@ class CpuEstimateMeter:
         """End the interval and return the estimated CPU energy over it."""
         cpu_s = max(0.0, self._cpu_s() - self._cpu0)
         duration_s = time.monotonic() - self._t0
-        return EnergyReading(self.tdp_w * cpu_s / self.n_cores, duration_s, self.source, False)
+        return EnergyReading(self.tdp_w * cpu_s / self.n_cores, duration_s, self.source, False,
+                             notes=(f"tdp:{self.tdp_origin}",))
 
     def _cpu_s(self) -> float:
         t = self._process.cpu_times()
