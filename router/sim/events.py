@@ -1,0 +1,208 @@
+"""The discrete-event loop: arrivals -> the live batching rule -> the live decision -> devices.
+
+Every routing step is the live router's own code: :func:`router.batching.plan_take` and
+:func:`~router.batching.cut_batches` decide what to take from the pending list at each router
+tick (whole batches at once, a partial batch after ``max_wait_s``), the options are the live
+:func:`router.options.options_for` priced once per class of identical devices
+(:class:`router.classoptions.DeviceClasses`), and :func:`router.decide.decide` applies the
+strategy with the hard limits (memory, the SLO). Each batch's energy, carbon, water and cost
+come from :class:`pipeline.accounting.BatchAccount`, as on a worker.
+
+What is simulated: a device serves its queue first in, first out, one batch at a time, for the
+predicted latency and power (the prediction is the ground truth here: there is no noise). The
+router runs every ``router_interval_s``; ticks where nothing can happen are skipped, which is
+exact because nothing changes between them. A batch no device may take (too big for every
+device's memory) is counted as missed with the reason, so every request ends either served
+once or missed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pipeline.accounting import BatchAccount
+from pipeline.errors import UnroutableError
+from pipeline.grid import GridConditions
+from pipeline.queue import PromptRef
+from pipeline.settings import Settings
+from router.batching import cut_batches, effective_batch_size, plan_take
+from router.classoptions import DeviceClasses
+from router.decide import decide
+from router.options import ZoneNow, zones_now
+from router.predictor import BatchShape
+from router.sim.arrivals import Arrivals
+from router.sim.fleet import Fleet
+from router.strategies import Strategy
+
+
+@runtime_checkable
+class Clocked(Protocol):
+    """A strategy that needs the simulated clock (e.g. one following an hourly plan)."""
+
+    def advance_to(self, at: datetime) -> None:
+        """Called before each routing tick with the simulated time (timezone-aware UTC)."""
+        ...
+
+
+@dataclass
+class BatchLog:
+    """Per-batch records, one list entry per dispatched batch."""
+
+    start_s: list[float] = field(default_factory=list)
+    device: list[int] = field(default_factory=list)
+    size: list[int] = field(default_factory=list)
+    duration_s: list[float] = field(default_factory=list)
+    energy_j: list[float] = field(default_factory=list)
+    carbon_g: list[float] = field(default_factory=list)
+    embodied_g: list[float] = field(default_factory=list)
+    water_l: list[float] = field(default_factory=list)
+    cost_usd: list[float] = field(default_factory=list)  # NaN where the zone has no price
+
+    def add(self, start_s: float, device: int, size: int, acc: BatchAccount) -> None:
+        """Record one batch and its accounting."""
+        self.start_s.append(start_s)
+        self.device.append(device)
+        self.size.append(size)
+        self.duration_s.append(acc.duration_s)
+        self.energy_j.append(acc.energy_j)
+        self.carbon_g.append(acc.carbon_g)
+        self.embodied_g.append(acc.embodied_carbon_g)
+        self.water_l.append(acc.water_l)
+        self.cost_usd.append(math.nan if acc.cost_usd is None else acc.cost_usd)
+
+
+@dataclass
+class SimOutcome:
+    """What one simulation run produced, before any summary.
+
+    Attributes:
+        strategy: the strategy's name.
+        start: simulated time zero (UTC).
+        devices: device names, indexed by ``device_of`` and ``batches.device``.
+        arrival_s: arrival time of each request.
+        finish_s: finish time of each request; NaN when it was missed.
+        device_of: device index of each request; -1 when missed.
+        batches: the per-batch records.
+        missed: missed requests by reason.
+        wall_s: wall-clock seconds the run took.
+    """
+
+    strategy: str
+    start: datetime
+    devices: list[str]
+    arrival_s: NDArray[np.float64]
+    finish_s: NDArray[np.float64]
+    device_of: NDArray[np.int32]
+    batches: BatchLog
+    missed: dict[str, int]
+    wall_s: float = 0.0
+
+
+class _Loop:
+    """State of one run: device clocks, zone conditions per hour, and the outputs."""
+
+    def __init__(self, fleet: Fleet, arrivals: Arrivals, grid: GridConditions,
+                 strategy: Strategy, settings: Settings, start: datetime) -> None:
+        self.fleet, self.grid, self.strategy, self.settings = fleet, grid, strategy, settings
+        self.start = start
+        self.devices = list(fleet.registry.devices)
+        self.index = {d.name: k for k, d in enumerate(self.devices)}
+        self.classes = DeviceClasses.of([c.members for c in fleet.classes])
+        self.memory_need = fleet.memory_need()
+        self.free_at = [0.0] * len(self.devices)
+        self.zone_names = sorted({d.zone for d in self.devices})
+        self.zones_by_hour: dict[int, dict[str, ZoneNow]] = {}
+        n = len(arrivals)
+        self.finish = np.full(n, np.nan)
+        self.device_of = np.full(n, -1, dtype=np.int32)
+        self.log = BatchLog()
+        self.missed: dict[str, int] = {}
+
+    def zones(self, t_s: float) -> dict[str, ZoneNow]:
+        hour = int(t_s // 3600)
+        z = self.zones_by_hour.get(hour)
+        if z is None:
+            at = self.start + timedelta(hours=hour)
+            z = self.zones_by_hour[hour] = zones_now(self.grid, self.zone_names, at)
+        return z
+
+    def place(self, batch: Sequence[PromptRef], t_s: float) -> None:
+        """Decide a device for ``batch`` at time ``t_s`` and run it there."""
+        shape = BatchShape(len(batch), sum(r.prompt_tokens for r in batch),
+                           sum(r.max_tokens for r in batch))
+        free_at = self.free_at
+        backlog = {d.name: max(0.0, free_at[k] - t_s) for k, d in enumerate(self.devices)}
+        options = self.classes.options(shape, self.fleet.predictor, self.zones(t_s), backlog,
+                                       memory_need=self.memory_need)
+        try:
+            option = decide(self.strategy, options, self.settings.slo_s).option
+        except UnroutableError as e:
+            reason = str(e).split(":")[0]
+            self.missed[reason] = self.missed.get(reason, 0) + len(batch)
+            return
+        k = self.index[option.device.name]
+        begin_s = max(t_s, free_at[k])
+        duration_s = option.prediction.latency_s
+        free_at[k] = begin_s + duration_s
+        acc = BatchAccount.compute(self.grid, option.device, option.prediction.energy_j,
+                                   duration_s, self.start + timedelta(seconds=begin_s))
+        self.log.add(begin_s, k, len(batch), acc)
+        for r in batch:
+            i = int(r.prompt_id)
+            self.finish[i] = begin_s + duration_s
+            self.device_of[i] = k
+
+
+def simulate(fleet: Fleet, arrivals: Arrivals, grid: GridConditions, strategy: Strategy,
+             settings: Settings, start: datetime) -> SimOutcome:
+    """Run ``arrivals`` through the router's batching and ``strategy`` on ``fleet``.
+
+    Args:
+        fleet: devices, predictor and device classes.
+        arrivals: the requests, times relative to ``start``.
+        grid: carbon, price and temperature by zone and hour.
+        strategy: a fresh strategy instance (stateful ones carry state through the run).
+        settings: batch size, max wait, router interval, SLO.
+        start: simulated time zero, timezone-aware UTC.
+
+    Raises:
+        ConfigError: empty fleet, or a zone without grid data.
+    """
+    began = time.perf_counter()
+    loop = _Loop(fleet, arrivals, grid, strategy, settings, start)
+    batch_size = effective_batch_size(settings, fleet.registry)
+    interval_s, wait_s = settings.router_interval_s, settings.max_wait_s
+    start_unix = start.timestamp()
+    t_arr, pt, mt = arrivals.t_s.tolist(), arrivals.prompt_tokens.tolist(), arrivals.max_tokens.tolist()
+    n, i, last_t = len(t_arr), 0, -math.inf
+    pending: list[PromptRef] = []
+    clocked = strategy if isinstance(strategy, Clocked) else None
+    while i < n or pending:
+        due = min(t_arr[i] if i < n else math.inf,
+                  pending[0].enqueued_unix_s - start_unix + wait_s if pending else math.inf)
+        # The next tick at or after what is due; always later than the last one, so float
+        # rounding in "now - oldest >= max_wait" can never stall the loop.
+        t = max(math.ceil(due / interval_s - 1e-9) * interval_s, last_t + interval_s)
+        last_t = t
+        while i < n and t_arr[i] <= t:
+            pending.append(PromptRef(str(i), "sim", start_unix + t_arr[i], pt[i], mt[i]))
+            i += 1
+        plan = plan_take(pending, batch_size, wait_s, start_unix + t, list_end_seen=True)
+        if not plan.n_refs:
+            continue
+        taken, pending = pending[: plan.n_refs], pending[plan.n_refs :]
+        if clocked is not None:
+            clocked.advance_to(start + timedelta(seconds=t))
+        for batch in cut_batches(taken, batch_size):
+            loop.place(batch, t)
+    return SimOutcome(strategy.name, start, [d.name for d in loop.devices], arrivals.t_s,
+                      loop.finish, loop.device_of, loop.log, loop.missed,
+                      time.perf_counter() - began)
