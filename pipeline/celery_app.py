@@ -9,13 +9,17 @@ bare client needs no routing), ``ecobatch.route`` (queue ``router``) and ``ecoba
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
 from celery import Celery, Task
 
 from pipeline.context import AppContext
-from pipeline.errors import ConfigError, InputError
+from pipeline.dbretry import is_permanent
+from pipeline.errors import ConfigError, InputError, NotFoundError, ServiceError
+from pipeline.limits import take_submit_token
+from pipeline.queue import secure_url
 from pipeline.settings import Settings
 
 SUBMIT_TASK = "ecobatch.submit"
@@ -24,6 +28,8 @@ INFER_TASK = "ecobatch.infer_batch"
 ROUTER_QUEUE = "router"
 INTAKE_QUEUE = "celery"
 RETRY_DELAY_S = 2
+RETRY_MAX_DELAY_S = 60
+log = logging.getLogger(__name__)
 
 
 class EcobatchCelery(Celery):
@@ -46,19 +52,47 @@ def reliability_conf(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json", "result_serializer": "json", "accept_content": ["json"],
         "task_acks_late": True, "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "broker_transport_options": _transport_options(settings.visibility_timeout_s),
         "task_time_limit": settings.task_time_limit_s,
-        "task_soft_time_limit": max(1, settings.task_time_limit_s - 30),
+        "task_soft_time_limit": soft_time_limit_s(settings.task_time_limit_s),
+        # A batch killed by the hard limit goes back to the queue; its next claim counts the
+        # attempt in SQL, so a batch that always hangs is dead-lettered, never lost.
+        "task_acks_on_timeout": False,
         "task_ignore_result": True, "task_default_queue": INTAKE_QUEUE,
         "task_routes": {ROUTE_TASK: {"queue": ROUTER_QUEUE}},
         "broker_connection_retry_on_startup": True, "worker_hijack_root_logger": False,
+        # A worker outlives a Redis outage of any length instead of exiting after 100 tries.
+        "broker_connection_max_retries": None,
         "worker_send_task_events": False,
     }
 
 
+def _transport_options(visibility_timeout_s: int) -> dict[str, int]:
+    """Redis transport options: the visibility timeout, and how often unacknowledged messages
+    of dead workers are looked for.
+
+    kombu's default sweep runs about every 100 s (10 s x a throttle of 10); a tenth of the
+    visibility timeout, at most 10 s, brings a dead worker's batch back soon after it is due.
+    """
+    return {"visibility_timeout": visibility_timeout_s,
+            "unacked_restore_interval": max(1, min(10, visibility_timeout_s // 10)),
+            "unacked_restore_throttle": 1}
+
+
+def soft_time_limit_s(hard_s: int) -> int:
+    """The soft limit: 30 s (a fifth of a short limit, at least 1 s) before the hard one."""
+    return max(1, hard_s - max(1, min(30, hard_s // 5)))
+
+
+def retry_delay_s(retries: int) -> int:
+    """Exponential backoff for a batch's next attempt: 2, 4, 8, ... capped at 60 seconds."""
+    return int(min(RETRY_MAX_DELAY_S, RETRY_DELAY_S * 2**retries))
+
+
 def create_app(settings: Settings) -> EcobatchCelery:
     """Build the app for ``settings`` and register the three tasks on it."""
-    app = EcobatchCelery("ecobatch", broker=settings.require_redis_url(), set_as_current=False)
+    broker = secure_url(settings.require_redis_url())
+    app = EcobatchCelery("ecobatch", broker=broker, set_as_current=False)
     app.conf.update(reliability_conf(settings))
     app.conf.beat_schedule = {
         "route": {"task": ROUTE_TASK, "schedule": timedelta(seconds=settings.router_interval_s),
@@ -70,7 +104,7 @@ def create_app(settings: Settings) -> EcobatchCelery:
 
 
 def _register(app: EcobatchCelery) -> None:
-    app.task(name=SUBMIT_TASK, bind=True, acks_late=True)(_submit)
+    app.task(name=SUBMIT_TASK, bind=True, acks_late=True, max_retries=None)(_submit)
     app.task(name=ROUTE_TASK, bind=True, ignore_result=True)(_route)
     app.task(name=INFER_TASK, bind=True, max_retries=None)(_infer_batch)
 
@@ -81,10 +115,32 @@ def _submit(self: Task, prompts: list[Any], options: dict[str, Any] | None = Non
 
     ctx: AppContext = self.app.ctx
     try:
+        if not _redelivered(self):  # a redelivery of an accepted call is not a new call
+            take_submit_token(ctx.redis, client_id(self), ctx.settings.submit_rate_per_min)
         receipt = submit_task_payload(ctx, prompts, options or {}, job_id=_job_id(self))
     except InputError as e:
+        log.warning("ecobatch.submit %s refused: %s", self.request.id, e)
         return {"error": str(e)}
+    except ServiceError as e:
+        if is_permanent(e):  # the database refuses this data: retrying cannot help
+            log.warning("ecobatch.submit %s refused: %s", self.request.id, e)
+            return {"error": str(e)}
+        # SQL or Redis away: keep the call, try it again later
+        raise self.retry(exc=e, countdown=retry_delay_s(self.request.retries)) from e
     return {"job_id": receipt.job_id, "n_prompts": receipt.n_prompts}
+
+
+def client_id(task: Task) -> str:
+    """Who sent a submit call, for rate limiting: the message header ``client`` if the caller
+    set one (``send_task(..., headers={"client": "svc-a"})``), else Celery's ``origin`` (the
+    sending process, ``gen<pid>@<host>``)."""
+    named = getattr(task.request, "client", None)
+    return str(named or task.request.origin or "anonymous")[:200]
+
+
+def _redelivered(task: Task) -> bool:
+    info = task.request.delivery_info or {}
+    return bool(info.get("redelivered")) or bool(task.request.retries)
 
 
 def _job_id(task: Task) -> str | None:
@@ -102,13 +158,22 @@ def _route(self: Task) -> dict[str, Any]:
 
 def _infer_batch(self: Task, batch_id: str) -> dict[str, Any]:
     """Run one batch on this worker's device and write its results."""
-    from workers.infer import RetryableError, run_batch
+    from workers.infer import note_failure, run_batch
 
     ctx: AppContext = self.app.ctx
     try:
         return run_batch(ctx, batch_id)
-    except RetryableError as e:
-        raise self.retry(exc=e, countdown=RETRY_DELAY_S) from e
+    except NotFoundError as e:  # nothing to run, ever: acknowledge it
+        log.error("batch %s: %s", batch_id, e)
+        return {"batch_id": batch_id, "status": "unknown", "error": str(e)}
+    except Exception as e:
+        # Whatever failed (a decode, the database, a bug), the batch is tried again after a
+        # backoff rather than acknowledged and lost; the attempts counted in SQL cap the
+        # retries of a batch that keeps failing, and dead-letter it with the last error.
+        note_failure(ctx, batch_id, e)
+        attempts = int(getattr(e, "attempts", 0))  # a redelivered message restarts retries at 0
+        raise self.retry(exc=e, countdown=retry_delay_s(max(self.request.retries,
+                                                            attempts - 1))) from e
 
 
 def publisher_for(app: Celery) -> Any:

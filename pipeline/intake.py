@@ -118,6 +118,16 @@ def _check_text(value: str) -> None:
         raise ValueError("contains a lone UTF-16 surrogate (bad \\u escape)") from e
 
 
+def storable_text(value: str) -> str:
+    """Return ``value`` if SQL can store it (no NUL, no lone surrogate).
+
+    Raises:
+        ValueError: it cannot be stored (pydantic turns this into a field error).
+    """
+    _check_text(value)
+    return value
+
+
 def external_id(record: PromptIn, position: int) -> str:
     """The id results are exported under: the user's id, else the 1-based position."""
     return record.id if record.id is not None else str(position)
@@ -207,14 +217,25 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a repeated key (``json`` would silently keep the last one)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise ValueError(f"duplicate key {repeated!r} in one object")
+    return obj
+
+
 def _jsonl_items(text: str) -> Iterator[tuple[int, object]]:
-    loads = json.JSONDecoder(parse_constant=_reject_constant).decode
+    loads = json.JSONDecoder(parse_constant=_reject_constant,
+                             object_pairs_hook=_object_without_duplicates).decode
     for n, line in _lines(text):
         try:
             yield n, loads(line)
         except json.JSONDecodeError as e:
             raise InputError(f"malformed JSON: {e.msg} at column {e.colno}", line=n) from e
-        except ValueError as e:  # NaN or Infinity, from _reject_constant
+        except ValueError as e:  # NaN, Infinity or a duplicate key, from the hooks
             raise InputError(f"malformed JSON: {e}", line=n) from e
 
 

@@ -21,6 +21,8 @@ from pipeline.models import (
     utc_now,
 )
 
+SETTLED_BATCH = frozenset({BatchStatus.DONE, BatchStatus.DEAD, BatchStatus.MOVED})
+
 
 @dataclass(frozen=True)
 class ClaimedBatch:
@@ -28,6 +30,9 @@ class ClaimedBatch:
 
     batch: Batch
     prompts: list[Prompt]
+    lost_before: bool = False
+    """The previous attempt never finished (its worker died): back off before running again,
+    as after a failure that raised; this delivery was not counted."""
 
     @property
     def dead(self) -> bool:
@@ -39,30 +44,60 @@ class ClaimedBatch:
         """True when an earlier delivery already wrote every result."""
         return self.batch.status == BatchStatus.DONE
 
+    @property
+    def settled(self) -> bool:
+        """True when there is nothing to run: done, dead-lettered or moved to another device."""
+        return self.batch.status in SETTLED_BATCH
+
 
 def claim_batch(engine: Engine, batch_id: str, max_attempts: int) -> ClaimedBatch:
     """Count one more attempt at ``batch_id`` in SQL; dead-letter it past ``max_attempts``.
+
+    The attempt is counted by one ``UPDATE ... SET attempts = attempts + 1``, so two deliveries
+    claiming at once both count, on SQLite as on PostgreSQL. A batch found ``running`` was
+    left by an attempt that never finished (its worker was killed, crashed or hit the time
+    limit), or is running elsewhere right now (a duplicate delivery); that is noted as the
+    batch's error, which the dead-letter reason repeats, and the claim comes back
+    ``lost_before`` without counting, so the caller backs off and tries again later.
 
     Raises:
         NotFoundError: no such batch.
     """
     with session_scope(engine) as s:
-        batch = s.get(Batch, batch_id, with_for_update=_lock_ok(engine))
+        s.execute(update(Batch).where(col(Batch.id) == batch_id,
+                                      col(Batch.status).not_in(SETTLED_BATCH))
+                  .values(attempts=col(Batch.attempts) + 1))
+        batch = s.get(Batch, batch_id, with_for_update=_lock_ok(engine), populate_existing=True)
         if batch is None:
             raise NotFoundError(f"batch {batch_id} not found")
         prompts = list(s.execute(
             select(Prompt).where(col(Prompt.batch_id) == batch_id).order_by(col(Prompt.position))
         ).scalars())
-        if batch.status in (BatchStatus.DONE, BatchStatus.DEAD):
+        if batch.status in SETTLED_BATCH:
             return ClaimedBatch(batch, prompts)
-        batch.attempts += 1
+        if batch.status == BatchStatus.RUNNING and _back_off_lost(batch, max_attempts):
+            s.add(batch)
+            return ClaimedBatch(batch, prompts, lost_before=True)
         if batch.attempts > max_attempts:
-            _dead_letter(s, batch, f"gave up after {max_attempts} attempts")
+            _dead_letter(s, batch, f"gave up after {max_attempts} attempts; last error: "
+                                   f"{batch.error or 'none recorded'}")
         else:
             batch.status = BatchStatus.RUNNING
             batch.started_at = utc_now()
         s.add(batch)
         return ClaimedBatch(batch, prompts)
+
+
+def _back_off_lost(batch: Batch, max_attempts: int) -> bool:
+    """Note that the attempt before never finished; True when another is still allowed, in
+    which case this delivery is not counted and the batch waits again."""
+    batch.error = (f"attempt {batch.attempts - 1} did not finish: its worker was killed, "
+                   "crashed or hit the time limit")
+    if batch.attempts > max_attempts:
+        return False
+    batch.attempts -= 1
+    batch.status = BatchStatus.DISPATCHED
+    return True
 
 
 def _lock_ok(engine: Engine) -> bool:
@@ -89,9 +124,14 @@ def dead_letter(engine: Engine, batch_id: str, reason: str) -> None:
 
 
 def record_failure(engine: Engine, batch_id: str, reason: str) -> None:
-    """Note an error on a batch that will be retried."""
+    """Note an error on a batch that will be retried, and mark it waiting again.
+
+    Back in ``dispatched``, the next claim does not mistake this attempt for a lost one.
+    """
     with session_scope(engine) as s:
-        s.execute(update(Batch).where(col(Batch.id) == batch_id).values(error=reason))
+        s.execute(update(Batch).where(col(Batch.id) == batch_id,
+                                      col(Batch.status).not_in(SETTLED_BATCH))
+                  .values(error=reason, status=BatchStatus.DISPATCHED))
 
 
 def upsert_results(s: Session, rows: Sequence[dict[str, Any]]) -> None:

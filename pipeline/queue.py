@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import redis
 from redis.exceptions import RedisError
@@ -53,17 +54,44 @@ def redis_py_url(url: str) -> str:
     return url
 
 
+def redact_url(url: str) -> str:
+    """``url`` with its password shown as ``***``: the only form messages and logs may carry."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def secure_url(url: str) -> str:
+    """Make a ``rediss://`` URL verify the server's certificate unless it says otherwise.
+
+    redis-py checks the certificate by default but kombu (the broker side) connects over TLS
+    without any check when the URL has no ``ssl_cert_reqs``; one rule for both: required. Give
+    ``ssl_ca_certs=PATH`` for a private CA.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "rediss":
+        return url
+    query = parse_qs(parts.query)
+    if "ssl_cert_reqs" in query:
+        return url
+    sep = "&" if parts.query else ""
+    return urlunsplit(parts._replace(query=f"{parts.query}{sep}ssl_cert_reqs=required"))
+
+
 def connect(url: str) -> redis.Redis:
     """Open a Redis client (broker URLs of either form) and check that the server answers.
 
     Raises:
-        ServiceError: the server cannot be reached.
+        ServiceError: the server cannot be reached, refuses the password or fails the TLS
+            certificate check; the message never shows the password.
     """
-    client = redis.Redis.from_url(redis_py_url(url), decode_responses=True)
+    client = redis.Redis.from_url(redis_py_url(secure_url(url)), decode_responses=True)
     try:
         client.ping()
     except RedisError as e:
-        raise ServiceError(f"cannot reach Redis at {url}: {e}") from e
+        raise ServiceError(f"cannot reach Redis at {redact_url(url)}: {e}") from e
     return client
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pipeline.client import Client
 from pipeline.db import make_engine
 from pipeline.models import Result
 from pipeline.settings import load_settings
+from tests.cluster import clean_env, cluster_env, start_worker
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROMPTS20 = FIXTURES / "prompts20.jsonl"
@@ -31,11 +31,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def cluster(redis_url: str, db_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     """A router and a CPU worker as real child processes on the test Redis and database."""
-    env = {"ECOBATCH_REDIS_URL": redis_url, "ECOBATCH_DATABASE_URL": db_url,
-           "ECOBATCH_MAX_WAIT_S": "0.2"}
+    env = cluster_env(redis_url, db_url)
     with ChildGroup(env=env, log_dir=tmp_path / "logs") as children:
         children.start("router", ["router"])
-        children.start("worker", ["worker", "--device", "cpu"])
+        start_worker(children)
         yield env
 
 
@@ -79,14 +78,10 @@ def test_bare_celery_client_posts_by_task_name(cluster: dict[str, str]) -> None:
     assert all(r.output.strip() and r.energy_j > 0 for r in done)
 
 
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("ECOBATCH_")}
-
-
 def test_ecobatch_run_embedded_default_in_clean_directory(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "run", str(PROMPTS20), "-o", "out.jsonl"],
-        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=600,
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
@@ -107,7 +102,7 @@ def test_bad_settings_fail_clearly_before_anything_starts(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=tmp_path,
-                          env=_clean_env(), capture_output=True, text=True, timeout=60)
+                          env=clean_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert message in proc.stderr
     assert not (tmp_path / "ecobatch.db").exists()  # nothing was enqueued
@@ -117,7 +112,7 @@ def test_run_rejects_a_malformed_file_before_starting_anything(tmp_path: Path) -
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "fine"}\n{"prompt": \n{"prompt": "also fine"}\n')
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(bad)], cwd=tmp_path,
-                          env=_clean_env(), capture_output=True, text=True, timeout=60)
+                          env=clean_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert "line 2" in proc.stderr
     assert not (tmp_path / "ecobatch.db").exists()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from pipeline.db import make_engine
@@ -139,6 +143,10 @@ BAD_CASES = [
     ("jsonl", b'{"prompt": "ok", "metadata": [1]}\n', 1, "metadata", "dictionary"),
     ("jsonl", b'{"prompt": "ok", "metadata": {"x": NaN}}\n', 1, None, "NaN"),
     ("jsonl", b'{"prompt": "ok", "promt": "typo"}\n', 1, "promt", "unknown field"),
+    ("jsonl", b'{"prompt": "ok"}\n{"prompt": "a", "prompt": "b"}\n', 2, None,
+     "duplicate key 'prompt'"),
+    ("jsonl", b'{"prompt": "ok", "metadata": {"k": 1, "k": 2}}\n', 1, None, "duplicate key 'k'"),
+    ("jsonl", b'{"prompt": "ok", "max_tokens": Infinity}\n', 1, None, "Infinity"),
     ("jsonl", b'{"prompt": "nul \\u0000 char"}\n', 1, "prompt", "NUL"),
     ("jsonl", b'{"prompt": "lone \\ud800"}\n', 1, "prompt", "surrogate"),
     ("jsonl", b"", None, None, "no prompts"),
@@ -206,3 +214,67 @@ def test_bad_files_write_nothing_to_sql_or_redis(
         assert conn.execute(select(func.count()).select_from(Job)).scalar_one() == 0
         assert conn.execute(select(func.count()).select_from(Prompt)).scalar_one() == 0
     engine.dispose()
+
+
+# --- line endings, and properties over generated input (hypothesis) ---------------------------
+
+def test_crlf_line_endings_and_a_bom_are_accepted() -> None:
+    data = b'\xef\xbb\xbf{"prompt": "one"}\r\n{"prompt": "two", "id": "b"}\r\n\r\n'
+    records = parse_bytes(data, "jsonl")
+    assert [r.prompt for r in records] == ["one", "two"]
+    assert [r.prompt for r in parse_bytes(b"one\r\ntwo\r\n", "text")] == ["one", "two"]
+    csv_records = parse_bytes(b"\xef\xbb\xbfprompt,id\r\nhello,1\r\n", "csv")
+    assert [(r.prompt, r.id) for r in csv_records] == [("hello", "1")]
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                min_size=1, max_size=60).filter(lambda t: t.strip() != "")
+_record = st.fixed_dictionaries({"prompt": _text}, optional={
+    "max_tokens": st.integers(1, MAX_TOKENS_CAP),
+    "metadata": st.dictionaries(st.text(max_size=10), st.integers() | st.text(max_size=10),
+                                max_size=3)})
+PROPERTY = settings(max_examples=200, deadline=None)
+
+
+@PROPERTY
+@given(records=st.lists(_record, min_size=1, max_size=20), bom=st.booleans(),
+       newline=st.sampled_from(["\n", "\r\n"]))
+def test_jsonl_round_trips_any_valid_records(records: list[dict[str, object]], bom: bool,
+                                              newline: str) -> None:
+    data = newline.join(json.dumps(r, ensure_ascii=False) for r in records) + newline
+    parsed = parse_bytes((b"\xef\xbb\xbf" if bom else b"") + data.encode("utf-8"), "jsonl")
+    assert [p.model_dump(exclude_none=True) for p in parsed] == records
+
+
+@PROPERTY
+@given(lines=st.lists(_text.filter(lambda t: not any(c in t for c in "\r\n\x0b\x0c\x1c\x1d\x1e"
+                                                                      "\x85\u2028\u2029")),
+                      min_size=1, max_size=20))
+def test_text_round_trips_any_lines(lines: list[str]) -> None:
+    assert [p.prompt for p in parse_bytes("\n".join(lines).encode(), "text")] == lines
+
+
+@PROPERTY
+@given(rows=st.lists(st.tuples(_text, st.integers(1, 500)), min_size=1, max_size=20))
+def test_csv_round_trips_any_rows(rows: list[tuple[str, int]]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["prompt", "max_tokens"])
+    writer.writerows(rows)
+    parsed = parse_bytes(buf.getvalue().encode(), "csv")
+    assert [(p.prompt, p.max_tokens) for p in parsed] == [
+        (t, n) for t, n in rows]
+
+
+@PROPERTY
+@given(data=st.binary(max_size=300) | st.text(max_size=300).map(
+    lambda t: t.encode("utf-8", "surrogatepass")), fmt=st.sampled_from(["jsonl", "csv", "text"]))
+def test_any_bytes_parse_or_fail_with_an_input_error_naming_a_real_line(data: bytes,
+                                                                         fmt: str) -> None:
+    try:
+        records = parse_bytes(data, fmt)
+    except InputError as e:
+        n_lines = data.count(b"\n") + 1
+        assert e.line is None or 1 <= e.line <= n_lines, (e.line, n_lines)
+        return
+    assert records and all(isinstance(r, PromptIn) for r in records)

@@ -32,9 +32,14 @@ def test_claim_counts_attempts_and_dead_letters_past_the_limit(db_url: str) -> N
     first = claim_batch(engine, "b1", max_attempts=2)
     assert first.batch.attempts == 1 and first.batch.status == BatchStatus.RUNNING
     assert [p.position for p in first.prompts] == [0, 1, 2]
-    claim_batch(engine, "b1", max_attempts=2)
-    third = claim_batch(engine, "b1", max_attempts=2)
-    assert third.dead
+    # Claimed again while running: attempt 1 was lost. Not counted; the worker backs off.
+    lost = claim_batch(engine, "b1", max_attempts=2)
+    assert lost.lost_before and lost.batch.attempts == 1 and not lost.settled
+    assert lost.batch.error is not None and "attempt 1 did not finish" in lost.batch.error
+    assert claim_batch(engine, "b1", max_attempts=2).batch.attempts == 2  # the backed-off retry
+    third = claim_batch(engine, "b1", max_attempts=2)  # attempt 2 lost too: the limit is reached
+    assert third.dead and third.batch.error is not None
+    assert third.batch.error.startswith("gave up after 2 attempts; last error: attempt 2")
     with Session(engine) as s:
         statuses = set(s.execute(select(Prompt.status)).scalars())  # type: ignore[call-overload]
     assert statuses == {PromptStatus.DEAD}

@@ -1,0 +1,154 @@
+"""Submission limits, enforced before anything is queued.
+
+- prompts per job (``max_prompts_per_job``);
+- prompt size in tokens: prompt plus its ``max_tokens`` must fit the per-sequence context
+  (``n_ctx_per_seq``) that workers decode in, so an oversize prompt is refused at submit time
+  with its line number instead of being routed with others and refused there;
+- ``ecobatch.submit`` calls per client per minute (``submit_rate_per_min``), counted in Redis.
+
+Tokenizing every prompt would dominate a 100k-prompt submission, so only prompts that could
+possibly be too long are tokenized: a prompt never has more tokens than UTF-8 bytes (plus the
+chat template's), so one whose bytes plus :data:`TEMPLATE_SLACK_TOKENS` per message plus its
+``max_tokens`` fit is accepted without loading the tokenizer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import redis
+from redis.exceptions import RedisError
+
+from pipeline.devices import Registry
+from pipeline.errors import ConfigError, InputError, ServiceError
+from pipeline.intake import PromptIn
+from pipeline.modelfile import resolve_model_path
+from pipeline.settings import Settings
+
+TEMPLATE_SLACK_TOKENS = 256
+RATE_KEY_PREFIX = "ecobatch:rate:"
+RATE_WINDOW_S = 60
+
+
+class PromptCounter(Protocol):
+    """Counts the tokens a record is fed to the model as (see :class:`pipeline.tokens.ModelTokenizer`)."""
+
+    def count(self, record: PromptIn) -> int:
+        """Tokens of ``record``, chat template included."""
+        ...
+
+
+def byte_bound(record: PromptIn) -> int:
+    """An upper bound of the record's tokens that needs no tokenizer."""
+    if record.messages is not None:
+        chars = sum(len(m["content"].encode("utf-8")) for m in record.messages)
+        return chars + TEMPLATE_SLACK_TOKENS * len(record.messages)
+    return len((record.prompt or "").encode("utf-8")) + TEMPLATE_SLACK_TOKENS
+
+
+def check_batch_size(batch_size: int, registry: Registry) -> None:
+    """Refuse a batch size no device can take, instead of silently cutting smaller batches.
+
+    Raises:
+        ConfigError: ``batch_size`` exceeds every device's ``max_batch_size``.
+    """
+    largest = max((d.max_batch_size for d in registry.devices), default=0)
+    if batch_size > largest:
+        sizes = ", ".join(f"{d.name}: {d.max_batch_size}" for d in registry.devices)
+        raise ConfigError(f"setting 'batch_size': {batch_size} exceeds the largest device "
+                          f"max_batch_size ({sizes}); lower it or raise max_batch_size in the "
+                          "registry")
+
+
+def check_job_size(n_prompts: int, settings: Settings) -> None:
+    """Refuse a job with more than ``max_prompts_per_job`` prompts.
+
+    Raises:
+        InputError: too many prompts.
+    """
+    if n_prompts > settings.max_prompts_per_job:
+        raise InputError(f"{n_prompts} prompts exceed the limit of {settings.max_prompts_per_job} "
+                         "per job (ECOBATCH_MAX_PROMPTS_PER_JOB); split the input")
+
+
+def check_prompt_sizes(records: Sequence[PromptIn], default_max_tokens: int, context_tokens: int,
+                       counter: PromptCounter | None = None, model: Path | None = None) -> None:
+    """Refuse the first record whose tokens plus ``max_tokens`` exceed ``context_tokens``.
+
+    Args:
+        records: validated records; the error's line is the 1-based record number.
+        default_max_tokens: ``max_tokens`` of records that give none.
+        context_tokens: the per-sequence context workers decode in.
+        counter: exact counter; None loads the tokenizer of ``model`` (None: the bundled
+            model), and only when some prompt could be too long.
+        model: GGUF file whose tokenizer counts, when no ``counter`` is given.
+
+    Raises:
+        InputError: a prompt is too long (names its line, token count and the limit).
+        ConfigError: the tokenizer is needed but the model file is unreadable.
+    """
+    suspects = [(n, r) for n, r in enumerate(records, start=1)
+                if byte_bound(r) + (r.max_tokens or default_max_tokens) > context_tokens]
+    if not suspects:
+        return
+    if counter is not None:
+        _check_exact(suspects, default_max_tokens, context_tokens, counter)
+        return
+    from pipeline.tokens import ModelTokenizer
+
+    with ModelTokenizer(resolve_model_path(model)) as tokenizer:
+        _check_exact(suspects, default_max_tokens, context_tokens, tokenizer)
+
+
+def _check_exact(suspects: list[tuple[int, PromptIn]], default_max_tokens: int,
+                 context_tokens: int, counter: PromptCounter) -> None:
+    for line, record in suspects:
+        max_tokens = record.max_tokens or default_max_tokens
+        n = counter.count(record)
+        if n + max_tokens > context_tokens:
+            raise InputError(
+                f"prompt of {n} tokens plus max_tokens {max_tokens} exceeds the "
+                f"{context_tokens}-token context per sequence (ECOBATCH_N_CTX_PER_SEQ); "
+                "shorten it or lower max_tokens", line=line, field="prompt")
+
+
+def check_submission(records: Sequence[PromptIn], default_max_tokens: int, settings: Settings,
+                     counter: PromptCounter | None = None) -> None:
+    """Every submit-time limit on one submission: job size, then prompt sizes in tokens of
+    the model ``settings.model`` names (the bundled one when unset).
+
+    Raises:
+        InputError: a limit is exceeded.
+        ConfigError: the model file is unreadable.
+    """
+    check_job_size(len(records), settings)
+    check_prompt_sizes(records, default_max_tokens, settings.n_ctx_per_seq, counter,
+                       settings.model)
+
+
+def take_submit_token(client: redis.Redis, client_id: str, limit_per_min: int,
+                      now_s: float | None = None) -> None:
+    """Count one ``ecobatch.submit`` call of ``client_id``; refuse it past the limit.
+
+    A fixed one-minute window per client, counted with ``INCR`` in Redis, so every router
+    process shares the count.
+
+    Raises:
+        InputError: the client made ``limit_per_min`` calls in this minute already.
+        ServiceError: Redis failed.
+    """
+    window = int((time.time() if now_s is None else now_s) // RATE_WINDOW_S)
+    key = f"{RATE_KEY_PREFIX}{client_id}:{window}"
+    try:
+        pipe = client.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, 2 * RATE_WINDOW_S)
+        count, _ = pipe.execute()
+    except RedisError as e:
+        raise ServiceError(f"cannot count submissions in Redis: {e}") from e
+    if int(count) > limit_per_min:
+        raise InputError(f"rate limit: client {client_id!r} made more than {limit_per_min} "
+                         "submissions this minute (ECOBATCH_SUBMIT_RATE_PER_MIN); try later")

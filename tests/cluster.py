@@ -1,0 +1,178 @@
+"""Helpers for tests that run real router and worker processes (shared by e2e and fault tests)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+from sqlalchemy import Engine, func, select
+from sqlmodel import Session
+
+from pipeline.children import Child, ChildGroup
+from pipeline.client import Client
+from pipeline.models import Batch, BatchStatus, Prompt, Result
+from pipeline.settings import load_settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FAULT_BACKEND = "tests.faultbackend:make_backend"
+
+
+def cluster_env(redis_url: str, db_url: str, **extra: str) -> dict[str, str]:
+    """Environment of router and worker children: the test services, quick partial batches.
+
+    ``PYTHONPATH`` holds the repository root so that a child can import a test backend.
+    """
+    return {"ECOBATCH_REDIS_URL": redis_url, "ECOBATCH_DATABASE_URL": db_url,
+            "ECOBATCH_MAX_WAIT_S": "0.2", "PYTHONPATH": str(REPO_ROOT), **extra}
+
+
+def fault_env(redis_url: str, db_url: str, **extra: str) -> dict[str, str]:
+    """:func:`cluster_env` with the fault-injecting echo backend and short time limits."""
+    defaults = {"ECOBATCH_BACKEND": FAULT_BACKEND, "ECOBATCH_TASK_TIME_LIMIT_S": "20",
+                "ECOBATCH_VISIBILITY_TIMEOUT_S": "30", "ECOBATCH_MAX_ATTEMPTS": "3"}
+    return cluster_env(redis_url, db_url, **{**defaults, **extra})
+
+
+def start_worker(children: ChildGroup, name: str = "worker", device: str = "cpu") -> Child:
+    """Start ``ecobatch worker --device DEVICE`` as a child."""
+    return children.start(name, ["worker", "--device", device])
+
+
+@dataclass
+class Cluster:
+    """Router and worker children on the test services, with a Client of the same ledger."""
+
+    children: ChildGroup
+    client: Client
+    router: Child
+    workers: list[Child]
+
+
+@contextmanager
+def running_cluster(env: dict[str, str], log_dir: Path, *, workers: int = 1,
+                    device: str = "cpu", client_db_url: str | None = None) -> Iterator[Cluster]:
+    """Start a router and ``workers`` workers of ``device``; stop them all (warmly) at the end.
+
+    ``client_db_url`` lets the test read the ledger directly while the children reach it
+    another way (through a proxy the test cuts).
+    """
+    settings = load_settings(redis_url=env["ECOBATCH_REDIS_URL"],
+                             database_url=client_db_url or env["ECOBATCH_DATABASE_URL"])
+    with ChildGroup(env=env, log_dir=log_dir) as children, Client(settings) as client:
+        router = children.start("router", ["router"])
+        started = [start_worker(children, f"worker{i + 1}", device) for i in range(workers)]
+        yield Cluster(children, client, router, started)
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without any ECOBATCH_ setting (the embedded default)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("ECOBATCH_")}
+
+
+def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+            stdin: bytes | None = None, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m pipeline.cli ARGS`` to completion and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env or clean_env(),
+        input=stdin.decode() if stdin is not None else None, capture_output=True, text=True,
+        timeout=timeout_s)
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> None:
+    """Poll ``check`` until it is true.
+
+    Raises:
+        AssertionError: still false after ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+def running_batch(engine: Engine) -> Batch | None:
+    """Some batch in the ``running`` state, or None."""
+    with Session(engine) as s:
+        return s.execute(select(Batch).where(Batch.status == BatchStatus.RUNNING)).scalars().first()
+
+
+def wait_for_running_batch(engine: Engine, timeout_s: float) -> Batch:
+    """The first batch seen running."""
+    found: list[Batch] = []
+
+    def seen() -> bool:
+        batch = running_batch(engine)
+        if batch is not None:
+            found.append(batch)
+        return bool(found)
+
+    wait_until("a batch to start running", seen, timeout_s)
+    return found[0]
+
+
+def kill_pool_children(worker: Child, sig: int = signal.SIGKILL) -> int:
+    """Signal the prefork pool processes of a worker child (the ones running batches)."""
+    victims = psutil.Process(worker.proc.pid).children()
+    for child in victims:
+        child.send_signal(sig)
+    return len(victims)
+
+
+def kill_tree(worker: Child) -> None:
+    """SIGKILL a worker's main process first, then whatever pool processes it leaves behind."""
+    pool = psutil.Process(worker.proc.pid).children(recursive=True)
+    worker.proc.send_signal(signal.SIGKILL)
+    worker.proc.wait()
+    for p in pool:
+        try:
+            p.wait(timeout=30)  # an orphaned pool process may finish its batch first
+        except psutil.TimeoutExpired:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def kill_all(worker: Child) -> None:
+    """SIGKILL a worker's main process and its pool processes at once (a machine crash)."""
+    procs = [*psutil.Process(worker.proc.pid).children(recursive=True)]
+    worker.proc.send_signal(signal.SIGKILL)
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    worker.proc.wait()
+
+
+def ledger_counts(engine: Engine, job_id: str | None = None) -> dict[str, int]:
+    """Result rows, distinct prompts with a result, and prompts, for one job or all."""
+    with Session(engine) as s:
+        res = select(func.count(), func.count(func.distinct(Result.prompt_id))).select_from(Result)
+        prompts = select(func.count()).select_from(Prompt)
+        if job_id is not None:
+            res = res.where(Result.job_id == job_id)
+            prompts = prompts.where(Prompt.job_id == job_id)
+        n_rows, n_distinct = s.execute(res).one()
+        return {"rows": n_rows, "distinct": n_distinct,
+                "prompts": s.execute(prompts).scalar_one()}
+
+
+def energy_counted_once(engine: Engine) -> None:
+    """Assert that every done batch's energy equals the sum over its result rows."""
+    with Session(engine) as s:
+        batches = s.execute(select(Batch).where(Batch.status == BatchStatus.DONE)).scalars().all()
+        sums: dict[str, float] = dict(s.execute(select(Result.batch_id, func.sum(Result.energy_j))
+                              .group_by(Result.batch_id)).all())
+    for b in batches:
+        got = sums.get(b.id, 0.0)
+        assert b.energy_j is not None
+        assert abs(got - b.energy_j) <= 1e-6 * max(1.0, b.energy_j), (b.id, got, b.energy_j)

@@ -1,0 +1,131 @@
+"""Submission limits: prompt size in tokens, prompts per job, submit calls per client."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+from click.testing import CliRunner
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from pipeline.children import ChildGroup
+from pipeline.cli import main
+from pipeline.client import Client
+from pipeline.db import make_engine
+from pipeline.errors import InputError
+from pipeline.intake import PromptIn, validate_records
+from pipeline.limits import (
+    RATE_WINDOW_S,
+    byte_bound,
+    check_prompt_sizes,
+    check_submission,
+    take_submit_token,
+)
+from pipeline.models import Job
+from pipeline.queue import PENDING_KEY
+from pipeline.settings import load_settings
+from pipeline.tokens import ModelTokenizer
+from tests.cluster import cluster_env, wait_until
+
+LONG = "token " * 1500  # about 1500 tokens: over the 1024-token default context
+
+
+class NoCounter:
+    """A counter that must not be needed: every prompt is provably short enough."""
+
+    def count(self, record: PromptIn) -> int:
+        raise AssertionError(f"tokenized {record!r}")
+
+
+def test_short_prompts_are_accepted_without_loading_a_tokenizer() -> None:
+    records = validate_records(["What is a joule?", {"messages": [
+        {"role": "user", "content": "Define PUE."}]}])
+    check_prompt_sizes(records, 128, 1024, NoCounter())
+    assert byte_bound(records[0]) >= len("What is a joule?")
+
+
+def test_oversize_prompt_is_refused_with_its_line_and_token_count(model_path: Path) -> None:
+    records = validate_records(["short one", LONG, "short two"])
+    with ModelTokenizer(model_path) as tokenizer, pytest.raises(InputError) as err:
+        check_prompt_sizes(records, 128, 1024, tokenizer)
+    assert err.value.line == 2 and err.value.field == "prompt"
+    assert "1024-token context" in str(err.value) and "max_tokens 128" in str(err.value)
+
+
+def test_max_tokens_counts_against_the_context(model_path: Path) -> None:
+    # A prompt that fits alone no longer fits with a large max_tokens.
+    records = validate_records([{"prompt": "word " * 600, "max_tokens": 500}])
+    with ModelTokenizer(model_path) as tokenizer:
+        assert tokenizer.count(records[0]) < 1024
+        with pytest.raises(InputError, match="max_tokens 500"):
+            check_prompt_sizes(records, 128, 1024, tokenizer)
+        check_prompt_sizes(records, 128, 2048, tokenizer)  # a bigger context takes it
+
+
+def test_too_many_prompts_per_job_is_refused() -> None:
+    settings = load_settings(max_prompts_per_job=3)
+    with pytest.raises(InputError, match="4 prompts exceed the limit of 3"):
+        check_submission(validate_records(["a", "b", "c", "d"]), 128, settings)
+    check_submission(validate_records(["a", "b", "c"]), 128, settings)
+
+
+def test_client_refuses_an_oversize_prompt_before_writing_anything(
+    redis_url: str, sqlite_url: str, rclient: redis.Redis
+) -> None:
+    with Client(load_settings(redis_url=redis_url, database_url=sqlite_url)) as client:
+        with pytest.raises(InputError, match="line 3"):
+            client.submit(["fine", "also fine", LONG])
+        with Session(client.engine) as s:
+            assert s.execute(select(func.count()).select_from(Job)).scalar_one() == 0
+    assert rclient.llen(PENDING_KEY) == 0
+
+
+def test_cli_submit_refuses_an_oversize_prompt(
+    tmp_path: Path, redis_url: str, sqlite_url: str, rclient: redis.Redis
+) -> None:
+    path = tmp_path / "p.txt"
+    path.write_text(f"fine\n{LONG}\n")
+    res = CliRunner().invoke(main, ["submit", str(path), "--redis-url", redis_url,
+                                    "--database-url", sqlite_url])
+    assert res.exit_code == 1
+    assert "line 2" in res.output and "tokens" in res.output
+    assert rclient.llen(PENDING_KEY) == 0
+
+
+def test_rate_limit_window_counts_per_client(rclient: redis.Redis) -> None:
+    now_s = 1000 * RATE_WINDOW_S + 1.0
+    for _ in range(3):
+        take_submit_token(rclient, "svc-a", 3, now_s)
+    with pytest.raises(InputError, match="rate limit: client 'svc-a'"):
+        take_submit_token(rclient, "svc-a", 3, now_s)
+    take_submit_token(rclient, "svc-b", 3, now_s)  # another client has its own budget
+    take_submit_token(rclient, "svc-a", 3, now_s + RATE_WINDOW_S)  # the next minute
+
+
+@pytest.mark.service
+def test_submit_task_is_rate_limited_per_client(
+    redis_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    if time.time() % RATE_WINDOW_S > RATE_WINDOW_S - 20:  # stay inside one window
+        time.sleep(RATE_WINDOW_S - time.time() % RATE_WINDOW_S + 0.5)
+    env = cluster_env(redis_url, sqlite_url, ECOBATCH_SUBMIT_RATE_PER_MIN="2")
+    bare = Celery(broker=redis_url)
+    with ChildGroup(env=env, log_dir=tmp_path / "logs") as children:
+        router = children.start("router", ["router"])
+        sent = {name: [bare.send_task("ecobatch.submit", args=[["hello"]],
+                                      headers={"client": name}).id.replace("-", "")
+                       for _ in range(n)]
+                for name, n in (("svc-a", 4), ("svc-b", 1))}
+        engine = make_engine(sqlite_url)
+
+        def jobs() -> set[str]:
+            with Session(engine) as s:
+                return set(s.execute(select(Job.id)).scalars())
+
+        wait_until("the allowed jobs", lambda: len(jobs()) == 3, 60)
+        wait_until("the refusals", lambda: router.log_tail(100_000).count("rate limit") == 2, 60)
+    assert jobs() == {*sent["svc-a"][:2], *sent["svc-b"]}
