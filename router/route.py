@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,15 +29,18 @@ from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.devices import Registry
-from pipeline.errors import ServiceError
-from pipeline.grid import CarbonSource
-from pipeline.models import Batch, BatchStatus, Job, Prompt, PromptStatus
+from pipeline.errors import ConfigError, ServiceError, UnroutableError
+from pipeline.grid import GridConditions
+from pipeline.models import Batch, BatchStatus, Prompt, PromptStatus
 from pipeline.queue import ROUTER_LOCK_KEY, PromptRef
-from pipeline.settings import STRATEGY_NAMES, Settings
+from pipeline.settings import Settings
 from router.backlog import read_backlog_s
 from router.batching import PEEK_REFS, cut_batches, effective_batch_size, return_refs, take_refs
+from router.decide import decide
+from router.jobpolicy import JobPolicy, job_policies, strategy_for
+from router.options import MemoryNeed, ZoneNow, options_for, zones_now
 from router.predictor import BatchShape, Predictor
-from router.strategies import Strategy, get_strategy, options_for
+from router.strategies import Strategy
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,6 @@ PublishMany = Callable[[Sequence[Dispatch]], None]
 
 _PROMPT = Prompt.__table__.c  # type: ignore[attr-defined]
 _BATCH = Batch.__table__  # type: ignore[attr-defined]
-_JOB = Job.__table__.c  # type: ignore[attr-defined]
 
 
 def publish_each(publish: Callable[[str, str], None]) -> PublishMany:
@@ -72,7 +74,8 @@ class RouteReport:
 
     Attributes:
         locked_out: another router holds the lock; nothing was done.
-        stop_reason: "locked", "empty", "partial batch not due", "time budget" or "lock lost".
+        stop_reason: "locked", "empty", "partial batch not due", "time budget", "lock lost"
+            or "unroutable: <why>".
         passes: peek/commit/publish rounds done.
         batches: batches dispatched.
         prompts: prompts dispatched.
@@ -80,6 +83,7 @@ class RouteReport:
         waiting_refs: refs left in Redis as a partial batch that is not yet due.
         by_device: batches dispatched per device name.
         elapsed_s: wall time of the call.
+        unroutable: why some prompts could not be routed this call (they stay pending).
     """
 
     locked_out: bool = False
@@ -91,6 +95,7 @@ class RouteReport:
     waiting_refs: int = 0
     by_device: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    unroutable: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (a Celery task's return value)."""
@@ -105,18 +110,35 @@ class _Pass:
     engine: Engine
     registry: Registry
     predictor: Predictor
-    strategy: Strategy  # the default: settings.strategy
     batch_size: int
     backlog_s: dict[str, float]
-    strategies: dict[str, Strategy] = field(default_factory=dict)
+    strategies: MutableMapping[Any, Strategy]
+    alive: Collection[str] | None = None
+    memory_need: MemoryNeed | None = None
+    zones: dict[str, ZoneNow] = field(default_factory=dict)
 
-    def strategy_named(self, name: str | None) -> Strategy:
-        """The job's own strategy, or the default for a job without a known one."""
-        if name is None or name not in STRATEGY_NAMES:
-            return self.strategy
-        if name not in self.strategies:
-            self.strategies[name] = get_strategy(name)
-        return self.strategies[name]
+    def strategy_of(self, policy: JobPolicy) -> Strategy:
+        """The policy's strategy; the router's default for one that no longer loads."""
+        try:
+            return strategy_for(policy, self.strategies)
+        except ConfigError as e:
+            log.warning("%s; routing with %s instead", e, self.settings.strategy)
+            return strategy_for(JobPolicy.default(self.settings), self.strategies)
+
+
+@dataclass(frozen=True)
+class RouteEnv:
+    """What the live router knows of the cluster besides SQL and Redis.
+
+    Attributes:
+        alive: devices with a live worker (heartbeat); None treats all as alive.
+        memory_need: predicted bytes of a batch on a device; None skips the memory check.
+        strategies: strategy instances kept between calls (round robin's position).
+    """
+
+    alive: Collection[str] | None = None
+    memory_need: MemoryNeed | None = None
+    strategies: MutableMapping[Any, Strategy] = field(default_factory=dict)
 
 
 def route_once(
@@ -125,19 +147,23 @@ def route_once(
     redis_client: redis.Redis,
     registry: Registry,
     predictor: Predictor,
-    carbon_source: CarbonSource,
+    grid: GridConditions,
     publish: PublishMany,
     now: datetime | None = None,
     *,
+    env: RouteEnv | None = None,
     time_budget_s: float = DEFAULT_TIME_BUDGET_S,
     peek_refs_max: int = PEEK_REFS,
 ) -> RouteReport:
     """Route pending prompts until only a not-yet-due partial batch is left or time runs out.
 
     Batches are cut at :func:`~router.batching.effective_batch_size`, never mixing prompts of
-    jobs with different strategies, and each goes to the device its job's strategy picks
-    (``settings.strategy`` for a job that names none). Only one router runs at a time: a call that cannot
-    take the Redis lock ``ROUTER_LOCK_KEY`` returns at once with ``locked_out=True``.
+    jobs with different policies (strategy, weights, SLO, planned devices), and each goes to
+    the device :func:`router.decide.decide` picks for its job's policy (the router's settings
+    for a job that names none). Prompts no device may take now (every candidate dead or too
+    small) go back to the pending list and the call stops. Only one router runs at a time: a
+    call that cannot take the Redis lock ``ROUTER_LOCK_KEY`` returns at once with
+    ``locked_out=True``.
 
     Args:
         settings: batch size, max wait and strategy.
@@ -145,9 +171,10 @@ def route_once(
         redis_client: holds the pending list and the router lock.
         registry: the devices.
         predictor: latency and energy per batch and device.
-        carbon_source: grid intensity by zone.
+        grid: grid intensity, price and temperature by zone.
         publish: sends the batches of one pass, called after their SQL commit.
         now: the clock (timezone-aware UTC) for tests; None reads the real clock every pass.
+        env: live workers, memory sizing and strategy state; None: all alive, no memory check.
         time_budget_s: stop starting passes after this many seconds.
         peek_refs_max: refs read per Redis round trip.
 
@@ -157,8 +184,10 @@ def route_once(
             the batches of that pass stay dispatched for :func:`republish_stale`.
     """
     started = time.monotonic()
-    ctx = _Pass(settings, engine, registry, predictor, get_strategy(settings.strategy),
-                effective_batch_size(settings, registry), {})
+    env = env or RouteEnv()
+    ctx = _Pass(settings, engine, registry, predictor, effective_batch_size(settings, registry),
+                {}, env.strategies, env.alive, env.memory_need)
+    strategy_for(JobPolicy.default(settings), ctx.strategies)  # a bad default fails here
     lock = redis_client.lock(ROUTER_LOCK_KEY, timeout=LOCK_TTL_S, blocking=False)
     try:
         acquired = lock.acquire(blocking=False)
@@ -168,7 +197,7 @@ def route_once(
         return RouteReport(locked_out=True, stop_reason="locked")
     report = RouteReport()
     try:
-        _route_locked(ctx, redis_client, lock, carbon_source, publish, now,
+        _route_locked(ctx, redis_client, lock, grid, publish, now,
                       started + time_budget_s, peek_refs_max, report)
     finally:
         _release(lock)
@@ -177,7 +206,7 @@ def route_once(
 
 
 def _route_locked(
-    ctx: _Pass, client: redis.Redis, lock: Lock, carbon_source: CarbonSource,
+    ctx: _Pass, client: redis.Redis, lock: Lock, grid: GridConditions,
     publish: PublishMany, now: datetime | None, deadline: float, peek_refs_max: int,
     report: RouteReport,
 ) -> None:
@@ -185,7 +214,7 @@ def _route_locked(
     zones = {d.zone for d in ctx.registry.devices}
     while True:
         at = now or datetime.now(UTC)
-        intensity = {z: carbon_source.intensity_g_per_kwh(z, at) for z in zones}
+        ctx.zones = zones_now(grid, zones, at)
         refs, plan = take_refs(client, ctx.batch_size, ctx.settings.max_wait_s, at.timestamp(),
                                peek_refs_max=peek_refs_max)
         report.waiting_refs = plan.waiting_partial
@@ -193,13 +222,17 @@ def _route_locked(
             report.stop_reason = "partial batch not due" if plan.waiting_partial else "empty"
             return
         try:
-            dispatches = _commit_pass(ctx, refs, intensity, at, report)
+            dispatches, unroutable = _commit_pass(ctx, refs, at, report)
         except BaseException:
             return_refs(client, refs)
             raise
         report.passes += 1
         if dispatches:
             publish(dispatches)
+        if unroutable:
+            return_refs(client, unroutable)
+            report.stop_reason = f"unroutable: {report.unroutable}"
+            return
         if time.monotonic() >= deadline:
             report.stop_reason = "time budget"
             return
@@ -209,16 +242,17 @@ def _route_locked(
 
 
 def _commit_pass(
-    ctx: _Pass, refs: Sequence[PromptRef], intensity: dict[str, float], at: datetime,
-    report: RouteReport,
-) -> list[Dispatch]:
-    """Assign ``refs`` to batches and devices and record it all in one transaction."""
+    ctx: _Pass, refs: Sequence[PromptRef], at: datetime, report: RouteReport,
+) -> tuple[list[Dispatch], list[PromptRef]]:
+    """Assign ``refs`` to batches and devices and record it all in one transaction; return the
+    batches to publish and the refs no device may take now."""
     try:
         with ctx.engine.begin() as conn:
             fresh = _still_pending(conn, refs)
             report.skipped_refs += len(refs) - len(fresh)
-            by_job = _job_strategies(conn, {r.job_id for r in fresh})
-            batch_rows, assignments, dispatches = _assign(ctx, fresh, by_job, intensity, at)
+            policies = job_policies(conn, {r.job_id for r in fresh}, ctx.settings)
+            batch_rows, assignments, dispatches, unroutable = _assign(ctx, fresh, policies, at,
+                                                                      report)
             if batch_rows:
                 conn.execute(insert(_BATCH), batch_rows)
                 conn.execute(_MARK_BATCHED, assignments)
@@ -228,7 +262,7 @@ def _commit_pass(
         report.by_device[row["device"]] = report.by_device.get(row["device"], 0) + 1
     report.batches += len(batch_rows)
     report.prompts += len(assignments)
-    return dispatches
+    return dispatches, unroutable
 
 
 _MARK_BATCHED = (
@@ -239,62 +273,56 @@ _MARK_BATCHED = (
 
 
 def _assign(
-    ctx: _Pass, refs: Sequence[PromptRef], job_strategy: dict[str, str],
-    intensity: dict[str, float], at: datetime,
-) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[Dispatch]]:
-    """Cut ``refs`` into batches (never mixing strategies) and pick a device for each,
-    advancing the backlog as we go."""
+    ctx: _Pass, refs: Sequence[PromptRef], policies: dict[str, JobPolicy], at: datetime,
+    report: RouteReport,
+) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[Dispatch], list[PromptRef]]:
+    """Cut ``refs`` into batches (never mixing policies) and decide a device for each,
+    advancing the backlog as we go; refs of a group no device may take are handed back."""
     batch_rows: list[dict[str, Any]] = []
     assignments: list[dict[str, str]] = []
     dispatches: list[Dispatch] = []
-    for strategy, group in _group_by_strategy(ctx, refs, job_strategy):
+    unroutable: list[PromptRef] = []
+    default = JobPolicy.default(ctx.settings)
+    groups: dict[JobPolicy, list[PromptRef]] = {}
+    for r in refs:
+        groups.setdefault(policies.get(r.job_id, default), []).append(r)
+    for policy, group in groups.items():
         for batch in cut_batches(group, ctx.batch_size):
             batch_id = uuid4().hex
-            row, queue = _place(ctx, strategy, batch, batch_id, intensity, at)
+            try:
+                row, queue = _place(ctx, policy, batch, batch_id, at)
+            except UnroutableError as e:
+                report.unroutable = str(e)
+                unroutable.extend(batch)
+                continue
             batch_rows.append(row)
             assignments.extend({"pid": r.prompt_id, "bid": batch_id} for r in batch)
             dispatches.append((batch_id, queue))
-    return batch_rows, assignments, dispatches
-
-
-def _group_by_strategy(
-    ctx: _Pass, refs: Sequence[PromptRef], job_strategy: dict[str, str],
-) -> list[tuple[Strategy, list[PromptRef]]]:
-    groups: dict[str, tuple[Strategy, list[PromptRef]]] = {}
-    for r in refs:
-        strategy = ctx.strategy_named(job_strategy.get(r.job_id))
-        groups.setdefault(strategy.name, (strategy, []))[1].append(r)
-    return list(groups.values())
+    return batch_rows, assignments, dispatches, unroutable
 
 
 def _place(
-    ctx: _Pass, strategy: Strategy, batch: Sequence[PromptRef], batch_id: str,
-    intensity: dict[str, float], at: datetime,
+    ctx: _Pass, policy: JobPolicy, batch: Sequence[PromptRef], batch_id: str, at: datetime,
 ) -> tuple[dict[str, Any], str]:
     """Choose the device of one batch; return its Batch row and the queue to publish to."""
     shape = BatchShape(len(batch), sum(r.prompt_tokens for r in batch),
                        sum(r.max_tokens for r in batch))
-    choice = strategy.choose(
-        options_for(ctx.registry, shape, ctx.predictor, intensity, ctx.backlog_s))
+    options = options_for(ctx.registry, shape, ctx.predictor, ctx.zones, ctx.backlog_s,
+                          alive=ctx.alive, memory_need=ctx.memory_need, allowed=policy.devices)
+    decision = decide(ctx.strategy_of(policy), options, policy.slo_s)
+    choice = decision.option
     name = choice.device.name
     ctx.backlog_s[name] = ctx.backlog_s.get(name, 0.0) + choice.prediction.latency_s
     row = {
-        "id": batch_id, "created_at": at, "device": name, "strategy": strategy.name,
+        "id": batch_id, "created_at": at, "device": name, "strategy": policy.describe(),
         "size": len(batch), "status": BatchStatus.DISPATCHED, "attempts": 0,
         "predicted_latency_s": choice.prediction.latency_s,
         "predicted_energy_j": choice.prediction.energy_j,
         "predicted_carbon_g": choice.carbon_g,
         "prediction_source": choice.prediction.source,
+        "reason": decision.reason, "scores": decision.scores,
     }
     return row, choice.device.queue
-
-
-def _job_strategies(conn: Connection, job_ids: set[str]) -> dict[str, str]:
-    """Strategy of each job (one query per pass; a pass rarely spans more than a few jobs)."""
-    if not job_ids:
-        return {}
-    stmt = select(_JOB.id, _JOB.strategy).where(_JOB.id.in_(sorted(job_ids)))
-    return {job_id: strategy for job_id, strategy in conn.execute(stmt)}
 
 
 def _still_pending(conn: Connection, refs: Sequence[PromptRef]) -> list[PromptRef]:

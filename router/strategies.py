@@ -1,143 +1,189 @@
-"""Strategies that pick a device for a batch among the devices able to take it.
+"""Strategies: each scores the candidate devices of a batch, lower being better.
 
-A strategy sees one :class:`DeviceOption` per candidate device, in registry order. The router
-builds options only for devices whose ``max_batch_size`` admits the batch (see
-:func:`options_for`); since batches are cut at the largest device's ``max_batch_size``
-(:func:`router.batching.effective_batch_size`), at least one device always qualifies.
+A strategy only scores; :func:`router.decide.decide` applies the hard limits (memory, a live
+worker, the job's latency target), picks the best-scoring candidate that meets them and records
+why. Built-in strategies are listed in ``pipeline.policy.BUILTIN_STRATEGIES``; a third-party one
+is a class (or factory) registered under the entry-point group ``ecobatch.strategies``, e.g. in
+its ``pyproject.toml``::
+
+    [project.entry-points."ecobatch.strategies"]
+    cheapest = "mypkg.routing:CheapestStrategy"
+
+and then usable as ``--strategy cheapest``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Protocol
 
-from pipeline.devices import Device, Registry
 from pipeline.errors import ConfigError
-from router.predictor import BatchShape, Prediction, Predictor
-
-J_PER_KWH = 3.6e6
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceOption:
-    """One candidate device for a batch, with what sending the batch there would cost.
-
-    Attributes:
-        device: the candidate device.
-        prediction: predicted latency and energy of the batch on it.
-        carbon_g: predicted operational gCO2e (energy x PUE x grid intensity of its zone now).
-        backlog_s: predicted seconds of work already queued or running on it.
-    """
-
-    device: Device
-    prediction: Prediction
-    carbon_g: float
-    backlog_s: float
-
-    @property
-    def finish_s(self) -> float:
-        """Predicted seconds from now until the batch is done: backlog plus its own latency."""
-        return self.backlog_s + self.prediction.latency_s
+from pipeline.policy import (
+    DEFAULT_WEIGHTS,
+    METRICS,
+    STRATEGY_GROUP,
+    normalise_weights,
+    strategy_names,
+)
+from router.options import DeviceOption
 
 
 class Strategy(Protocol):
-    """Chooses one device option for a batch."""
+    """Scores candidate devices for a batch (lower is better) and learns which one was chosen."""
 
     name: str
 
-    def choose(self, candidates: Sequence[DeviceOption]) -> DeviceOption:
-        """Pick one of ``candidates`` (non-empty, in registry order)."""
+    def score(self, candidates: Sequence[DeviceOption]) -> list[float]:
+        """One score per candidate (non-empty, in registry order), lower is better."""
+        ...
+
+    def chose(self, option: DeviceOption) -> None:
+        """Called with the option finally chosen (stateful strategies advance here)."""
         ...
 
 
-class GreedyStrategy:
-    """Baseline: the first device in registry order that can take the batch; ignores carbon."""
+class BaseStrategy:
+    """Convenience base: a stateless strategy needs only ``name`` and ``score``."""
+
+    name = "base"
+
+    def score(self, candidates: Sequence[DeviceOption]) -> list[float]:
+        """Subclasses override this."""
+        raise NotImplementedError
+
+    def chose(self, option: DeviceOption) -> None:
+        """Stateless: nothing to learn."""
+
+
+class GreedyStrategy(BaseStrategy):
+    """Baseline of the edge-cluster study: the first device able to take the batch."""
 
     name = "greedy"
 
-    def choose(self, candidates: Sequence[DeviceOption]) -> DeviceOption:
-        """Return the first candidate."""
-        return _non_empty(candidates)[0]
+    def score(self, candidates: Sequence[DeviceOption]) -> list[float]:
+        """Registry position: the first candidate scores best."""
+        return [float(i) for i in range(len(candidates))]
 
 
-class CarbonStrategy:
-    """Least predicted gCO2e; ties broken by the earliest predicted finish."""
+class RoundRobinStrategy(BaseStrategy):
+    """Each batch to the next device in registry order after the previous batch's device."""
+
+    name = "round_robin"
+
+    def __init__(self) -> None:
+        self._last: str | None = None
+
+    def score(self, candidates: Sequence[DeviceOption]) -> list[float]:
+        """Cyclic distance from the device after the last one chosen."""
+        names = [o.device.name for o in candidates]
+        start = names.index(self._last) + 1 if self._last in names else 0
+        n = len(names)
+        return [float((i - start) % n) for i in range(n)]
+
+    def chose(self, option: DeviceOption) -> None:
+        """Remember the device so that the next batch goes to the one after it."""
+        self._last = option.device.name
+
+
+class CarbonStrategy(BaseStrategy):
+    """Least predicted gCO2e, operational plus embodied."""
 
     name = "carbon"
 
-    def choose(self, candidates: Sequence[DeviceOption]) -> DeviceOption:
-        """Return the candidate with the least ``carbon_g`` (then least ``finish_s``)."""
-        return min(_non_empty(candidates), key=lambda o: (o.carbon_g, o.finish_s))
+    def score(self, candidates: Sequence[DeviceOption]) -> list[float]:
+        """Predicted operational + embodied gCO2e of the batch on each candidate."""
+        return [o.total_carbon_g for o in candidates]
 
 
-class LatencyStrategy:
-    """Earliest predicted finish (backlog + latency); ties broken by the least gCO2e."""
+class LatencyStrategy(BaseStrategy):
+    """Earliest predicted finish: the device's backlog plus the batch's own latency."""
 
     name = "latency"
 
-    def choose(self, candidates: Sequence[DeviceOption]) -> DeviceOption:
-        """Return the candidate with the least ``finish_s`` (then least ``carbon_g``)."""
-        return min(_non_empty(candidates), key=lambda o: (o.finish_s, o.carbon_g))
+    def score(self, candidates: Sequence[DeviceOption]) -> list[float]:
+        """Predicted seconds until the batch is done on each candidate."""
+        return [o.finish_s for o in candidates]
 
 
-_STRATEGIES: dict[str, Callable[[], Strategy]] = {
+class WeightedStrategy(BaseStrategy):
+    """Weighted sum of min-max normalised carbon, latency, energy, water and cost.
+
+    Each metric is rescaled over the candidates to [0, 1] (best 0, worst 1; all equal gives 0),
+    so a weight is the share of the decision its metric carries whatever its unit. A candidate
+    with no price data counts as the most expensive, so missing data never looks cheap.
+    """
+
+    name = "weighted"
+
+    def __init__(self, weights: Mapping[str, float] | None = None) -> None:
+        self.weights = normalise_weights(weights or DEFAULT_WEIGHTS)
+
+    def score(self, candidates: Sequence[DeviceOption]) -> list[float]:
+        """Sum over metrics of weight x normalised metric."""
+        table = [o.metrics() for o in candidates]
+        totals = [0.0] * len(candidates)
+        for metric, weight in self.weights.items():
+            for i, x in enumerate(_min_max([row[metric] for row in table])):
+                totals[i] += weight * x
+        return totals
+
+
+def _min_max(values: Sequence[float | None]) -> list[float]:
+    known = [v for v in values if v is not None]
+    if not known:
+        return [0.0] * len(values)
+    lo, hi = min(known), max(known)
+    span = hi - lo
+    return [1.0 if v is None else (v - lo) / span if span > 0 else 0.0 for v in values]
+
+
+_BUILTIN: dict[str, Callable[[], Strategy]] = {
     "greedy": GreedyStrategy,
+    "round_robin": RoundRobinStrategy,
     "carbon": CarbonStrategy,
     "latency": LatencyStrategy,
+    "weighted": WeightedStrategy,
 }
 
 
-def strategy_names() -> list[str]:
-    """Names :func:`get_strategy` accepts."""
-    return list(_STRATEGIES)
-
-
-def get_strategy(name: str) -> Strategy:
-    """Return the strategy called ``name``.
-
-    Raises:
-        ConfigError: no strategy has that name; the message lists the known ones.
-    """
-    try:
-        return _STRATEGIES[name]()
-    except KeyError as e:
-        known = ", ".join(_STRATEGIES)
-        raise ConfigError(f"unknown strategy {name!r} (known: {known})") from e
-
-
-def _non_empty(candidates: Sequence[DeviceOption]) -> Sequence[DeviceOption]:
-    if not candidates:
-        raise ConfigError("no device can take this batch (batch larger than every max_batch_size)")
-    return candidates
-
-
-def carbon_g(energy_j: float, pue: float, intensity_g_per_kwh: float) -> float:
-    """Operational gCO2e of ``energy_j`` of IT energy at a site of ``pue`` on a given grid."""
-    return energy_j / J_PER_KWH * pue * intensity_g_per_kwh
-
-
-def options_for(
-    registry: Registry,
-    shape: BatchShape,
-    predictor: Predictor,
-    intensity_by_zone: Mapping[str, float],
-    backlog_s: Mapping[str, float],
-) -> list[DeviceOption]:
-    """One option per device that can take ``shape`` (batch size <= its max), in registry order.
+def get_strategy(name: str, weights: Mapping[str, float] | None = None,
+                 plan_file: Path | None = None) -> Strategy:
+    """Return a fresh strategy called ``name``.
 
     Args:
-        registry: the devices.
-        shape: the batch.
-        predictor: latency and energy predictions.
-        intensity_by_zone: grid gCO2e/kWh of each device zone, now.
-        backlog_s: predicted queued seconds per device name (missing means idle).
+        name: a built-in name or one registered under ``ecobatch.strategies``.
+        weights: the weighted strategy's weights over ``pipeline.policy.METRICS``.
+        plan_file: the allocation plan the ``optimal`` strategy follows (``ECOBATCH_PLAN_FILE``).
+
+    Raises:
+        ConfigError: no strategy has that name (the message lists the known ones), a plugin
+            failed to load, or ``optimal`` without a valid plan file.
     """
-    options = []
-    for device in registry.devices:
-        if shape.batch_size > device.max_batch_size:
-            continue
-        pred = predictor.predict(device, shape)
-        grams = carbon_g(pred.energy_j, device.pue, intensity_by_zone[device.zone])
-        options.append(DeviceOption(device, pred, grams, backlog_s.get(device.name, 0.0)))
-    return options
+    if name == "weighted":
+        return WeightedStrategy(weights)
+    if name == "optimal":
+        return _plan_strategy(plan_file)
+    if name in _BUILTIN:
+        return _BUILTIN[name]()
+    found = [ep for ep in entry_points(group=STRATEGY_GROUP) if ep.name == name]
+    if not found:
+        raise ConfigError(f"unknown strategy {name!r} (known: {', '.join(strategy_names())})")
+    try:
+        strategy: Strategy = found[0].load()()
+    except Exception as e:  # a plugin's import or constructor can raise anything
+        raise ConfigError(f"strategy plugin {name!r} ({found[0].value}) failed to load: {e}") from e
+    return strategy
+
+
+def _plan_strategy(plan_file: Path | None) -> Strategy:
+    if plan_file is None:
+        raise ConfigError("strategy 'optimal' needs a plan file: set ECOBATCH_PLAN_FILE to one "
+                          "made by `ecobatch optimise --devices REGISTRY --plan-out plan.json`")
+    from router.plan_file import load_plan  # numpy and pydantic only when a plan is followed
+
+    return load_plan(plan_file)
+
+
+__all__ = ["METRICS", "BaseStrategy", "Strategy", "get_strategy", "strategy_names"]

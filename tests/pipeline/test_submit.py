@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,8 @@ def test_submit_file_parses_then_submits(
 
 
 def test_deferred_job_stays_in_sql(engine: Engine, rclient: redis.Redis) -> None:
-    receipt = _submit(engine, rclient, ["x", "y"], deferred=True)
+    receipt = _submit(engine, rclient, ["x", "y"], deferred=True,
+                      deadline=datetime.now(UTC) + timedelta(hours=8))
     assert receipt.deferred and rclient.llen(PENDING_KEY) == 0
     with engine.connect() as conn:
         assert conn.execute(select(JOBS.c.status)).scalar_one() == JobStatus.DEFERRED

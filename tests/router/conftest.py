@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 import redis
@@ -15,7 +15,7 @@ from pipeline.queue import PromptRef, push_refs
 
 
 class FixedCarbon:
-    """A CarbonSource with one constant intensity per zone."""
+    """Grid conditions with one constant intensity per zone, no prices, 20 degrees C."""
 
     def __init__(self, by_zone: dict[str, float]) -> None:
         self.by_zone = by_zone
@@ -25,6 +25,19 @@ class FixedCarbon:
         """The fixed intensity of ``zone``."""
         self.calls += 1
         return self.by_zone[zone]
+
+    def price_usd_per_kwh(self, zone: str, at: datetime) -> float | None:
+        """No price data."""
+        return None
+
+    def temperature_c(self, zone: str, at: datetime) -> float:
+        """A mild 20 degrees C everywhere."""
+        return 20.0
+
+    def forecast(self, zone: str, start: datetime, hours: int) -> list[tuple[datetime, float]]:
+        """The same intensity every hour."""
+        first = start.replace(minute=0, second=0, microsecond=0)
+        return [(first + timedelta(hours=k), self.by_zone[zone]) for k in range(hours)]
 
 
 def make_registry() -> Registry:

@@ -1,0 +1,191 @@
+"""Plan a deferred job: the start time and devices with the least forecast carbon by its deadline.
+
+The job's work is estimated from the predictor: ``n_batches`` batches of the job's average
+shape, each taking ``latency_s`` and ``energy_j`` on a device. A set of devices shares the
+batches in proportion to their speed so that all finish together. For each device set and start
+time ``t`` the forecast carbon is::
+
+    sum over devices d of  energy_d x PUE_d x mean forecast intensity of d's zone over [t, t+D)
+
+Intensity is constant within each forecast hour, so carbon is piecewise linear in ``t`` and its
+minimum over ``[now, deadline - D]`` lies at a breakpoint: ``now``, ``deadline - D``, an hour
+boundary, or an hour boundary minus ``D``. Evaluating exactly those starts finds the optimum of
+the forecast (a brute-force search over the same forecast agrees; see the tests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import combinations
+from typing import Protocol
+
+from pipeline.accounting import operational_carbon_g
+from pipeline.devices import Device, Registry
+from router.predictor import BatchShape, Predictor
+
+HOUR = timedelta(hours=1)
+MAX_FORECAST_H = 72  # what forecast APIs and the offline forecast provide; later starts wait
+MAX_SUBSET_DEVICES = 8  # up to 255 device sets; beyond, single devices and all of them
+
+
+class Forecast(Protocol):
+    """Forecast grid intensity of a zone, hour by hour."""
+
+    def forecast(self, zone: str, start: datetime, hours: int) -> list[tuple[datetime, float]]:
+        """(start of hour UTC, gCO2e/kWh) for ``hours`` hours from the hour holding ``start``."""
+        ...
+
+
+@dataclass(frozen=True)
+class JobWork:
+    """What a deferred job still has to do."""
+
+    n_prompts: int
+    prompt_tokens: int
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A chosen window and device set, with forecast carbon for it and for starting now."""
+
+    start_at: datetime
+    end_at: datetime
+    devices: tuple[str, ...]
+    energy_j: float
+    carbon_g: float
+    carbon_now_g: float
+    forecast_digest: str
+    note: str = ""
+
+    @property
+    def saving_g(self) -> float:
+        """Forecast gCO2e saved against starting now on the same devices."""
+        return self.carbon_now_g - self.carbon_g
+
+
+@dataclass(frozen=True)
+class _DeviceRate:
+    device: Device
+    batch_s: float
+    batch_j: float
+
+
+class _Intensity:
+    """Mean forecast intensity of each zone over any interval inside the horizon."""
+
+    def __init__(self, forecast: Forecast, zones: set[str], start: datetime, hours: int) -> None:
+        self.origin = start.replace(minute=0, second=0, microsecond=0)
+        self.hourly = {z: [g for _, g in forecast.forecast(z, self.origin, hours)] for z in zones}
+
+    def mean(self, zone: str, t0: datetime, t1: datetime) -> float:
+        a = (t0 - self.origin) / HOUR
+        b = (t1 - self.origin) / HOUR
+        if b <= a:
+            return self.hourly[zone][min(int(a), len(self.hourly[zone]) - 1)]
+        total, h = 0.0, math.floor(a)
+        while h < b:
+            lo, hi = max(a, h), min(b, h + 1)
+            total += (hi - lo) * self.hourly[zone][min(h, len(self.hourly[zone]) - 1)]
+            h += 1
+        return total / (b - a)
+
+    def digest(self) -> str:
+        raw = repr(sorted((z, [round(g, 3) for g in v]) for z, v in self.hourly.items()))
+        return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def plan_job(work: JobWork, registry: Registry, predictor: Predictor, forecast: Forecast,
+             batch_size: int, now: datetime, deadline: datetime) -> Plan:
+    """The least-carbon start and device set finishing by ``deadline``, per the forecast.
+
+    A job that cannot finish by ``deadline`` even starting now on the fastest set is planned
+    to start now, with a ``note`` saying so. Starts are looked for within the forecast's
+    horizon (:data:`MAX_FORECAST_H`); a job due later is re-planned as the horizon moves on.
+    """
+    rates = _rates(work, registry, predictor, batch_size)
+    n_batches = math.ceil(work.n_prompts / batch_size)
+    horizon_h = min(MAX_FORECAST_H - 1, max(1, math.ceil((max(deadline, now) - now) / HOUR) + 2))
+    sets = _device_sets(rates)
+    longest = max(_duration(s, n_batches) for s in sets)
+    intensity = _Intensity(forecast, {r.device.zone for r in rates}, now,
+                           min(MAX_FORECAST_H, horizon_h + math.ceil(longest / HOUR) + 1))
+    best: tuple[float, datetime, tuple[_DeviceRate, ...]] | None = None
+    for devs in sets:
+        duration = _duration(devs, n_batches)
+        for t in _starts(now, deadline, duration, intensity.origin, horizon_h):
+            g = _carbon(devs, n_batches, t, duration, intensity)
+            if best is None or (g, t) < (best[0], best[1]):
+                best = (g, t, devs)
+    if best is None:
+        return _late_plan(sets, n_batches, now, deadline, intensity)
+    return _make_plan(best[2], n_batches, best[1], intensity, now)
+
+
+def _rates(work: JobWork, registry: Registry, predictor: Predictor,
+           batch_size: int) -> list[_DeviceRate]:
+    per = max(1, min(batch_size, work.n_prompts))
+    shape = BatchShape(per, round(work.prompt_tokens * per / max(1, work.n_prompts)),
+                       round(work.max_new_tokens * per / max(1, work.n_prompts)))
+    out = []
+    for d in registry.devices:
+        if d.max_batch_size >= per:
+            p = predictor.predict(d, shape)
+            out.append(_DeviceRate(d, p.latency_s, p.energy_j))
+    return out
+
+
+def _device_sets(rates: list[_DeviceRate]) -> list[tuple[_DeviceRate, ...]]:
+    if len(rates) <= MAX_SUBSET_DEVICES:
+        return [c for k in range(1, len(rates) + 1) for c in combinations(rates, k)]
+    return [(r,) for r in rates] + [tuple(rates)]
+
+
+def _duration(devs: Sequence[_DeviceRate], n_batches: int) -> timedelta:
+    return timedelta(seconds=n_batches / sum(1.0 / r.batch_s for r in devs))
+
+
+def _starts(now: datetime, deadline: datetime, duration: timedelta, origin: datetime,
+            horizon_h: int) -> list[datetime]:
+    latest = deadline - duration
+    if latest < now:
+        return []
+    bounds = [origin + k * HOUR for k in range(horizon_h + 1)]
+    cands = {now, latest, *bounds, *(b - duration for b in bounds)}
+    return sorted(t for t in cands if now <= t <= latest)
+
+
+def _energy_by_device(devs: Sequence[_DeviceRate], n_batches: int,
+                      duration: timedelta) -> list[float]:
+    return [r.batch_j * duration.total_seconds() / r.batch_s for r in devs] if n_batches else []
+
+
+def _carbon(devs: Sequence[_DeviceRate], n_batches: int, t: datetime, duration: timedelta,
+            intensity: _Intensity) -> float:
+    return sum(operational_carbon_g(e, r.device.pue, intensity.mean(r.device.zone, t, t + duration))
+               for r, e in zip(devs, _energy_by_device(devs, n_batches, duration), strict=True))
+
+
+def _make_plan(devs: Sequence[_DeviceRate], n_batches: int, start: datetime,
+               intensity: _Intensity, now: datetime, note: str = "") -> Plan:
+    duration = _duration(devs, n_batches)
+    return Plan(
+        start_at=start, end_at=start + duration, devices=tuple(r.device.name for r in devs),
+        energy_j=sum(_energy_by_device(devs, n_batches, duration)),
+        carbon_g=_carbon(devs, n_batches, start, duration, intensity),
+        carbon_now_g=_carbon(devs, n_batches, now, duration, intensity),
+        forecast_digest=intensity.digest(), note=note,
+    )
+
+
+def _late_plan(sets: list[tuple[_DeviceRate, ...]], n_batches: int, now: datetime,
+               deadline: datetime, intensity: _Intensity) -> Plan:
+    fastest = min(sets, key=lambda s: _duration(s, n_batches))
+    done = now + _duration(fastest, n_batches)
+    note = (f"cannot finish by the deadline {deadline:%Y-%m-%dT%H:%MZ} (predicted "
+            f"{done:%Y-%m-%dT%H:%MZ} on the fastest devices); released at once")
+    return _make_plan(fastest, n_batches, now, intensity, now, note)

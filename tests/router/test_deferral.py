@@ -1,0 +1,120 @@
+"""Deferred jobs: planned in SQL, released once when the window opens, re-planned on change."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import redis
+from click.testing import CliRunner
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from pipeline.cli import main
+from pipeline.devices import Device, Registry
+from pipeline.intake import validate_records
+from pipeline.models import Job, JobPlan, JobStatus
+from pipeline.queue import pending_count
+from pipeline.settings import Settings
+from pipeline.submit import submit_records
+from router.deferral import Planning, plan_pass
+from router.nominal import NominalPredictor
+
+HOUR = timedelta(hours=1)
+
+
+class StepForecast:
+    """High intensity every hour except one low hour, counted from ``origin``'s hour."""
+
+    def __init__(self, origin: datetime, low_hour: int) -> None:
+        self.origin = origin.replace(minute=0, second=0, microsecond=0)
+        self.low_hour = low_hour
+
+    def forecast(self, zone: str, start: datetime, hours: int) -> list[tuple[datetime, float]]:
+        first = start.replace(minute=0, second=0, microsecond=0)
+        return [(first + k * HOUR, self._at(first + k * HOUR)) for k in range(hours)]
+
+    def _at(self, t: datetime) -> float:
+        return 50.0 if (t - self.origin) // HOUR == self.low_hour else 500.0
+
+
+def _setup(engine: Engine, rclient: redis.Redis, n: int = 8, hours: float = 10.0
+           ) -> tuple[str, datetime, Planning, StepForecast]:
+    now = datetime.now(UTC)
+    records = validate_records([f"question {i}" for i in range(n)])
+    job_id = submit_records(engine, rclient, records, source="test", strategy="carbon",
+                            default_max_tokens=16, deferred=True,
+                            deadline=now + timedelta(hours=hours)).job_id
+    forecast = StepForecast(now, low_hour=3)
+    reg = Registry(devices=[Device(name="cpu", kind="cpu", zone="GB",
+                                   nominal_tokens_per_s=100.0)])
+    return job_id, now, Planning(reg, NominalPredictor(), forecast, Settings()), forecast
+
+
+def test_deferred_job_waits_for_its_window_then_is_released_once(
+    engine: Engine, rclient: redis.Redis
+) -> None:
+    job_id, now, planning, _ = _setup(engine, rclient)
+    assert pending_count(rclient) == 0  # nothing enqueued at submit
+    first = plan_pass(engine, rclient, planning, now)
+    assert first.planned == [job_id] and first.released == []
+    with Session(engine) as s:
+        plan = s.get(JobPlan, job_id)
+        assert plan is not None
+        start = plan.start_at if plan.start_at.tzinfo else plan.start_at.replace(tzinfo=UTC)
+        assert start == now.replace(minute=0, second=0, microsecond=0) + 3 * HOUR
+        assert plan.carbon_g < plan.carbon_now_g
+    assert plan_pass(engine, rclient, planning, start - timedelta(minutes=1)).released == []
+    assert plan_pass(engine, rclient, planning, start).released == [job_id]
+    assert pending_count(rclient) == 8
+    assert plan_pass(engine, rclient, planning, start + HOUR).released == []
+    assert pending_count(rclient) == 8
+    with Session(engine) as s:
+        job = s.get(Job, job_id)
+        assert job is not None and job.status == JobStatus.QUEUED
+
+
+def test_eight_hour_deferral_released_exactly_once_by_concurrent_planners(
+    engine: Engine, rclient: redis.Redis
+) -> None:
+    _, now, planning, forecast = _setup(engine, rclient, n=12, hours=9.5)
+    forecast.low_hour = 8
+    plan_pass(engine, rclient, planning, now)
+    assert plan_pass(engine, rclient, planning, now + 4 * HOUR).released == []
+    at = now.replace(minute=0, second=0, microsecond=0) + 8 * HOUR
+    with ThreadPoolExecutor(4) as pool:  # four planners wake at the same moment
+        reports = list(pool.map(lambda _: plan_pass(engine, rclient, planning, at), range(4)))
+    assert sum(len(r.released) for r in reports) == 1
+    assert pending_count(rclient) == 12
+
+
+def test_changed_forecast_replans_a_job_not_yet_released(
+    engine: Engine, rclient: redis.Redis
+) -> None:
+    job_id, now, planning, forecast = _setup(engine, rclient)
+    plan_pass(engine, rclient, planning, now)
+    forecast.low_hour = 6
+    assert plan_pass(engine, rclient, planning, now + timedelta(minutes=5)).planned == [job_id]
+    with Session(engine) as s:
+        plan = s.exec(select(JobPlan)).one()
+        start = plan.start_at if plan.start_at.tzinfo else plan.start_at.replace(tzinfo=UTC)
+    assert start == now.replace(minute=0, second=0, microsecond=0) + 6 * HOUR
+
+
+def test_unmeetable_deadline_is_released_at_once_with_a_warning(
+    engine: Engine, rclient: redis.Redis
+) -> None:
+    job_id, now, planning, _ = _setup(engine, rclient, n=400, hours=0.01)
+    report = plan_pass(engine, rclient, planning, now)
+    assert report.released == [job_id] and report.late == [job_id]
+
+
+def test_plan_command_shows_the_window(engine: Engine, rclient: redis.Redis,
+                                       db_url: str) -> None:
+    job_id, now, planning, _ = _setup(engine, rclient)
+    plan_pass(engine, rclient, planning, now)
+    out = CliRunner().invoke(main, ["plan", job_id, "--database-url", db_url, "--json"])
+    assert out.exit_code == 0, out.output
+    assert '"devices": ["cpu"]' in out.output and '"saving_g"' in out.output
+    table = CliRunner().invoke(main, ["plan", job_id, "--database-url", db_url])
+    assert "gCO2e starting now (forecast)" in table.output
