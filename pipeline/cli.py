@@ -7,12 +7,15 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli_common import build_settings, handle_errors, make_console
+from pipeline.cli_common import build_settings, handle_errors, make_console, strategy_choice
 from pipeline.devices import Device, load_registry
+from pipeline.limits import check_batch_size
 from pipeline.modelfile import resolve_model_path
+from pipeline.queue import connect
 from pipeline.run import RunOptions, run_job
+from pipeline.tokens import verify_model
 
-_STRATEGIES = click.Choice(["greedy", "carbon", "latency"])
+_STRATEGIES = strategy_choice()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -85,12 +88,15 @@ def worker(device_name: str, loglevel: str, **overrides: object) -> None:
     from celery.signals import worker_process_init
 
     from pipeline.celery_app import create_app
+    from workers.heartbeat import heartbeat_step
     from workers.infer import backend_for
 
     settings = build_settings(**overrides)
     device = load_registry(settings.devices).get(device_name)
-    resolve_model_path(device.model or settings.model)  # fail before Celery starts
+    verify_model(resolve_model_path(device.model or settings.model))  # fail before Celery starts
+    connect(settings.require_redis_url()).close()  # so does a wrong host, password or CA
     app = create_app(settings)
+    app.steps["worker"].add(heartbeat_step(device.name, settings.heartbeat_ttl_s))
 
     def preload(**_: object) -> None:
         backend_for(app.ctx, device)
@@ -119,7 +125,8 @@ def router(loglevel: str, **overrides: object) -> None:
     from pipeline.celery_app import INTAKE_QUEUE, ROUTER_QUEUE, create_app
 
     settings = build_settings(**overrides)
-    load_registry(settings.devices)  # fail fast on a bad registry
+    check_batch_size(settings.batch_size, load_registry(settings.devices))  # fail fast
+    connect(settings.require_redis_url()).close()  # and on a wrong host, password or CA
     app = create_app(settings)
     # The beat's schedule file is private to this process: routing needs no persistent schedule.
     with tempfile.TemporaryDirectory(prefix="ecobatch-beat-") as beat_dir:
@@ -131,8 +138,14 @@ def router(loglevel: str, **overrides: object) -> None:
 def _add_optional_commands() -> None:
     from pipeline.cli_devices import bench, devices
     from pipeline.cli_jobs import reconcile_pending, results, status, submit
+    from pipeline.cli_plan import plan
+    from pipeline.cli_report import report
+    from pipeline.cli_simulate import optimise, simulate
 
-    for cmd in (submit, status, results, reconcile_pending, devices, bench):
+    main.add_command(report)
+
+    for cmd in (submit, status, results, reconcile_pending, devices, bench, plan, simulate,
+                optimise):
         main.add_command(cmd)
 
 

@@ -8,17 +8,18 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 
 import click
 from rich.table import Table
 
-from pipeline.cli_common import build_settings, handle_errors, make_console
+from pipeline.cli_common import build_settings, handle_errors, make_console, routing_options
 from pipeline.db import make_engine
 from pipeline.intake import INPUT_FORMATS, read_input
 from pipeline.jobs import OUTPUT_FORMATS, JobStatusView, iter_results, job_status, write_results
+from pipeline.limits import check_submission
 from pipeline.queue import connect
-from pipeline.reconcile import reconcile
 from pipeline.settings import Settings
 from pipeline.submit import submit_records
 
@@ -39,28 +40,30 @@ def _database_option(func: click.decorators.FC) -> click.decorators.FC:
 @click.option("--max-tokens", type=click.IntRange(min=1), default=None,
               help="Default limit on generated tokens per prompt, in tokens; a record's own "
                    "max_tokens wins [env: ECOBATCH_MAX_TOKENS; default 128].")
-@click.option("--strategy", type=click.Choice(["greedy", "carbon", "latency"]), default=None,
-              help="How the router picks a device: greedy (first in registry order that "
-                   "fits), carbon (least predicted gCO2e) or latency (earliest predicted "
-                   "finish, in seconds) [env: ECOBATCH_STRATEGY; default carbon].")
+@routing_options
 @click.option("--redis-url", default=None, help=_REDIS_HELP)
 @_database_option
 @handle_errors
 def submit(file: str, fmt: str | None, max_tokens: int | None, strategy: str | None,
-               redis_url: str | None, database_url: str | None) -> None:
+           weights: dict[str, float] | None, slo_s: float | None, deadline: datetime | None,
+           defer: bool, redis_url: str | None, database_url: str | None) -> None:
     """Validate FILE (JSONL, CSV or text; '-' is stdin) and enqueue it; print the job id.
 
     The whole file is checked first: a bad line is reported with its line number and
-    nothing is enqueued.
+    nothing is enqueued. With --defer the job waits in SQL for the planner, which releases it
+    at the start of the lowest-carbon window that still meets --deadline.
     """
     settings = build_settings(redis_url=redis_url, database_url=database_url,
                               max_tokens=max_tokens, strategy=strategy)
     records = read_input(file, fmt)  # '-' reads sys.stdin.buffer, which CliRunner replaces
+    check_submission(records, settings.max_tokens, settings)
     receipt = submit_records(
         make_engine(settings.database_url), connect(settings.require_redis_url()), records,
         source=file, strategy=settings.strategy, default_max_tokens=settings.max_tokens,
+        weights=weights, slo_s=slo_s, deadline=deadline, deferred=defer,
     )
-    click.echo(f"submitted {receipt.n_prompts} prompts", err=True)
+    note = " (deferred: see `ecobatch plan`)" if receipt.deferred else ""
+    click.echo(f"submitted {receipt.n_prompts} prompts{note}", err=True)
     click.echo(receipt.job_id)
 
 
@@ -105,6 +108,7 @@ def _status_table(view: JobStatusView) -> Table:
         ("water (L)", f"{view.water_l:.5f}"),
         ("cost (USD)", "unknown" if view.cost_usd is None else f"{view.cost_usd:.6f}"),
     ]
+    rows += [("dead-lettered", f"{n} x {error}") for error, n in view.errors.items()]
     for name, value in rows:
         table.add_row(name, value)
     return table
@@ -141,8 +145,16 @@ def results(job_id: str, output: str, fmt: str | None, database_url: str | None)
 def reconcile_pending(redis_url: str | None, database_url: str | None) -> None:
     """Re-enqueue prompts that are pending in SQL but missing from Redis; print how many.
 
-    Use it after Redis lost its contents or a submission failed after its SQL commit.
+    Also publishes again every batch still waiting (dispatched) or running for longer than
+    the task time limit, whose message Redis may have lost (a duplicate delivery is skipped
+    or rewrites the same rows). Use it after Redis lost its contents or a submission failed
+    after its SQL commit; a router does the same by itself when it starts or sees Redis reset.
     """
+    from pipeline.celery_app import create_app, publisher_for
+    from router.recovery import recover
+
     settings = build_settings(redis_url=redis_url, database_url=database_url)
-    n = reconcile(make_engine(settings.database_url), connect(settings.require_redis_url()))
-    click.echo(n)
+    done = recover(make_engine(settings.database_url), connect(settings.require_redis_url()),
+                   publisher_for(create_app(settings)), settings.task_time_limit_s)
+    click.echo(f"re-enqueued {done.prompts} prompts, republished {done.batches} batches", err=True)
+    click.echo(done.prompts)

@@ -22,6 +22,7 @@ from pipeline.db import make_engine
 from pipeline.errors import WaitTimeoutError
 from pipeline.intake import PromptIn, read_input, validate_records
 from pipeline.jobs import JobStatusView, iter_results, job_status
+from pipeline.limits import check_submission
 from pipeline.queue import connect
 from pipeline.settings import Settings
 from pipeline.submit import submit_records
@@ -57,7 +58,7 @@ class Client:
         return self._redis
 
     def submit(self, prompts: Iterable[str | Mapping[str, Any]], *, max_tokens: int | None = None,
-               strategy: str | None = None) -> str:
+               strategy: str | None = None, **routing: Any) -> str:
         """Validate and submit prompts; return the job id.
 
         Args:
@@ -65,31 +66,39 @@ class Client:
                 optional ``id``, ``max_tokens``, ``metadata``).
             max_tokens: default new-token limit in tokens; None uses the settings.
             strategy: routing strategy; None uses the settings.
+            **routing: ``weights`` (dict over carbon, latency, energy, water, cost),
+                ``slo_s`` (latency target, seconds), ``deadline`` (timezone-aware datetime)
+                and ``deferred`` (True holds the job for the lowest-carbon window before
+                ``deadline``), as for :func:`pipeline.submit.submit_records`.
 
         Raises:
             InputError: a record is invalid (``line`` is its 1-based number); nothing is sent.
             ServiceError: SQL or Redis failed.
         """
         records = validate_records(prompts)
-        return self._submit(records, "client", max_tokens, strategy)
+        return self._submit(records, "client", max_tokens, strategy, routing)
 
     def submit_file(self, path: str | Path, *, fmt: str | None = None,
-                    max_tokens: int | None = None, strategy: str | None = None) -> str:
+                    max_tokens: int | None = None, strategy: str | None = None,
+                    **routing: Any) -> str:
         """Validate and submit a JSONL, CSV or text file; return the job id.
+
+        ``routing`` takes the same keywords as :meth:`submit`.
 
         Raises:
             InputError: the file is unreadable or a line is invalid; nothing is sent.
             ServiceError: SQL or Redis failed.
         """
         records = read_input(path, fmt)
-        return self._submit(records, str(path), max_tokens, strategy)
+        return self._submit(records, str(path), max_tokens, strategy, routing)
 
     def _submit(self, records: Sequence[PromptIn], source: str, max_tokens: int | None,
-                strategy: str | None) -> str:
+                strategy: str | None, routing: dict[str, Any]) -> str:
+        check_submission(records, max_tokens or self.settings.max_tokens, self.settings)
         receipt = submit_records(
             self.engine, self.redis, records, source=source,
             strategy=strategy or self.settings.strategy,
-            default_max_tokens=max_tokens or self.settings.max_tokens,
+            default_max_tokens=max_tokens or self.settings.max_tokens, **routing,
         )
         return receipt.job_id
 

@@ -13,9 +13,12 @@ from typing import Any
 import redis
 from sqlalchemy import Engine
 
+from pipeline.carbon_api import carbon_api_from_settings, grid_from_settings
 from pipeline.db import make_engine
 from pipeline.devices import Registry, load_registry
-from pipeline.grid import GridTrace
+from pipeline.forecast import Forecaster
+from pipeline.grid import GridConditions, GridTrace
+from pipeline.gridclock import PinnedGrid
 from pipeline.queue import connect
 from pipeline.settings import Settings
 
@@ -43,6 +46,18 @@ class AppContext:
         return load_registry(self.settings.devices)
 
     @cached_property
-    def grid(self) -> GridTrace:
-        """Carbon intensity, price and temperature by zone and hour."""
-        return GridTrace()
+    def grid(self) -> GridConditions:
+        """Carbon intensity, price and temperature by zone and hour: the packaged trace, with
+        live carbon when ``settings.carbon_api`` names an API, or frozen at ``grid_at``."""
+        if self.settings.grid_at is not None:
+            return PinnedGrid(GridTrace(), self.settings.grid_at)
+        return grid_from_settings(self.settings, GridTrace())
+
+    @cached_property
+    def forecast(self) -> Forecaster | PinnedGrid:
+        """Carbon forecast for the planner: the API's where configured, else the same hours of
+        the past week from the trace (never the trace's own future); the pinned trace with
+        ``grid_at``."""
+        if self.settings.grid_at is not None:
+            return PinnedGrid(GridTrace(), self.settings.grid_at)
+        return Forecaster(GridTrace(), carbon_api_from_settings(self.settings))

@@ -18,6 +18,8 @@ A registry file holds one ``[[device]]`` table per device::
     n_gpu_layers = -1
     max_batch_size = 16
     nominal_tokens_per_s = 400.0   # used until a benchmark profile exists
+    # optional accounting fields: intensity_g_per_kwh (fixed), pue_model / wue_model /
+    # wue_curve (temperature models), embodied_parts, host_share, host_tdp_w
 """
 
 from __future__ import annotations
@@ -58,6 +60,14 @@ class Device(BaseModel):
     n_gpu_layers: int = 0
     max_batch_size: PositiveInt = 16
     nominal_tokens_per_s: PositiveFloat = 50.0
+    # Sustainability accounting (all optional; see pipeline/site.py and pipeline/embodied.py).
+    intensity_g_per_kwh: float | None = Field(default=None, ge=0)  # fixed, instead of the zone's
+    pue_model: str | None = None  # a documented PUE(temperature) model of pipeline/site.py
+    wue_model: str | None = None  # a documented WUE(temperature) model of pipeline/site.py
+    wue_curve: list[tuple[float, float]] | None = None  # [[temp_c, L/kWh], ...]
+    embodied_parts: list[str] | None = None  # e.g. ["cpu:genoa-80c", "dram:ddr5-64gb"]
+    host_share: float = Field(default=1.0, ge=0, le=1)  # of the host's RAPL energy, GPU devices
+    host_tdp_w: PositiveFloat | None = None  # host CPU TDP for the host estimate (GPU devices)
 
     @field_validator("name")
     @classmethod
@@ -100,6 +110,23 @@ class Registry(BaseModel):
         return [d.name for d in self.devices]
 
 
+def read_device_tables(path: Path | str, what: str) -> list[object]:
+    """The ``[[device]]`` tables of a TOML file (a registry, a simulated fleet).
+
+    Raises:
+        ConfigError: unreadable, not TOML, or no ``[[device]]`` table; the message starts with
+            ``what`` and the path.
+    """
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{what} {path}: {e}") from e
+    entries = raw.get("device", [])
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{what} {path}: no [[device]] tables")
+    return entries
+
+
 def load_registry(path: Path | None) -> Registry:
     """Read a TOML registry, or detect the local machine when ``path`` is None.
 
@@ -108,13 +135,7 @@ def load_registry(path: Path | None) -> Registry:
     """
     if path is None:
         return Registry(devices=detect_local())
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"device registry {path}: {e}") from e
-    entries = raw.get("device", [])
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"device registry {path}: no [[device]] tables")
+    entries = read_device_tables(path, "device registry")
     devices = [_parse_device(path, i, e) for i, e in enumerate(entries)]
     names = [d.name for d in devices]
     if len(set(names)) != len(names):

@@ -43,6 +43,13 @@ class ServiceError(EcobatchError):
     """Redis, the database or a child process could not be reached or started."""
 
 
+class UnroutableError(EcobatchError):
+    """No device may take a batch now (all dead, too small, or too small a max batch size).
+
+    The router keeps such prompts pending and tries again on its next pass.
+    """
+
+
 class NotFoundError(EcobatchError):
     """A job, batch or prompt id does not exist in the ledger."""
 
@@ -68,3 +75,15 @@ class WaitTimeoutError(EcobatchError, TimeoutError):
 
     Also a builtin :class:`TimeoutError`, so ``except TimeoutError`` catches it too.
     """
+
+
+class DataSourceError(ServiceError):
+    """A carbon, price or weather data service failed or refused (HTTP error, timeout, bad JSON).
+
+    Attributes:
+        status: the HTTP status, when there was one.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)

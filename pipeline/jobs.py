@@ -14,18 +14,21 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.errors import InputError, NotFoundError, ServiceError
 from pipeline.models import Job, JobStatus, Prompt, PromptStatus, Result
+from pipeline.submit import MAX_JOB_ID_CHARS
 
 OutputFormat = Literal["jsonl", "csv"]
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("jsonl", "csv")
 EXPORT_FIELDS: tuple[str, ...] = (
     "id", "prompt_id", "status", "prompt", "messages", "output", "finish_reason", "device",
     "batch_id", "prompt_tokens", "completion_tokens", "ttft_s", "latency_s", "energy_j",
-    "energy_source", "energy_measured", "carbon_g", "embodied_carbon_g", "water_l", "cost_usd",
+    "energy_source", "energy_measured", "host_energy_j", "host_energy_source",
+    "host_energy_measured", "carbon_g", "embodied_carbon_g", "water_l", "cost_usd",
     "intensity_g_per_kwh", "metadata", "error",
 )
 _RESULT_FIELDS = EXPORT_FIELDS[EXPORT_FIELDS.index("output"):EXPORT_FIELDS.index("metadata")]
 _PROMPT_FIELDS = ("metadata", "error")
 EXPORT_CHUNK_ROWS = 2_000
+MAX_ERRORS_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class JobStatusView:
         water_l: water so far, in litres.
         cost_usd: energy cost so far, in US dollars; None while no result has a price (a zone
             without price data leaves a result's cost unknown, and the sum skips it).
+        errors: why prompts were dead-lettered: each distinct reason (at most
+            ``MAX_ERRORS_SHOWN``, the most frequent) with how many prompts it stopped.
     """
 
     job_id: str
@@ -64,6 +69,7 @@ class JobStatusView:
     embodied_carbon_g: float = 0.0
     water_l: float = 0.0
     cost_usd: float | None = None
+    errors: dict[str, int] = field(default_factory=dict)
 
     @property
     def done(self) -> int:
@@ -99,6 +105,18 @@ def derive_status(stored: JobStatus, total: int, n_results: int, n_failed: int,
     return stored
 
 
+def check_job_id(job_id: str) -> None:
+    """Refuse, as not found, an id no job can have (too long, or with control characters),
+    before it reaches SQL: PostgreSQL would reject a NUL byte with a driver error.
+
+    Raises:
+        NotFoundError: no job can have this id.
+    """
+    if not 0 < len(job_id) <= MAX_JOB_ID_CHARS or not job_id.isprintable():
+        raise NotFoundError(f"job {job_id!r} not found (a job id is 1 to {MAX_JOB_ID_CHARS} "
+                            "printable characters)")
+
+
 def job_status(engine: Engine, job_id: str) -> JobStatusView:
     """Counts, progress and sustainability totals of one job.
 
@@ -106,6 +124,7 @@ def job_status(engine: Engine, job_id: str) -> JobStatusView:
         NotFoundError: no job with this id.
         ServiceError: the database cannot be read.
     """
+    check_job_id(job_id)
     try:
         with engine.connect() as conn:
             return _status_view(conn, job_id)
@@ -159,8 +178,18 @@ def _status_view(conn: Connection, job_id: str) -> JobStatusView:
         created_at=row["created_at"], total=total, counts=counts, n_results=int(sums[0]),
         n_failed=int(n_failed), energy_j=float(sums[1] or 0.0), carbon_g=float(sums[2] or 0.0),
         embodied_carbon_g=float(sums[3] or 0.0), water_l=float(sums[4] or 0.0),
-        cost_usd=None if sums[5] is None else float(sums[5]),
+        cost_usd=None if sums[5] is None else float(sums[5]), errors=_dead_errors(conn, job_id),
     )
+
+
+def _dead_errors(conn: Connection, job_id: str) -> dict[str, int]:
+    prompt = _t(Prompt)
+    n = func.count().label("n")
+    rows = conn.execute(select(prompt.c.error, n).where(
+        prompt.c.job_id == job_id, prompt.c.status == PromptStatus.DEAD,
+        prompt.c.error.is_not(None)).group_by(prompt.c.error).order_by(n.desc())
+        .limit(MAX_ERRORS_SHOWN))
+    return {str(error): int(count) for error, count in rows}
 
 
 def iter_results(engine: Engine, job_id: str) -> Iterator[dict[str, Any]]:
@@ -174,6 +203,7 @@ def iter_results(engine: Engine, job_id: str) -> Iterator[dict[str, Any]]:
         NotFoundError: no job with this id.
         ServiceError: the database cannot be read.
     """
+    check_job_id(job_id)
     job = _t(Job)
     try:
         with engine.connect() as conn:

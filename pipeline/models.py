@@ -48,6 +48,7 @@ class BatchStatus(StrEnum):
     RUNNING = "running"
     DONE = "done"
     DEAD = "dead"
+    MOVED = "moved"  # its device died before it started; its prompts were routed again
 
 
 class Job(SQLModel, table=True):
@@ -60,6 +61,9 @@ class Job(SQLModel, table=True):
     status: JobStatus = Field(default=JobStatus.QUEUED, index=True)
     strategy: str | None = None  # None: the router's ECOBATCH_STRATEGY decides
     max_tokens: int = 128
+    weights: dict[str, float] | None = Field(default=None, sa_column=Column(JSON))
+    slo_s: float | None = None  # latency target; None: the router's ECOBATCH_SLO_S
+    deadline: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
 class Prompt(SQLModel, table=True):
@@ -102,7 +106,13 @@ class Batch(SQLModel, table=True):
     energy_source: str | None = None
     energy_measured: bool | None = None
     peak_memory_bytes: int | None = None
+    host_energy_j: float | None = None  # a GPU's host share, apart from energy_j
+    host_energy_source: str | None = None
+    host_energy_measured: bool | None = None
+    energy_notes: str | None = None  # meter caveats, e.g. "short-window,counter-reset"
     error: str | None = Field(default=None, sa_column=Column(Text))
+    reason: str | None = Field(default=None, sa_column=Column(Text))  # why this device
+    scores: dict[str, dict[str, object]] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class Result(SQLModel, table=True):
@@ -121,6 +131,9 @@ class Result(SQLModel, table=True):
     energy_j: float = 0.0
     energy_source: str = ""
     energy_measured: bool = False
+    host_energy_j: float | None = None  # a GPU's host share; carbon/water/cost cover both
+    host_energy_source: str | None = None
+    host_energy_measured: bool | None = None
     carbon_g: float = 0.0
     embodied_carbon_g: float = 0.0
     water_l: float = 0.0
@@ -149,3 +162,24 @@ class DeviceProfile(SQLModel, table=True):
     peak_memory_bytes: int = 0
     energy_source: str = ""
     energy_measured: bool = False
+
+
+class JobPlan(SQLModel, table=True):
+    """The planner's window for a deferred job, kept in SQL so it survives every restart.
+
+    ``released_at`` is set once, in the same transaction that moves the job from ``deferred`` to
+    ``queued``, so a job is released exactly once however many planners run.
+    """
+
+    job_id: str = Field(primary_key=True, foreign_key="job.id", max_length=32)
+    updated_at: datetime = _ts()  # type: ignore[assignment]
+    start_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    end_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    deadline: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    devices: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    energy_j: float = 0.0
+    carbon_g: float = 0.0  # forecast gCO2e in the chosen window
+    carbon_now_g: float = 0.0  # forecast gCO2e had the job started at planning time
+    forecast_digest: str = ""  # a changed forecast re-plans a job not yet released
+    note: str = Field(default="", sa_column=Column(Text))
+    released_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))

@@ -27,12 +27,14 @@ from pipeline.embedded import EmbeddedRedis
 from pipeline.errors import WaitTimeoutError
 from pipeline.intake import read_input
 from pipeline.jobs import iter_results, write_results
+from pipeline.limits import check_batch_size, check_submission
 from pipeline.modelfile import resolve_model_path
 from pipeline.models import Prompt, PromptStatus
 from pipeline.queue import connect
 from pipeline.settings import Settings
 from pipeline.submit import submit_records
 from pipeline.summary import DeviceSummary, summarise, summary_table
+from pipeline.tokens import verify_model
 
 POLL_S = 0.25
 
@@ -64,7 +66,9 @@ def run_job(settings: Settings, opts: RunOptions, console: Console) -> RunOutcom
     """Submit the file, wait for every answer with a progress bar, write results, summarise."""
     # Bad input, registry or model stops here, before anything is started or written.
     records = read_input(opts.input_path, opts.input_format)
+    check_submission(records, settings.max_tokens, settings)
     registry = load_registry(settings.devices)
+    check_batch_size(settings.batch_size, registry)
     spawn = opts.local_workers if opts.local_workers is not None else not settings.redis_url
     if spawn:
         _check_models(registry, settings)
@@ -124,7 +128,7 @@ def _child_env(settings: Settings) -> dict[str, str]:
 
 def _check_models(registry: Registry, settings: Settings) -> None:
     for device in registry.devices:  # a missing model fails here, not in a child's log
-        resolve_model_path(device.model or settings.model)
+        verify_model(resolve_model_path(device.model or settings.model))
 
 
 def _start_children(children: ChildGroup, registry: Registry) -> None:

@@ -8,15 +8,21 @@ Nothing reads the environment at import time: call :func:`load_settings`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
-from pydantic import Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import (
+    AwareDatetime,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import ConfigError
-
-StrategyName = Literal["greedy", "carbon", "latency"]
-STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
+from pipeline.policy import DEFAULT_WEIGHTS, check_strategy, normalise_weights
 
 
 class Settings(BaseSettings):
@@ -40,7 +46,39 @@ class Settings(BaseSettings):
     max_wait_s: PositiveFloat = Field(
         default=0.5, description="Flush a partial batch once its oldest prompt waited this long."
     )
-    strategy: StrategyName = Field(default="carbon", description="Device choice strategy.")
+    strategy: str = Field(
+        default="carbon",
+        description="Device choice strategy: greedy, round_robin, carbon, latency, weighted or a "
+        "plugin's name (entry-point group ecobatch.strategies).",
+    )
+    weights: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_WEIGHTS),
+        description="Weights of the weighted strategy over carbon, latency, energy, water, cost "
+        '(JSON in the environment, e.g. {"carbon": 3, "latency": 1}); scaled to sum to 1.',
+    )
+    plan_file: Path | None = Field(
+        default=None,
+        description="Allocation plan (JSON from `ecobatch optimise --devices ... --plan-out`) "
+        "that the optimal strategy follows; required by strategy optimal.",
+    )
+    slo_s: PositiveFloat | None = Field(
+        default=None,
+        description="Default latency target of a job: seconds from routing a batch to its "
+        "predicted finish; None means no target.",
+    )
+    heartbeat_ttl_s: PositiveFloat = Field(
+        default=15.0,
+        description="A device whose worker has not sent a heartbeat for this long is dead: the "
+        "router stops choosing it and moves its queued batches.",
+    )
+    grid_at: AwareDatetime | None = Field(
+        default=None,
+        description="Read the grid (intensity, price, temperature, forecast) as at this fixed "
+        "time, e.g. 2024-06-01T12:00Z, instead of the clock: reproducible demonstrations.",
+    )
+    planner_interval_s: PositiveFloat = Field(
+        default=60.0, description="How often the planner re-plans deferred jobs and releases them."
+    )
     max_tokens: PositiveInt = Field(default=128, description="Default new-token limit per prompt.")
     temperature: float = Field(default=0.0, ge=0.0, description="Sampling temperature.")
     n_ctx_per_seq: PositiveInt = Field(
@@ -48,6 +86,24 @@ class Settings(BaseSettings):
     )
     n_threads: PositiveInt | None = Field(
         default=None, description="CPU threads for llama.cpp; None uses every core."
+    )
+    backend: str = Field(
+        default="llama",
+        description="Inference backend of workers: llama (llama.cpp), echo (no model: answers "
+        "with the prompt's first words, for dry runs and load tests) or module:factory, a "
+        "callable(device, settings) returning an InferenceBackend.",
+        pattern=r"^(llama|echo|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$",
+    )
+    max_prompts_per_job: PositiveInt = Field(
+        default=1_000_000, description="Most prompts one submission may hold."
+    )
+    submit_rate_per_min: PositiveInt = Field(
+        default=600, description="Most ecobatch.submit task calls one client may make a minute."
+    )
+    db_retry_s: PositiveFloat = Field(
+        default=120.0,
+        description="Seconds a worker keeps retrying a result write while the database is down "
+        "before handing the batch back to the broker for a later attempt.",
     )
     max_attempts: PositiveInt = Field(
         default=3, description="Deliveries of a batch before it is dead-lettered."
@@ -64,6 +120,43 @@ class Settings(BaseSettings):
     latency_target_s: PositiveFloat = Field(
         default=30.0, description="Latency target used to recommend a batch size."
     )
+    # Live carbon data (pipeline/carbon_api.py); the packaged traces are used when unset.
+    carbon_api: str | None = Field(
+        default=None, description="Live carbon intensity: 'electricitymaps' or 'watttime'."
+    )
+    electricitymaps_api_key: SecretStr | None = Field(
+        default=None, description="Electricity Maps API key (auth-token header)."
+    )
+    electricitymaps_url: str = Field(
+        default="https://api.electricitymap.org/v3", description="Electricity Maps API root."
+    )
+    watttime_username: str | None = Field(default=None, description="WattTime user name.")
+    watttime_password: SecretStr | None = Field(default=None, description="WattTime password.")
+    watttime_url: str = Field(default="https://api.watttime.org", description="WattTime root.")
+    watttime_regions: dict[str, str] = Field(
+        default_factory=dict,
+        description='Grid zone -> WattTime region (JSON, e.g. {"US-CAL-CISO": "CAISO_NORTH"}).',
+    )
+    api_timeout_s: PositiveFloat = Field(default=10.0, description="Timeout of one API request.")
+    api_retries: int = Field(default=3, ge=0, description="Retries of a transient API failure.")
+    api_backoff_s: float = Field(default=1.0, ge=0, description="First retry wait, doubled after.")
+    api_cache_ttl_s: float = Field(default=300.0, ge=0, description="API answers reused this long.")
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        try:
+            return check_strategy(v)
+        except ConfigError as e:
+            raise ValueError(str(e)) from e
+
+    @field_validator("weights")
+    @classmethod
+    def _valid_weights(cls, v: dict[str, float]) -> dict[str, float]:
+        try:
+            return normalise_weights(v)
+        except ConfigError as e:
+            raise ValueError(str(e)) from e
 
     def require_redis_url(self) -> str:
         """Return the broker URL or fail with a clear message."""

@@ -10,22 +10,32 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Protocol, cast
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Connection, Engine, Table, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.errors import ConfigError, InputError, ServiceError
-from pipeline.intake import MAX_TOKENS_CAP, PromptIn, external_id, read_input, validate_records
+from pipeline.intake import (
+    MAX_TOKENS_CAP,
+    PromptIn,
+    external_id,
+    read_input,
+    storable_text,
+    validate_records,
+)
+from pipeline.limits import check_submission
 from pipeline.models import Job, JobStatus, Prompt, PromptStatus, utc_now
+from pipeline.policy import check_deadline, check_strategy, normalise_weights
 from pipeline.queue import PromptRef, push_refs
 from pipeline.reconcile import reconcile
-from pipeline.settings import STRATEGY_NAMES, Settings, StrategyName
+from pipeline.settings import Settings
 
 MAX_JOB_ID_CHARS = 32
 SQL_CHUNK_ROWS = 10_000
@@ -82,6 +92,9 @@ def submit_records(
     default_max_tokens: int,
     deferred: bool = False,
     job_id: str | None = None,
+    weights: Mapping[str, float] | None = None,
+    slo_s: float | None = None,
+    deadline: datetime | None = None,
 ) -> SubmitReceipt:
     """Write a job and its prompts to SQL in one transaction, then enqueue them in Redis.
 
@@ -96,30 +109,56 @@ def submit_records(
         job_id: id to use (at most 32 characters) instead of a fresh one. If that job already
             exists (a redelivered task) nothing is written again: its missing references are
             re-enqueued and its receipt returned, so the call is idempotent.
+        weights: the job's weights for the ``weighted`` strategy (None: the router's).
+        slo_s: the job's latency target in seconds (None: the router's default).
+        deadline: when every answer is due (timezone-aware); required with ``deferred``, where
+            the planner picks the lowest-carbon window that still meets it.
 
     Raises:
-        InputError: ``records`` is empty, ``strategy`` unknown or ``job_id`` too long.
+        InputError: ``records`` is empty, ``strategy`` or ``weights`` bad, ``deadline``
+            missing for a deferred job or already past, or ``job_id`` too long.
         ServiceError: SQL could not be written (nothing was), or Redis could not be written
             (the job is in SQL and :func:`reconcile` will enqueue it).
     """
     if not records:
         raise InputError("no prompts to submit")
-    if strategy not in STRATEGY_NAMES:
-        raise InputError(f"unknown strategy {strategy!r} (one of {', '.join(STRATEGY_NAMES)})",
-                         field="strategy")
+    policy = _job_policy(strategy, weights, slo_s, deadline, deferred)
     if job_id is not None:
         existing = _existing_job(engine, redis_client, job_id)
         if existing is not None:
             return existing
     job_id = job_id or new_job_id()
     job_row = {"id": job_id, "created_at": utc_now(), "source": source,
-               "n_prompts": len(records), "strategy": strategy,
+               "n_prompts": len(records), **policy,
                "max_tokens": default_max_tokens,
                "status": JobStatus.DEFERRED if deferred else JobStatus.QUEUED}
     rows = _write_sql(engine, job_row, records, default_max_tokens)
     if not deferred:
         _enqueue(redis_client, job_id, rows)
     return SubmitReceipt(job_id=job_id, n_prompts=len(records), deferred=deferred)
+
+
+def _job_policy(strategy: str, weights: Mapping[str, float] | None, slo_s: float | None,
+                deadline: datetime | None, deferred: bool) -> dict[str, Any]:
+    """The routing columns of a job row, validated; errors name the field."""
+    try:
+        check_strategy(strategy)
+    except ConfigError as e:
+        raise InputError(str(e), field="strategy") from e
+    try:
+        clean_weights = normalise_weights(weights) if weights is not None else None
+    except ConfigError as e:
+        raise InputError(str(e), field="weights") from e
+    if slo_s is not None and not slo_s > 0:
+        raise InputError(f"latency target must be > 0 seconds, got {slo_s}", field="slo_s")
+    if deferred and deadline is None:
+        raise InputError("a deferred job needs a deadline", field="deadline")
+    if deadline is not None:
+        try:
+            deadline = check_deadline(deadline, utc_now())
+        except ConfigError as e:
+            raise InputError(str(e), field="deadline") from e
+    return {"strategy": strategy, "weights": clean_weights, "slo_s": slo_s, "deadline": deadline}
 
 
 def submit_file(
@@ -132,6 +171,9 @@ def submit_file(
     strategy: str,
     default_max_tokens: int,
     deferred: bool = False,
+    weights: Mapping[str, float] | None = None,
+    slo_s: float | None = None,
+    deadline: datetime | None = None,
 ) -> SubmitReceipt:
     """Parse and validate a whole file (``-`` is ``stdin``), then :func:`submit_records` it.
 
@@ -141,7 +183,8 @@ def submit_file(
     """
     records = read_input(path, fmt, stdin=stdin)
     return submit_records(engine, redis_client, records, source=str(path), strategy=strategy,
-                          default_max_tokens=default_max_tokens, deferred=deferred)
+                          default_max_tokens=default_max_tokens, deferred=deferred,
+                          weights=weights, slo_s=slo_s, deadline=deadline)
 
 
 def _existing_job(engine: Engine, redis_client: redis.Redis, job_id: str) -> SubmitReceipt | None:
@@ -255,15 +298,23 @@ class SubmitOptions(BaseModel):
 
     Attributes:
         max_tokens: default new-token limit per prompt, in tokens.
-        strategy: routing strategy: greedy, carbon or latency.
+        strategy: routing strategy name (see ``ecobatch submit --help``).
         source: label stored on the job.
+        weights: weights of the weighted strategy, e.g. ``{"carbon": 3, "latency": 1}``.
+        slo_s: latency target in seconds.
+        deadline: ISO 8601 time with a zone by which the job must be done.
+        defer: hold the job for the lowest-carbon window before ``deadline``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_tokens: Annotated[int, Field(gt=0, le=MAX_TOKENS_CAP, strict=True)] | None = None
-    strategy: StrategyName | None = None
-    source: Annotated[str, Field(max_length=200)] = "celery"
+    strategy: str | None = None
+    source: Annotated[str, Field(max_length=200), AfterValidator(storable_text)] = "celery"
+    weights: dict[str, float] | None = None
+    slo_s: Annotated[float, Field(gt=0)] | None = None
+    deadline: AwareDatetime | None = None
+    defer: bool = False
 
 
 def submit_task_payload(ctx: SubmitContext, prompts: Any, options: dict[str, Any], *,
@@ -289,8 +340,10 @@ def submit_task_payload(ctx: SubmitContext, prompts: Any, options: dict[str, Any
     if not isinstance(prompts, list):
         raise InputError(f"prompts must be a list, got {type(prompts).__name__}")
     records = validate_records(prompts)
+    check_submission(records, opts.max_tokens or ctx.settings.max_tokens, ctx.settings)
     return submit_records(
         ctx.engine, ctx.redis, records, source=opts.source,
         strategy=opts.strategy or ctx.settings.strategy,
         default_max_tokens=opts.max_tokens or ctx.settings.max_tokens, job_id=job_id,
+        weights=opts.weights, slo_s=opts.slo_s, deadline=opts.deadline, deferred=opts.defer,
     )

@@ -6,12 +6,14 @@ The model and the meter are built once per worker process (cached on the process
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
 from pipeline.accounting import account_batch
 from pipeline.context import AppContext
+from pipeline.dbretry import retry_db
 from pipeline.devices import Device
 from pipeline.errors import EcobatchError, InferenceError, MemoryBudgetError
 from pipeline.ledger import (
@@ -19,6 +21,7 @@ from pipeline.ledger import (
     complete_batch,
     dead_letter,
     record_failure,
+    refresh_jobs,
     reject_prompts,
 )
 from pipeline.models import Prompt, utc_now
@@ -28,10 +31,19 @@ from workers.meters import make_meter
 from workers.runtime import build_backend
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class RetryableError(EcobatchError):
-    """A batch failed in a way another attempt may not; attempts are counted in SQL."""
+    """A batch failed in a way another attempt may not; attempts are counted in SQL.
+
+    Attributes:
+        attempts: attempts counted so far, which sets the backoff before the next one.
+    """
+
+    def __init__(self, message: str, attempts: int = 0) -> None:
+        super().__init__(message)
+        self.attempts = attempts
 
 
 def _per_process(ctx: AppContext, key: str, build: Callable[[], T]) -> T:
@@ -64,11 +76,18 @@ def run_batch(ctx: AppContext, batch_id: str) -> dict[str, Any]:
     with its reason, and its batch-mates are still answered.
 
     Raises:
-        RetryableError: decoding failed in a way worth another attempt.
+        RetryableError: decoding failed in a way worth another attempt, or the previous
+            attempt was lost (its worker died): the caller backs off before the next.
     """
     claimed = claim_batch(ctx.engine, batch_id, ctx.settings.max_attempts)
-    if claimed.already_done or claimed.dead:
-        return {"batch_id": batch_id, "status": claimed.batch.status.value}
+    if claimed.settled:
+        if claimed.dead:  # the attempt limit was passed just now: the job may be finished
+            refresh_jobs(ctx.engine, batch_id)
+        return {"batch_id": batch_id, "status": claimed.batch.status.value,
+                "error": claimed.batch.error}
+    if claimed.lost_before:
+        raise RetryableError(claimed.batch.error or "the previous attempt was lost",
+                             attempts=claimed.batch.attempts)
     device = ctx.registry.get(claimed.batch.device)
     backend = backend_for(ctx, device)
     prompts, requests = _screen(ctx, backend, claimed.prompts)
@@ -80,13 +99,30 @@ def run_batch(ctx: AppContext, batch_id: str) -> dict[str, Any]:
     except MemoryBudgetError as e:
         dead_letter(ctx.engine, batch_id, str(e))  # another attempt would fail the same way
         return {"batch_id": batch_id, "status": "dead", "error": str(e)}
-    except InferenceError as e:
-        record_failure(ctx.engine, batch_id, str(e))
-        raise RetryableError(str(e)) from e
+    except Exception as e:  # llama.cpp raises RuntimeError/ValueError too; attempts are capped
+        reason = str(e) if isinstance(e, InferenceError) else f"{type(e).__name__}: {e}"
+        record_failure(ctx.engine, batch_id, reason)
+        raise RetryableError(reason, attempts=claimed.batch.attempts) from e
     rows = _result_rows(ctx, device, claimed.batch.id, prompts, output, reading, started)
-    complete_batch(ctx.engine, batch_id, _batch_values(output, reading), rows)
+    # The answers are in memory: keep them through a database outage rather than decode again.
+    retry_db(lambda: complete_batch(ctx.engine, batch_id, _batch_values(output, reading), rows),
+             total_s=ctx.settings.db_retry_s)
     return {"batch_id": batch_id, "status": "done", "energy_j": reading.energy_j,
             "rejected": len(claimed.prompts) - len(prompts)}
+
+
+def note_failure(ctx: AppContext, batch_id: str, exc: BaseException) -> None:
+    """Record an unexpected failure of a batch's task as its error, if the database allows.
+
+    A :class:`RetryableError` was recorded where it was raised. While the database is down
+    nothing can be recorded; the retry goes ahead all the same.
+    """
+    if isinstance(exc, RetryableError):
+        return
+    try:
+        record_failure(ctx.engine, batch_id, f"{type(exc).__name__}: {exc}")
+    except Exception as e:  # the failure being noted may be the database itself
+        log.warning("batch %s: could not record its failure (%s)", batch_id, e)
 
 
 def _screen(ctx: AppContext, backend: InferenceBackend,
@@ -112,25 +148,45 @@ def _decode(backend: InferenceBackend, meter: EnergyMeter,
     return output, reading, started
 
 
+def _storable(text: str) -> str:
+    """Model output as SQL can store it: a NUL byte (a byte-fallback token can decode to one;
+    PostgreSQL refuses it) becomes U+FFFD, so one odd answer cannot fail its whole batch."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 def _batch_values(output: BatchOutput, reading: EnergyReading) -> dict[str, Any]:
     return {"latency_s": output.wall_s, "energy_j": reading.energy_j,
             "energy_source": reading.source, "energy_measured": reading.measured,
-            "peak_memory_bytes": output.peak_memory_bytes}
+            "peak_memory_bytes": output.peak_memory_bytes,
+            "energy_notes": ",".join(reading.notes) or None, **_host_values(reading)}
+
+
+def _host_values(reading: EnergyReading) -> dict[str, Any]:
+    host = reading.host
+    if host is None:
+        return {}
+    return {"host_energy_j": host.energy_j, "host_energy_source": host.source,
+            "host_energy_measured": host.measured}
 
 
 def _result_rows(ctx: AppContext, device: Device, batch_id: str, prompts: list[Prompt],
                  output: BatchOutput, reading: EnergyReading,
                  started: datetime) -> list[dict[str, Any]]:
     tokens = [r.prompt_tokens + r.completion_tokens for r in output.results]
-    shares = account_batch(ctx.grid, device, reading.energy_j, reading.duration_s, started, tokens)
+    host_j = reading.host.energy_j if reading.host is not None else None
+    shares = account_batch(ctx.grid, device, reading.energy_j, reading.duration_s, started, tokens,
+                           host_energy_j=host_j)
     rows = []
     for prompt, res, share in zip(prompts, output.results, shares, strict=True):
         rows.append({
             "prompt_id": prompt.id, "job_id": prompt.job_id, "batch_id": batch_id,
-            "device": device.name, "output": res.text, "finish_reason": res.finish_reason,
+            "device": device.name, "output": _storable(res.text),
+            "finish_reason": res.finish_reason,
             "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
             "ttft_s": res.ttft_s, "latency_s": res.latency_s,
             "energy_source": reading.source, "energy_measured": reading.measured,
+            "host_energy_source": reading.host.source if reading.host else None,
+            "host_energy_measured": reading.host.measured if reading.host else None,
             "created_at": utc_now(), **share,
         })
     return rows

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 import psutil
 
 from pipeline.devices import Device
+from pipeline.errors import ConfigError
 from pipeline.modelfile import resolve_model_path
 from pipeline.settings import Settings
 from workers.backend import InferenceBackend
@@ -29,7 +31,21 @@ def _nvml_free(index: int) -> Callable[[], int]:
 
 
 def build_backend(device: Device, settings: Settings) -> InferenceBackend:
-    """Load the model for ``device`` once: the device's own model wins over ``settings.model``."""
+    """Build the backend ``settings.backend`` names for ``device``, loading its model once.
+
+    ``llama`` loads the device's own model (it wins over ``settings.model``); ``echo`` needs no
+    model; ``module:factory`` calls a plugin's ``factory(device, settings)``.
+
+    Raises:
+        ConfigError: a plugin cannot be imported.
+        InferenceError: llama.cpp could not load the model.
+    """
+    if settings.backend == "echo":
+        from workers.echo import EchoBackend
+
+        return EchoBackend(n_ctx_per_seq=settings.n_ctx_per_seq)
+    if settings.backend != "llama":
+        return _plugin(settings.backend)(device, settings)
     from workers.batched import BatchedLlamaBackend
 
     model_path = resolve_model_path(device.model or settings.model)
@@ -41,3 +57,13 @@ def build_backend(device: Device, settings: Settings) -> InferenceBackend:
         max_batch_size=device.max_batch_size,
         free_memory_bytes=free_memory_probe(device),
     )
+
+
+def _plugin(spec: str) -> Callable[[Device, Settings], InferenceBackend]:
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory: Callable[[Device, Settings], InferenceBackend] = getattr(
+            importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"backend {spec!r} cannot be loaded: {e}") from e
+    return factory
