@@ -33,7 +33,7 @@ def plan(job_id: str, as_json: bool, database_url: str | None) -> None:
     job, row = _job_and_plan(ctx, job_id)
     if row is not None:
         p = stored_plan(row)
-    elif job["status"] == JobStatus.DEFERRED and (deadline := _utc(job["deadline"])):
+    elif job["status"] == JobStatus.DEFERRED and (deadline := job["deadline"]):
         planning = Planning(ctx.registry, load_predictor(ctx.engine, ctx.registry),
                             ctx.forecast, ctx.settings)
         p = ensure_plan(ctx.engine, planning, job_id, deadline, datetime.now(UTC))
@@ -41,7 +41,7 @@ def plan(job_id: str, as_json: bool, database_url: str | None) -> None:
         raise NotFoundError(f"job {job_id} is not deferred and has no plan")
     released = row["released_at"] if row is not None else None
     view = {
-        "job_id": job_id, "status": str(job["status"]), "deadline": _utc(job["deadline"]),
+        "job_id": job_id, "status": str(job["status"]), "deadline": job["deadline"],
         "start_at": p.start_at, "end_at": p.end_at, "devices": list(p.devices),
         "energy_j": p.energy_j, "carbon_g": p.carbon_g, "carbon_now_g": p.carbon_now_g,
         "saving_g": p.saving_g, "note": p.note, "released_at": released,
@@ -61,10 +61,6 @@ def _job_and_plan(ctx: AppContext, job_id: str) -> tuple[Any, Any]:
     if job is None:
         raise NotFoundError(f"job {job_id} not found")
     return job, row
-
-
-def _utc(t: datetime | None) -> datetime | None:
-    return None if t is None else (t if t.tzinfo else t.replace(tzinfo=UTC))
 
 
 def _table(view: dict[str, Any]) -> Table:

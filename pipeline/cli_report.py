@@ -18,7 +18,6 @@ from pipeline.hourly import hour_start
 from pipeline.report import (
     ReportData,
     Section,
-    as_utc,
     build_report,
     job_hours,
     load_report_data,
@@ -89,7 +88,7 @@ def zone_intensity(data: ReportData, registry: Registry | None,
             zone = registry.get(name).zone
             out.setdefault(zone, [(h, carbon.intensity_g_per_kwh(zone, h)) for h in hours])
         else:
-            rows = sorted((hour_start(as_utc(r.created_at)), r.intensity_g_per_kwh)
+            rows = sorted((hour_start(r.created_at), r.intensity_g_per_kwh)
                           for r in data.results if r.device == name)
             out[f"{name} (as accounted)"] = list(dict(rows).items())
     return out

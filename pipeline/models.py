@@ -9,8 +9,26 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, Column, DateTime, Index, Text
+from sqlalchemy import JSON, Column, DateTime, Dialect, Index, Text
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp that reads back aware in UTC on every database.
+
+    PostgreSQL keeps the zone; SQLite stores the text without it and hands back a naive value,
+    which is UTC because only UTC is ever written. Tagging it here means no caller has to.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Read ``value`` back as aware UTC."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def utc_now() -> datetime:
@@ -19,7 +37,7 @@ def utc_now() -> datetime:
 
 
 def _ts(index: bool = False) -> object:
-    return Field(default_factory=utc_now, sa_column=Column(DateTime(timezone=True), index=index))
+    return Field(default_factory=utc_now, sa_column=Column(UtcDateTime(), index=index))
 
 
 class JobStatus(StrEnum):
@@ -63,7 +81,7 @@ class Job(SQLModel, table=True):
     max_tokens: int = 128
     weights: dict[str, float] | None = Field(default=None, sa_column=Column(JSON))
     slo_s: float | None = None  # latency target; None: the router's ECOBATCH_SLO_S
-    deadline: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    deadline: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
 
 
 class Prompt(SQLModel, table=True):
@@ -99,8 +117,8 @@ class Batch(SQLModel, table=True):
     predicted_energy_j: float = 0.0
     predicted_carbon_g: float = 0.0
     prediction_source: str = ""
-    started_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-    finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    started_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
     latency_s: float | None = None
     energy_j: float | None = None
     energy_source: str | None = None
@@ -173,13 +191,13 @@ class JobPlan(SQLModel, table=True):
 
     job_id: str = Field(primary_key=True, foreign_key="job.id", max_length=32)
     updated_at: datetime = _ts()  # type: ignore[assignment]
-    start_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    end_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    deadline: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    start_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    end_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    deadline: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
     devices: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     energy_j: float = 0.0
     carbon_g: float = 0.0  # forecast gCO2e in the chosen window
     carbon_now_g: float = 0.0  # forecast gCO2e had the job started at planning time
     forecast_digest: str = ""  # a changed forecast re-plans a job not yet released
     note: str = Field(default="", sa_column=Column(Text))
-    released_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    released_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))

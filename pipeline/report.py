@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -122,12 +122,7 @@ def build_report(data: ReportData,
     return [build(data) for build in (SECTION_BUILDERS if builders is None else builders)]
 
 
-def as_utc(t: datetime) -> datetime:
-    """``t`` as aware UTC; SQLite hands back the ledger's UTC times naive."""
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-
-
 def job_hours(data: ReportData) -> tuple[datetime, datetime] | None:
     """First and last result time of the job (UTC), or None without results."""
-    times = [as_utc(r.created_at) for r in data.results]
+    times = [r.created_at for r in data.results]
     return (min(times), max(times)) if times else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -106,14 +106,10 @@ def job_work(conn: Connection, job_id: str) -> JobWork:
 
 def stored_plan(row: Any) -> Plan:
     """A :class:`Plan` from a ``JobPlan`` row mapping."""
-    return Plan(start_at=_aware(row["start_at"]), end_at=_aware(row["end_at"]),
+    return Plan(start_at=row["start_at"], end_at=row["end_at"],
                 devices=tuple(row["devices"] or ()), energy_j=row["energy_j"],
                 carbon_g=row["carbon_g"], carbon_now_g=row["carbon_now_g"],
                 forecast_digest=row["forecast_digest"], note=row["note"] or "")
-
-
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=UTC)  # SQLite returns naive UTC
 
 
 def _deferred(engine: Engine) -> list[tuple[str, datetime]]:
@@ -121,7 +117,7 @@ def _deferred(engine: Engine) -> list[tuple[str, datetime]]:
         rows = conn.execute(select(_JOB.c.id, _JOB.c.deadline).where(
             _JOB.c.status == JobStatus.DEFERRED, _JOB.c.deadline.is_not(None),
         ).order_by(_JOB.c.created_at)).all()
-    return [(job_id, _aware(deadline)) for job_id, deadline in rows]
+    return [(job_id, deadline) for job_id, deadline in rows]
 
 
 def _store(engine: Engine, job_id: str, deadline: datetime, plan: Plan, now: datetime,

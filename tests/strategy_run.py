@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -124,12 +123,12 @@ def figures(engine: Engine, job_id: str, label: str) -> StrategyFigures:
     """Totals, per-device counts, end-to-end latency percentiles and decision reasons."""
     out = StrategyFigures(label)
     with engine.connect() as conn:
-        created = _utc(conn.execute(select(Job.created_at).where(Job.id == job_id)).scalar_one())
+        created = conn.execute(select(Job.created_at).where(Job.id == job_id)).scalar_one()
         rows = conn.execute(select(Result).where(Result.job_id == job_id)).mappings().all()
         batches = conn.execute(select(Batch.device, Batch.reason).join(
             Result, Result.batch_id == Batch.id).where(Result.job_id == job_id)
             .distinct()).all()
-    waits = sorted((_utc(r["created_at"]) - created).total_seconds() for r in rows)
+    waits = sorted((r["created_at"] - created).total_seconds() for r in rows)
     out.prompts = len(rows)
     for r in rows:
         out.by_device[r["device"]] = out.by_device.get(r["device"], 0) + 1
@@ -142,6 +141,3 @@ def figures(engine: Engine, job_id: str, label: str) -> StrategyFigures:
     out.reasons = [(d, reason or "") for d, reason in batches]
     return out
 
-
-def _utc(t: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=UTC)

@@ -61,7 +61,7 @@ def test_deferred_job_waits_for_its_window_then_is_released_once(
     with Session(engine) as s:
         plan = s.get(JobPlan, job_id)
         assert plan is not None
-        start = plan.start_at if plan.start_at.tzinfo else plan.start_at.replace(tzinfo=UTC)
+        start = plan.start_at
         assert start == now.replace(minute=0, second=0, microsecond=0) + 3 * HOUR
         assert plan.carbon_g < plan.carbon_now_g
     assert plan_pass(engine, rclient, planning, start - timedelta(minutes=1)).released == []
@@ -97,7 +97,7 @@ def test_changed_forecast_replans_a_job_not_yet_released(
     assert plan_pass(engine, rclient, planning, now + timedelta(minutes=5)).planned == [job_id]
     with Session(engine) as s:
         plan = s.exec(select(JobPlan)).one()
-        start = plan.start_at if plan.start_at.tzinfo else plan.start_at.replace(tzinfo=UTC)
+        start = plan.start_at
     assert start == now.replace(minute=0, second=0, microsecond=0) + 6 * HOUR
 
 
