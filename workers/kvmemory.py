@@ -4,45 +4,14 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import llama_cpp
 import psutil
 
 from pipeline.errors import MemoryBudgetError
-from workers.native import CTX_SEQ_PAD, KV_BYTES_PER_ELEMENT, model_meta
-
-LOGIT_BYTES = 4  # one float32 per vocabulary entry in the output buffer
-
-
-@dataclass(frozen=True)
-class KvGeometry:
-    """What one token of context costs in KV cache, read from the model.
-
-    Attributes:
-        n_layer: transformer layers, each with its own K and V cache.
-        n_embd_k_gqa: K elements per token per layer (head_dim_k x n_head_kv).
-        n_embd_v_gqa: V elements per token per layer (head_dim_v x n_head_kv).
-        bytes_per_element: bytes of one cache element (2 for the f16 cache used here).
-        n_vocab: vocabulary size; each sequence also holds one row of logits.
-    """
-
-    n_layer: int
-    n_embd_k_gqa: int
-    n_embd_v_gqa: int
-    bytes_per_element: int
-    n_vocab: int
-
-    @property
-    def kv_bytes_per_token(self) -> int:
-        """K plus V bytes of one token across all layers."""
-        return self.n_layer * (self.n_embd_k_gqa + self.n_embd_v_gqa) * self.bytes_per_element
-
-    def seq_bytes(self, n_ctx_per_seq: int) -> int:
-        """Memory one sequence slot needs: its padded KV cells plus a row of logits."""
-        cells = math.ceil(n_ctx_per_seq / CTX_SEQ_PAD) * CTX_SEQ_PAD
-        return cells * self.kv_bytes_per_token + self.n_vocab * LOGIT_BYTES
+from pipeline.kvgeometry import KvGeometry
+from workers.native import model_meta
 
 
 def _meta_int(model: Any, key: str) -> int | None:
@@ -55,18 +24,15 @@ def _meta_int(model: Any, key: str) -> int | None:
 
 def kv_geometry(model: Any) -> KvGeometry:
     """Read the KV geometry of a loaded model from its hyperparameters and GGUF metadata."""
-    n_embd = llama_cpp.llama_model_n_embd(model)
-    n_head = max(1, llama_cpp.llama_model_n_head(model))
-    n_head_kv = llama_cpp.llama_model_n_head_kv(model)
     arch = model_meta(model, "general.architecture") or "llama"
-    head_k = _meta_int(model, f"{arch}.attention.key_length") or n_embd // n_head
-    head_v = _meta_int(model, f"{arch}.attention.value_length") or n_embd // n_head
     vocab = llama_cpp.llama_model_get_vocab(model)
-    return KvGeometry(
+    return KvGeometry.from_hparams(
         n_layer=llama_cpp.llama_model_n_layer(model),
-        n_embd_k_gqa=head_k * n_head_kv,
-        n_embd_v_gqa=head_v * n_head_kv,
-        bytes_per_element=KV_BYTES_PER_ELEMENT,
+        n_embd=llama_cpp.llama_model_n_embd(model),
+        n_head=llama_cpp.llama_model_n_head(model),
+        n_head_kv=llama_cpp.llama_model_n_head_kv(model),
+        key_length=_meta_int(model, f"{arch}.attention.key_length"),
+        value_length=_meta_int(model, f"{arch}.attention.value_length"),
         n_vocab=llama_cpp.llama_vocab_n_tokens(vocab),
     )
 

@@ -20,8 +20,7 @@ from pipeline.errors import InferenceError
 DEFAULT_TOP_K = 40
 DEFAULT_TOP_P = 0.95
 KV_TYPE = llama_cpp.GGML_TYPE_F16
-KV_BYTES_PER_ELEMENT = 2  # f16 K and V cache (KV_TYPE)
-CTX_SEQ_PAD = 256  # llama.cpp pads a non-unified context's per-sequence size to this
+# pipeline.kvgeometry sizes the cache as f16 (KV_BYTES_PER_ELEMENT): keep it in step with KV_TYPE.
 
 
 @llama_cpp.llama_log_callback
