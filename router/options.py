@@ -10,7 +10,7 @@ is kept, with ``excluded`` saying why, so the decision record can show it.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from pipeline.accounting import (
@@ -88,7 +88,8 @@ class DeviceOption:
                 "energy": self.prediction.energy_j, "water": self.water_l, "cost": self.cost_usd}
 
 
-def option_for(device: Device, pred: Prediction, zone: ZoneNow, backlog_s: float) -> DeviceOption:
+def option_for(device: Device, pred: Prediction, zone: ZoneNow, backlog_s: float, *,
+               memory_bytes: int | None = None, excluded: str | None = None) -> DeviceOption:
     """Price a predicted batch on ``device`` with the conditions of its zone now."""
     pue = pue_at(device, zone.temperature_c)
     energy_j = pred.energy_j
@@ -100,6 +101,7 @@ def option_for(device: Device, pred: Prediction, zone: ZoneNow, backlog_s: float
         water_l=water_l(energy_j, wue_l_per_kwh_at(device, zone.temperature_c), pue,
                         grid_water_l_per_kwh(device.zone)),
         cost_usd=cost_usd(energy_j, pue, zone.price_usd_per_kwh),
+        memory_bytes=memory_bytes, excluded=excluded,
     )
 
 
@@ -132,18 +134,17 @@ def options_for(
             continue
         if allowed is not None and device.name not in allowed:
             continue
-        opt = option_for(device, predictor.predict(device, shape), zones[device.zone],
-                         backlog_s.get(device.name, 0.0))
         need = memory_need(device, shape) if memory_need else None
-        options.append(_with_limits(opt, need, alive))
+        options.append(option_for(device, predictor.predict(device, shape), zones[device.zone],
+                                  backlog_s.get(device.name, 0.0), memory_bytes=need,
+                                  excluded=_excluded(device, need, alive)))
     return options
 
 
-def _with_limits(opt: DeviceOption, need: int | None,
-                 alive: Collection[str] | None) -> DeviceOption:
-    excluded = None
-    if alive is not None and opt.device.name not in alive:
-        excluded = "no live worker"
-    elif need is not None and need > opt.device.memory_bytes:
-        excluded = (f"needs {need / GIB:.2f} GiB > {opt.device.memory_gb:g} GiB of memory")
-    return replace(opt, memory_bytes=need, excluded=excluded)
+def _excluded(device: Device, need: int | None, alive: Collection[str] | None) -> str | None:
+    """Why ``device`` may not take the batch (no live worker, too little memory), or None."""
+    if alive is not None and device.name not in alive:
+        return "no live worker"
+    if need is not None and need > device.memory_bytes:
+        return f"needs {need / GIB:.2f} GiB > {device.memory_gb:g} GiB of memory"
+    return None
