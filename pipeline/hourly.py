@@ -5,7 +5,9 @@ over a folder of Electricity Maps exports.
   ``Carbon Intensity gCO₂eq/kWh (LCA)``, ... (one file per zone and year,
   ``<ZONE>_<YEAR>_hourly.csv``, as the Electricity Maps data portal names them).
 - Price CSV: ``Datetime,Price (<CUR>/MWh)``, naive local timestamps whose time basis the caller
-  gives (market time differs by zone; see ``pipeline/data/SOURCES.md``).
+  gives (market time differs by zone; see ``pipeline/data/SOURCES.md``), or timestamps with
+  their UTC offset (``2024-10-27T02:00:00+02:00``), which are taken as written. Daylight saving
+  in local timestamps is read as :func:`localize` says.
 - Open-Meteo JSON: ``utc_offset_seconds`` and ``hourly.time`` / ``hourly.temperature_2m``;
   Open-Meteo applies one fixed offset to the whole series, so local minus offset is UTC.
 
@@ -19,7 +21,8 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
@@ -113,7 +116,8 @@ def read_price_csv(text: str, time_basis: tzinfo, name: str = "price") -> tuple[
 
     Args:
         text: the CSV text.
-        time_basis: the zone of the naive timestamps, e.g. ``ZoneInfo("Europe/Berlin")``.
+        time_basis: the zone of the naive timestamps, e.g. ``ZoneInfo("Europe/Berlin")``;
+            daylight saving is read as :func:`localize` says.
         name: for error messages.
 
     Raises:
@@ -126,11 +130,51 @@ def read_price_csv(text: str, time_basis: tzinfo, name: str = "price") -> tuple[
     points = []
     for line, row in rows:
         try:
-            points.append((datetime.fromisoformat(row[0]).replace(tzinfo=time_basis),
-                           float(row[1])))
+            points.append((datetime.fromisoformat(row[0]), float(row[1])))
         except (ValueError, IndexError) as e:
             raise ConfigError(f"{name} line {line}: {e}") from e
-    return HourlySeries.from_points(name, points), match.group(1)
+    return HourlySeries.from_points(name, localize(points, time_basis)), match.group(1)
+
+
+def localize(points: Sequence[tuple[datetime, float]],
+             zone: tzinfo) -> list[tuple[datetime, float]]:
+    """Points at naive local times of ``zone``, in file order, as timezone-aware points.
+
+    A time that carries its own offset is kept as written. Daylight saving, in every zone:
+
+    - a local time that does not exist (the hour skipped when clocks go forward) names no
+      instant; publishers fill it with a placeholder row, which is left out;
+    - a local time that happens twice (clocks go back) is the first, summer-time hour on its
+      first row and the second, standard-time hour on the next row with the same time; a file
+      that gives such a time only once (a publisher that dropped or merged the repeat) gives
+      its value to both hours, so no UTC hour is left without one.
+    """
+    repeats = Counter(t for t, _ in points if _dst_kind(t, zone) == "repeat")
+    seen: Counter[datetime] = Counter()
+    out: list[tuple[datetime, float]] = []
+    for t, v in points:
+        kind = _dst_kind(t, zone)
+        if kind == "gap":
+            continue
+        if kind == "repeat" and repeats[t] == 1:
+            out += [(t.replace(tzinfo=zone), v), (t.replace(tzinfo=zone, fold=1), v)]
+        elif kind == "repeat":
+            out.append((t.replace(tzinfo=zone, fold=min(seen[t], 1)), v))
+            seen[t] += 1
+        else:
+            out.append((t if t.tzinfo is not None else t.replace(tzinfo=zone), v))
+    return out
+
+
+def _dst_kind(t: datetime, zone: tzinfo) -> str:
+    """``"gap"`` (no such local time), ``"repeat"`` (it happens twice) or ``"plain"``."""
+    if t.tzinfo is not None:
+        return "plain"
+    first, second = t.replace(tzinfo=zone), t.replace(tzinfo=zone, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return "plain"
+    wall = first.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
+    return "repeat" if wall == t else "gap"
 
 
 def read_open_meteo_json(text: str, name: str = "weather",
