@@ -1,0 +1,49 @@
+"""Grid files in their publishers' layouts, written for tests (``ECOBATCH_GRID_DIR``).
+
+The layouts are those of the real files (headers copied from the Electricity Maps export and
+the packaged sources' price and Open-Meteo files); the figures are made up for each test and
+say so by being round.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+
+EM_HEADER = ("Datetime (UTC),Country,Zone Name,Zone Id,Carbon Intensity gCO₂eq/kWh (direct),"
+             "Carbon Intensity gCO₂eq/kWh (LCA),Low Carbon Percentage,Renewable Percentage,"
+             "Data Source,Data Estimated,Data Estimation Method")
+HOUR = timedelta(hours=1)
+
+
+def write_em_csv(path: Path, zone: str, first: datetime, lca: Sequence[float | None]) -> Path:
+    """An Electricity Maps hourly export: one row per hour from ``first`` (naive UTC); None
+    leaves the LCA cell blank."""
+    rows = [EM_HEADER]
+    for k, value in enumerate(lca):
+        cell = "" if value is None else f"{value}"
+        rows.append(f"{first + k * HOUR:%Y-%m-%d %H:%M:%S},Country,Zone,{zone},1.0,{cell},"
+                    "1.0,1.0,test,false,")
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def write_price_csv(path: Path, currency: str, first: datetime, prices: Sequence[float]) -> Path:
+    """A ``Datetime,Price (CUR/MWh)`` file with naive timestamps from ``first``."""
+    rows = [f"Datetime,Price ({currency}/MWh)"]
+    rows += [f"{first + k * HOUR:%Y-%m-%d %H:%M:%S},{p}" for k, p in enumerate(prices)]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def write_open_meteo(path: Path, utc_offset_s: int, first_local: datetime,
+                     temperatures: Sequence[float | None]) -> Path:
+    """An Open-Meteo hourly JSON with a fixed ``utc_offset_seconds``."""
+    times = [f"{first_local + k * HOUR:%Y-%m-%dT%H:%M}" for k in range(len(temperatures))]
+    doc = {"utc_offset_seconds": utc_offset_s, "timezone": "Test/Zone",
+           "hourly_units": {"time": "iso8601", "temperature_2m": "°C"},
+           "hourly": {"time": times, "temperature_2m": list(temperatures)}}
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    return path
