@@ -215,7 +215,7 @@ def grid_table(registry: Registry, grid: GridConditions, at: datetime) -> Table:
     """Each device's grid figures at ``at`` as routing prices and workers account them
     (:func:`~pipeline.grid.device_conditions`): '-' where a figure is missing, and why where
     none can be read."""
-    table = Table(title=f"grid now ({at:%Y-%m-%d %H:%M} UTC)")
+    table = Table(title=f"grid now ({at.astimezone(UTC):%Y-%m-%d %H:%M} UTC)")
     for header in ("name", "grid", "gCO2e/kWh", "USD/kWh", "temperature C"):
         table.add_column(header, justify="left" if header in ("name", "grid") else "right")
     for d in registry.devices:
@@ -251,4 +251,5 @@ def devices(devices_file: Path | None, database_url: str | None) -> None:
     console = make_console()
     console.print(devices_table(engine, ctx.registry, ctx.settings.latency_target_s,
                                 detected=ctx.settings.devices is None))
-    console.print(grid_table(ctx.registry, ctx.grid, datetime.now(UTC)))
+    # With ECOBATCH_GRID_AT every process reads the grid as at that hour: so does this table.
+    console.print(grid_table(ctx.registry, ctx.grid, ctx.settings.grid_at or datetime.now(UTC)))

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from pipeline.cli_common import DeadlineType, WeightsType, build_settings, handle_errors, make_console
 from pipeline.errors import ConfigError
-from pipeline.griddata import GridData, check_registry
+from pipeline.griddata import GridData, offline_grid
 
 DEFAULT_START = "2024-06-01T00:00Z"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -134,7 +134,7 @@ def simulate(fleet_path: Path, arrivals_spec: str, rate_scale: float, requests: 
     settings = build_settings(slo_s=slo_s, **overrides)
     engine = _profiles_engine(fleet_path, profiles_db, settings.database_url)
     fleet = load_fleet(fleet_path, engine)
-    grid = sim_grid(fleet.registry, carbon_dir or settings.grid_dir, f"fleet {fleet_path}")
+    grid = offline_grid(fleet.registry, carbon_dir or settings.grid_dir, f"fleet {fleet_path}")
     arrivals = _arrivals(arrivals_spec, hours, rate_scale, requests, seed)
     run = SimRun(fleet, arrivals, grid, settings, start.astimezone(UTC), hours, slo_s)
     result = run_compare(run, _names(strategy, compare))
@@ -155,18 +155,6 @@ def simulate(fleet_path: Path, arrivals_spec: str, rate_scale: float, requests: 
     if output_path is not None:
         _write_json(output_path, result, gaps)
         console.print(f"wrote {output_path}")
-
-
-def sim_grid(registry: Any, grid_dir: Path | None, where: str) -> GridData:
-    """The packaged traces with ``grid_dir``'s files over them, once every device's zone is
-    known to have data (no live API: a simulation reads files only).
-
-    Raises:
-        ConfigError: a device's zone has no data; the message says how to add it.
-    """
-    grid = GridData(grid_dir)
-    check_registry(registry, grid, lambda zone: False, where)
-    return grid
 
 
 def _profiles_engine(fleet_path: Path, profiles_db: str | None, default_url: str) -> Any:
@@ -332,7 +320,7 @@ def _registry_plan(path: Path, hours: int, grid_dir: Path | None, *, seed: int,
     from router.sim.scenario import hourly_tokens, mean_batch, registry_sites
 
     registry = load_registry(path)
-    sim_grid(registry, grid_dir, f"device registry {path}")
+    offline_grid(registry, grid_dir, f"device registry {path}")
     size = effective_batch_size(build_settings(batch_size=batch_size), registry)
     predictor: Any = NominalPredictor()
     if profiles_db is not None:

@@ -197,6 +197,18 @@ def _zone_problem(device: Device, grid: GridData, live: LiveZones) -> str | None
             "fixed intensity_g_per_kwh is enough) or add its files to ECOBATCH_GRID_DIR")
 
 
+def offline_grid(registry: Registry, grid_dir: Path | None, where: str) -> GridData:
+    """The packaged traces with ``grid_dir``'s files over them, once every device of
+    ``registry`` is known to have data there (no live API: simulation and planning offline).
+
+    Raises:
+        ConfigError: a device's zone has no data; the message says how to add it.
+    """
+    grid = GridData(grid_dir)
+    check_registry(registry, grid, lambda zone: False, where)
+    return grid
+
+
 def checked_registry(settings: Settings, grid: GridData | None = None) -> Registry:
     """The registry (or the detected machine), checked against the grid data.
 

@@ -8,9 +8,11 @@ say so by being round.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from pipeline.grid import HOURS_IN_TRACE, TRACE_YEAR, GridTrace
 
 EM_HEADER = ("Datetime (UTC),Country,Zone Name,Zone Id,Carbon Intensity gCO₂eq/kWh (direct),"
              "Carbon Intensity gCO₂eq/kWh (LCA),Low Carbon Percentage,Renewable Percentage,"
@@ -46,4 +48,22 @@ def write_open_meteo(path: Path, utc_offset_s: int, first_local: datetime,
            "hourly_units": {"time": "iso8601", "temperature_2m": "°C"},
            "hourly": {"time": times, "temperature_2m": list(temperatures)}}
     path.write_text(json.dumps(doc), encoding="utf-8")
+    return path
+
+
+def packaged_layout_rows(blank_temperature: Callable[[int], bool]) -> list[str]:
+    """``grid_<ZONE>.csv`` lines (header first) with the packaged GB trace's carbon, no
+    prices, and the temperature of hour ``k`` left blank where ``blank_temperature(k)``."""
+    trace = GridTrace().trace("GB")
+    rows = ["hour_utc,carbon_g_per_kwh,price_per_mwh,temperature_c"]
+    for k in range(HOURS_IN_TRACE):
+        hour = datetime(TRACE_YEAR, 1, 1, tzinfo=UTC) + k * HOUR
+        temperature = "" if blank_temperature(k) else f"{trace.temperature_c[k]}"
+        rows.append(f"{hour:%Y-%m-%dT%H:%MZ},{trace.carbon_g_per_kwh[k]},,{temperature}")
+    return rows
+
+
+def write_rows(path: Path, rows: Sequence[str]) -> Path:
+    """Write CSV lines to ``path``."""
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return path

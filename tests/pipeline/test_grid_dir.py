@@ -4,7 +4,7 @@ conditions come from one function; a registry is checked against the data when l
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,13 @@ from pipeline.errors import ConfigError
 from pipeline.grid import GridTrace, device_conditions
 from pipeline.griddata import GridData, check_registry, checked_registry
 from pipeline.settings import load_settings
-from tests.gridfiles import write_em_csv, write_open_meteo, write_price_csv
+from tests.gridfiles import (
+    packaged_layout_rows,
+    write_em_csv,
+    write_open_meteo,
+    write_price_csv,
+    write_rows,
+)
 
 JUNE = datetime(2024, 6, 3, 12, tzinfo=UTC)
 NO_LIVE = lambda zone: False  # noqa: E731
@@ -61,19 +67,15 @@ def test_the_packaged_layout_in_your_folder_reads_blank_cells_as_missing(tmp_pat
     folder = tmp_path / "grid"
     folder.mkdir()
     trace = GridTrace().trace("GB")
-    rows = ["hour_utc,carbon_g_per_kwh,price_per_mwh,temperature_c"]
-    for k in range(8784):
-        hour = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(hours=k)
-        temperature = "" if k == 0 else f"{trace.temperature_c[k]}"
-        rows.append(f"{hour:%Y-%m-%dT%H:%MZ},{trace.carbon_g_per_kwh[k]},,{temperature}")
-    (folder / "grid_XX.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    rows = packaged_layout_rows(lambda k: k == 0)
+    write_rows(folder / "grid_XX.csv", rows)
     grid = GridData(folder)
     first = datetime(2024, 1, 1, tzinfo=UTC)
     assert grid.temperature_c("XX", first) is None  # blank: missing, not an error
     assert grid.intensity_g_per_kwh("XX", first) == trace.carbon_g_per_kwh[0]
     assert grid.price_usd_per_kwh("XX", first) is None
     rows[4] = rows[4].replace(f",{trace.carbon_g_per_kwh[3]},", ",abc,")  # file line 5
-    (folder / "grid_XX.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    write_rows(folder / "grid_XX.csv", rows)
     with pytest.raises(ConfigError, match=r"grid_XX\.csv line 5: could not convert"):
         GridData(folder).intensity_g_per_kwh("XX", first)
 

@@ -4,14 +4,14 @@ the publishers' layouts, adds to the packaged zones, and a blank cell is a missi
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.grid import GridTrace
-from tests.gridfiles import write_em_csv
+from tests.gridfiles import packaged_layout_rows, write_em_csv, write_rows
 
 START = "2024-06-03T00:00Z"
 FLEET = """
@@ -56,17 +56,13 @@ def test_an_electricity_maps_export_adds_a_zone_to_the_packaged_ones(tmp_path: P
 def test_the_packaged_layout_with_a_blank_temperature_reads_as_missing(tmp_path: Path) -> None:
     folder = tmp_path / "grid"
     folder.mkdir()
-    trace = GridTrace().trace("GB")
-    rows = ["hour_utc,carbon_g_per_kwh,price_per_mwh,temperature_c"]
-    for k in range(8784):
-        hour = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(hours=k)
-        rows.append(f"{hour:%Y-%m-%dT%H:%MZ},{trace.carbon_g_per_kwh[k]},,"
-                    f"{'' if k % 2 else trace.temperature_c[k]}")
-    (folder / "grid_SG.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    rows = packaged_layout_rows(lambda k: k % 2 == 1)  # every other hour without temperature
+    write_rows(folder / "grid_SG.csv", rows)
     code, output, _ = simulate(tmp_path, folder)
     assert code == 0, output
-    rows[7] = rows[7].replace(f",{trace.carbon_g_per_kwh[6]},", ",n/a,")
-    (folder / "grid_SG.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    carbon_6 = GridTrace().trace("GB").carbon_g_per_kwh[6]
+    rows[7] = rows[7].replace(f",{carbon_6},", ",n/a,")
+    write_rows(folder / "grid_SG.csv", rows)
     code, output, _ = simulate(tmp_path, folder)
     assert code != 0
     assert "grid_SG.csv line 8: could not convert string to float: 'n/a'" in " ".join(
