@@ -247,9 +247,10 @@ def devices(devices_file: Path | None, database_url: str | None) -> None:
     latency meets ECOBATCH_LATENCY_TARGET_S (seconds); '-' without a profile.
     """
     ctx = AppContext(build_settings(database_url=database_url, devices=devices_file))
+    registry = ctx.registry  # a bad registry is refused before the ledger is created
     engine = make_engine(ctx.settings.database_url)
     console = make_console()
-    console.print(devices_table(engine, ctx.registry, ctx.settings.latency_target_s,
+    console.print(devices_table(engine, registry, ctx.settings.latency_target_s,
                                 detected=ctx.settings.devices is None))
     # With ECOBATCH_GRID_AT every process reads the grid as at that hour: so does this table.
-    console.print(grid_table(ctx.registry, ctx.grid, ctx.settings.grid_at or datetime.now(UTC)))
+    console.print(grid_table(registry, ctx.grid, ctx.settings.grid_at or datetime.now(UTC)))
