@@ -26,6 +26,7 @@ from pipeline.devices import Device, Registry, load_registry
 from pipeline.errors import ConfigError
 from pipeline.grid import USD_PER_CURRENCY, GridTrace, hourly_forecast, trace_hour
 from pipeline.gridfiles import KINDS, GridFolder
+from pipeline.hourly import hour_start
 from pipeline.settings import Settings
 
 
@@ -128,7 +129,8 @@ class GridData:
             raise ConfigError(self.unknown_zone(zone))
         value = series.get(at)
         if value is None:
-            raise ConfigError(f"{series.name}: no carbon intensity for {at:%Y-%m-%dT%H:00%z}")
+            raise ConfigError(f"{series.name}: no carbon intensity for "
+                              f"{hour_start(at):%Y-%m-%dT%H:00Z}")
         return value
 
     def price_usd_per_kwh(self, zone: str, at: datetime) -> float | None:

@@ -25,7 +25,7 @@ from typing import Protocol
 
 from pipeline.accounting import operational_carbon_g
 from pipeline.devices import Device, Registry
-from pipeline.errors import EcobatchError, UnroutableError
+from pipeline.errors import ConfigError, EcobatchError, UnroutableError
 from router.predictor import BatchShape, Predictor
 
 HOUR = timedelta(hours=1)
@@ -85,8 +85,10 @@ def device_forecast(forecast: Forecast, device: Device, start: datetime,
     Raises:
         EcobatchError: the zone's forecast failed.
     """
-    if device.intensity_g_per_kwh is not None or device.zone is None:
-        return [device.intensity_g_per_kwh or 0.0] * hours  # a zone-less device has a fixed one
+    if device.intensity_g_per_kwh is not None:
+        return [device.intensity_g_per_kwh] * hours
+    if device.zone is None:  # the registry refuses such a device; kept for a hand-made one
+        raise ConfigError(f"device {device.name!r} has neither a zone nor a fixed intensity")
     return [g for _, g in forecast.forecast(device.zone, start, hours)]
 
 

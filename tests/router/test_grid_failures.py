@@ -22,6 +22,7 @@ from pipeline.settings import Settings
 from pipeline.submit import submit_records
 from router.deferral import Planning, plan_pass
 from router.nominal import NominalPredictor
+from router.planner import JobWork, device_forecast, plan_job
 from router.route import RouteEnv, route_once
 from tests.gridfiles import write_em_csv
 from tests.router.conftest import seed_job
@@ -101,3 +102,13 @@ def test_the_planner_leaves_out_a_device_without_forecast_and_never_fails(
     with Session(engine) as s:
         job = s.get(Job, other)
         assert job is not None and job.status == JobStatus.DEFERRED
+
+
+def test_the_planner_forecasts_a_fixed_intensity_device_at_its_figure(tmp_path: Path) -> None:
+    fixed = Device(name="fixed", kind="cpu", intensity_g_per_kwh=5.0)
+    forecast = Forecaster(january_only_sg(tmp_path))
+    assert device_forecast(forecast, fixed, NOW, 3) == [5.0, 5.0, 5.0]
+    work = JobWork(n_prompts=8, prompt_tokens=80, max_new_tokens=128)
+    reg = Registry(devices=[Device(name="gb", kind="cpu", zone="GB"), fixed])
+    plan = plan_job(work, reg, NominalPredictor(), forecast, 4, NOW, NOW + timedelta(hours=6))
+    assert plan.devices == ("fixed",)  # 5 g/kWh beats GB's trace; before, it was DE-LU's
