@@ -1,8 +1,8 @@
 """Grid files in their publishers' layouts, written for tests (``ECOBATCH_GRID_DIR``).
 
 The layouts are those of the real files (headers copied from the Electricity Maps export and
-the packaged sources' price and Open-Meteo files); the figures are made up for each test and
-say so by being round.
+the packaged sources' price and Open-Meteo files); the figures are made up by each test, which
+then checks that exactly those figures come back.
 """
 
 from __future__ import annotations
