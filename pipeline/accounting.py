@@ -27,7 +27,7 @@ from typing import Final, TypedDict
 
 from pipeline.devices import Device
 from pipeline.embodied import device_embodied_kgco2e
-from pipeline.grid import GridConditions
+from pipeline.grid import GridConditions, device_conditions
 from pipeline.site import model
 
 JOULES_PER_KWH: Final = 3.6e6
@@ -92,9 +92,10 @@ def wue_l_per_kwh_at(device: Device, ambient_c: float | None) -> float:
     return _site_value("wue", device.wue_l_per_kwh, device.wue_curve, device.wue_model, ambient_c)
 
 
-def grid_water_l_per_kwh(zone: str) -> float:
-    """Estimated water consumed per kWh generated in ``zone`` (see GRID_WATER_L_PER_KWH)."""
-    return GRID_WATER_L_PER_KWH.get(zone, DEFAULT_GRID_WATER_L_PER_KWH)
+def grid_water_l_per_kwh(zone: str | None) -> float:
+    """Estimated water consumed per kWh generated in ``zone`` (see GRID_WATER_L_PER_KWH); the
+    world-average estimate for a zone without a factor, or none."""
+    return GRID_WATER_L_PER_KWH.get(zone or "", DEFAULT_GRID_WATER_L_PER_KWH)
 
 
 def operational_carbon_g(energy_j: float, pue: float, intensity_g_per_kwh: float) -> float:
@@ -176,13 +177,13 @@ class BatchAccount:
 
     Attributes:
         device: device name.
-        zone: grid zone.
+        zone: grid zone; None for a device with only a fixed intensity.
         at: when the batch started (UTC); the hour whose grid conditions apply.
         energy_j: measured (or estimated) IT energy of the device.
         host_energy_j: the host's share for a GPU device, None where not metered; carbon,
             water and cost are computed on ``energy_j + host_energy_j``.
         duration_s: wall time the device was busy with the batch.
-        ambient_c: site temperature at ``at``.
+        ambient_c: site temperature at ``at``; None where unknown.
         pue: PUE at ``ambient_c``.
         wue_l_per_kwh: site WUE at ``ambient_c``.
         grid_water_l_per_kwh: estimated water of the zone's electricity.
@@ -195,12 +196,12 @@ class BatchAccount:
     """
 
     device: str
-    zone: str
+    zone: str | None
     at: datetime
     energy_j: float
     host_energy_j: float | None
     duration_s: float
-    ambient_c: float
+    ambient_c: float | None
     pue: float
     wue_l_per_kwh: float
     grid_water_l_per_kwh: float
@@ -218,41 +219,39 @@ class BatchAccount:
 
     @classmethod
     def compute(cls, grid: GridConditions, device: Device, energy_j: float, duration_s: float,
-                at: datetime, zone: str | None = None, *,
-                host_energy_j: float | None = None) -> BatchAccount:
-        """Account a batch of ``energy_j`` over ``duration_s`` that started at ``at``.
+                at: datetime, *, host_energy_j: float | None = None) -> BatchAccount:
+        """Account a batch of ``energy_j`` over ``duration_s`` that started at ``at``, at the
+        device's grid conditions (:func:`~pipeline.grid.device_conditions`, the function the
+        router prices with).
 
         Args:
-            grid: carbon, price and temperature by zone and hour (e.g. ``GridTrace``).
-            device: the device the batch ran on (PUE, WUE, embodied carbon, lifetime).
+            grid: carbon, price and temperature by zone and hour (e.g. ``GridData``).
+            device: the device the batch ran on (zone or fixed intensity, PUE, WUE, embodied
+                carbon, lifetime).
             energy_j: the device's energy for the batch.
             duration_s: how long the device was busy with it.
             at: timezone-aware start of the batch.
-            zone: grid zone; ``device.zone`` by default.
             host_energy_j: the host's share of a GPU batch, if metered.
 
         Raises:
             ConfigError: the zone has no grid data, or the device names an unknown model or part.
         """
-        zone = zone or device.zone
-        ambient_c = grid.temperature_c(zone, at)
-        pue = pue_at(device, ambient_c)
-        wue = wue_l_per_kwh_at(device, ambient_c)
-        grid_water = grid_water_l_per_kwh(zone)
-        intensity = device.intensity_g_per_kwh
-        if intensity is None:
-            intensity = grid.intensity_g_per_kwh(zone, at)
-        price = grid.price_usd_per_kwh(zone, at)
+        cond = device_conditions(grid, device, at)
+        pue = pue_at(device, cond.temperature_c)
+        wue = wue_l_per_kwh_at(device, cond.temperature_c)
+        grid_water = grid_water_l_per_kwh(device.zone)
         it_j = energy_j + (host_energy_j or 0.0)
         return cls(
-            device=device.name, zone=zone, at=at, energy_j=energy_j, host_energy_j=host_energy_j,
-            duration_s=duration_s, ambient_c=ambient_c, pue=pue, wue_l_per_kwh=wue,
-            grid_water_l_per_kwh=grid_water, intensity_g_per_kwh=intensity,
-            price_usd_per_kwh=price, carbon_g=operational_carbon_g(it_j, pue, intensity),
+            device=device.name, zone=device.zone, at=at, energy_j=energy_j,
+            host_energy_j=host_energy_j, duration_s=duration_s, ambient_c=cond.temperature_c,
+            pue=pue, wue_l_per_kwh=wue, grid_water_l_per_kwh=grid_water,
+            intensity_g_per_kwh=cond.intensity_g_per_kwh,
+            price_usd_per_kwh=cond.price_usd_per_kwh,
+            carbon_g=operational_carbon_g(it_j, pue, cond.intensity_g_per_kwh),
             embodied_carbon_g=embodied_carbon_g(device_embodied_kgco2e(device), duration_s,
                                                 device.lifetime_years),
             water_l=water_l(it_j, wue, pue, grid_water),
-            cost_usd=cost_usd(it_j, pue, price),
+            cost_usd=cost_usd(it_j, pue, cond.price_usd_per_kwh),
         )
 
     def split(self, tokens: Sequence[float]) -> list[PromptAccount]:
@@ -280,7 +279,7 @@ def _apportion_optional(total: float | None, tokens: Sequence[float]) -> list[fl
 
 
 def account_batch(grid: GridConditions, device: Device, energy_j: float, duration_s: float,
-                  at: datetime, tokens: Sequence[float], zone: str | None = None, *,
+                  at: datetime, tokens: Sequence[float], *,
                   host_energy_j: float | None = None) -> list[PromptAccount]:
     """Per-prompt accounting rows of a batch; shorthand for ``BatchAccount.compute(...).split``.
 
@@ -291,9 +290,8 @@ def account_batch(grid: GridConditions, device: Device, energy_j: float, duratio
         duration_s: how long the device was busy with it.
         at: timezone-aware start of the batch.
         tokens: prompt + completion tokens of each prompt, in batch order.
-        zone: grid zone; ``device.zone`` by default.
         host_energy_j: the host's share of a GPU batch, if metered.
     """
-    account = BatchAccount.compute(grid, device, energy_j, duration_s, at, zone,
+    account = BatchAccount.compute(grid, device, energy_j, duration_s, at,
                                    host_energy_j=host_energy_j)
     return account.split(tokens)

@@ -273,7 +273,7 @@ class LiveGrid:
         """The trace's price."""
         return self.rest.price_usd_per_kwh(zone, at)
 
-    def temperature_c(self, zone: str, at: datetime) -> float:
+    def temperature_c(self, zone: str, at: datetime) -> float | None:
         """The trace's temperature."""
         return self.rest.temperature_c(zone, at)
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from pipeline.cli_common import build_settings, handle_errors, make_console, strategy_choice
-from pipeline.devices import Device, load_registry
+from pipeline.devices import Device
+from pipeline.griddata import checked_registry
 from pipeline.limits import check_batch_size
 from pipeline.modelfile import resolve_model_path
 from pipeline.queue import connect
@@ -92,7 +93,7 @@ def worker(device_name: str, loglevel: str, **overrides: object) -> None:
     from workers.infer import backend_for
 
     settings = build_settings(**overrides)
-    device = load_registry(settings.devices).get(device_name)
+    device = checked_registry(settings).get(device_name)
     verify_model(resolve_model_path(device.model or settings.model))  # fail before Celery starts
     connect(settings.require_redis_url()).close()  # so does a wrong host, password or CA
     app = create_app(settings)
@@ -125,7 +126,7 @@ def router(loglevel: str, **overrides: object) -> None:
     from pipeline.celery_app import INTAKE_QUEUE, ROUTER_QUEUE, create_app
 
     settings = build_settings(**overrides)
-    check_batch_size(settings.batch_size, load_registry(settings.devices))  # fail fast
+    check_batch_size(settings.batch_size, checked_registry(settings))  # fail fast
     connect(settings.require_redis_url()).close()  # and on a wrong host, password or CA
     app = create_app(settings)
     # The beat's schedule file is private to this process: routing needs no persistent schedule.

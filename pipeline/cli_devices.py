@@ -6,6 +6,7 @@ An entry point: it may import ``pipeline``, ``router`` and ``workers``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -15,9 +16,11 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from pipeline.cli_common import build_settings, handle_errors, make_console
+from pipeline.context import AppContext
 from pipeline.db import make_engine
 from pipeline.devices import Device, Registry, load_registry
 from pipeline.errors import ConfigError, EcobatchError
+from pipeline.grid import GridConditions, device_conditions
 from pipeline.modelfile import resolve_model_path
 from pipeline.settings import Settings
 from router.profiled import profile_status, recommended_batch_size
@@ -184,24 +187,46 @@ def _meter_label(device: Device) -> str:
     return f"{meter.source} ({'measured' if meter.measured else 'estimated'})"
 
 
-def devices_table(engine: Engine, registry: Registry, latency_target_s: float) -> Table:
-    """A rich table of every device with its meter, profile status and recommended batch size.
+def devices_table(engine: Engine, registry: Registry, latency_target_s: float, *,
+                  detected: bool = False) -> Table:
+    """A rich table of every device with its grid (zone or fixed intensity), meter, profile
+    status and recommended batch size.
 
     The recommended size is the benchmarked one with the least J/token whose batch latency
-    meets ``latency_target_s``.
+    meets ``latency_target_s``. ``detected`` marks the zone of a detected device as assumed.
     """
     status = profile_status(engine, registry)
     table = Table(title="devices")
-    for header in ("name", "kind", "zone", "meter", "memory GiB", "TDP W", "profile"):
+    for header in ("name", "kind", "grid", "meter", "memory GiB", "TDP W", "profile"):
         table.add_column(header, no_wrap=header not in ("meter", "profile"))
     table.add_column(f"best batch (latency <= {latency_target_s:g} s)", justify="right")
     for d in registry.devices:
         recommended = recommended_batch_size(engine, d, latency_target_s)
+        label = f"{d.grid_label} (assumed: no registry)" if detected else d.grid_label
         table.add_row(
-            d.name, d.kind, d.zone, _meter_label(d), f"{d.memory_bytes / GIB:.1f}",
+            d.name, d.kind, label, _meter_label(d), f"{d.memory_bytes / GIB:.1f}",
             f"{d.tdp_w:.0f}", status.get(d.name) or "nominal (no profile)",
             "-" if recommended is None else str(recommended),
         )
+    return table
+
+
+def grid_table(registry: Registry, grid: GridConditions, at: datetime) -> Table:
+    """Each device's grid figures at ``at`` as routing prices and workers account them
+    (:func:`~pipeline.grid.device_conditions`): '-' where a figure is missing, and why where
+    none can be read."""
+    table = Table(title=f"grid now ({at.astimezone(UTC):%Y-%m-%d %H:%M} UTC)")
+    for header in ("name", "grid", "gCO2e/kWh", "USD/kWh", "temperature C"):
+        table.add_column(header, justify="left" if header in ("name", "grid") else "right")
+    for d in registry.devices:
+        try:
+            c = device_conditions(grid, d, at)
+        except EcobatchError as e:
+            table.add_row(d.name, d.grid_label, f"no data: {e}", "-", "-")
+            continue
+        table.add_row(d.name, d.grid_label, f"{c.intensity_g_per_kwh:.1f}",
+                      "-" if c.price_usd_per_kwh is None else f"{c.price_usd_per_kwh:.4f}",
+                      "-" if c.temperature_c is None else f"{c.temperature_c:.1f}")
     return table
 
 
@@ -213,12 +238,19 @@ def devices_table(engine: Engine, registry: Registry, latency_target_s: float) -
               "are kept [env ECOBATCH_DATABASE_URL].")
 @handle_errors
 def devices(devices_file: Path | None, database_url: str | None) -> None:
-    """List the devices: kind, grid zone, energy meter, memory, TDP and benchmark profile.
+    """List the devices: kind, grid (zone, or fixed gCO2e/kWh), energy meter, memory, TDP and
+    benchmark profile; then each device's grid intensity (gCO2e/kWh), price (USD/kWh) and
+    temperature (C) now, as the router reads them ('-' where missing).
 
-    The last column is the benchmarked batch size (prompts) with the least energy per token
-    whose batch latency meets ECOBATCH_LATENCY_TARGET_S (seconds); '-' without a profile.
+    The registry is checked against the grid data (ECOBATCH_GRID_DIR adds zones). The last
+    column is the benchmarked batch size (prompts) with the least energy per token whose batch
+    latency meets ECOBATCH_LATENCY_TARGET_S (seconds); '-' without a profile.
     """
-    settings = build_settings(database_url=database_url, devices=devices_file)
-    registry = load_registry(settings.devices)
-    engine = make_engine(settings.database_url)
-    make_console().print(devices_table(engine, registry, settings.latency_target_s))
+    ctx = AppContext(build_settings(database_url=database_url, devices=devices_file))
+    registry = ctx.registry  # a bad registry is refused before the ledger is created
+    engine = make_engine(ctx.settings.database_url)
+    console = make_console()
+    console.print(devices_table(engine, registry, ctx.settings.latency_target_s,
+                                detected=ctx.settings.devices is None))
+    # With ECOBATCH_GRID_AT every process reads the grid as at that hour: so does this table.
+    console.print(grid_table(registry, ctx.grid, ctx.settings.grid_at or datetime.now(UTC)))

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from pipeline.cli_common import build_settings, handle_errors, make_console, routing_options
 from pipeline.db import make_engine
+from pipeline.griddata import checked_registry
 from pipeline.intake import INPUT_FORMATS, read_input
 from pipeline.jobs import OUTPUT_FORMATS, JobStatusView, iter_results, job_status, write_results
 from pipeline.limits import check_submission
@@ -55,6 +56,8 @@ def submit(file: str, fmt: str | None, max_tokens: int | None, strategy: str | N
     """
     settings = build_settings(redis_url=redis_url, database_url=database_url,
                               max_tokens=max_tokens, strategy=strategy)
+    if settings.devices is not None:  # the cluster's registry: refuse one it could not route
+        checked_registry(settings)
     records = read_input(file, fmt)  # '-' reads sys.stdin.buffer, which CliRunner replaces
     check_submission(records, settings.max_tokens, settings)
     receipt = submit_records(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
@@ -11,9 +11,10 @@ from rich.table import Table
 
 from pipeline.cli_common import build_settings, handle_errors, make_console
 from pipeline.db import make_engine
-from pipeline.devices import Registry, load_registry
-from pipeline.errors import ConfigError
-from pipeline.grid import CarbonSource, GridTrace
+from pipeline.devices import Device, Registry, load_registry
+from pipeline.errors import ConfigError, EcobatchError
+from pipeline.grid import GridConditions, device_conditions
+from pipeline.griddata import GridData
 from pipeline.hourly import hour_start
 from pipeline.report import (
     ReportData,
@@ -60,7 +61,7 @@ def report(job_id: str, plot_path: Path | None, as_json: bool, database_url: str
     if plot_path is not None:
         from pipeline.report_plot import plot_report
 
-        intensity = zone_intensity(data, _registry(settings.devices), GridTrace())
+        intensity = zone_intensity(data, _registry(settings.devices), GridData(settings.grid_dir))
         plot_report(sections[1], intensity, plot_path, title=f"job {job_id}")
         click.echo(f"plot written to {plot_path}")
 
@@ -73,9 +74,11 @@ def _registry(path: Path | None) -> Registry | None:
 
 
 def zone_intensity(data: ReportData, registry: Registry | None,
-                   carbon: CarbonSource) -> dict[str, list[tuple]]:
-    """Hourly intensity of each device's zone over the job's hours; a device missing from the
-    registry contributes the intensities its rows were accounted at instead."""
+                   grid: GridConditions) -> dict[str, list[tuple]]:
+    """Hourly intensity of each device's grid (its zone, or its fixed intensity; see
+    :func:`~pipeline.grid.device_conditions`) over the job's hours; a device missing from the
+    registry, or whose grid data fails, contributes the intensities its rows were accounted at
+    instead."""
     span = job_hours(data)
     if span is None:
         return {}
@@ -84,14 +87,23 @@ def zone_intensity(data: ReportData, registry: Registry | None,
     known = set(registry.names) if registry is not None else set()
     out: dict[str, list[tuple]] = {}
     for name in sorted({r.device for r in data.results}):
-        if registry is not None and name in known:
-            zone = registry.get(name).zone
-            out.setdefault(zone, [(h, carbon.intensity_g_per_kwh(zone, h)) for h in hours])
-        else:
-            rows = sorted((hour_start(r.created_at), r.intensity_g_per_kwh)
-                          for r in data.results if r.device == name)
-            out[f"{name} (as accounted)"] = list(dict(rows).items())
+        device = registry.get(name) if registry is not None and name in known else None
+        series = _device_hours(grid, device, hours) if device is not None else None
+        if device is not None and series is not None:
+            out.setdefault(device.grid_label, series)
+            continue
+        rows = sorted((hour_start(r.created_at), r.intensity_g_per_kwh)
+                      for r in data.results if r.device == name)
+        out[f"{name} (as accounted)"] = list(dict(rows).items())
     return out
+
+
+def _device_hours(grid: GridConditions, device: Device,
+                  hours: list[datetime]) -> list[tuple] | None:
+    try:
+        return [(h, device_conditions(grid, device, h).intensity_g_per_kwh) for h in hours]
+    except EcobatchError:
+        return None  # the plot shows what the rows were accounted at instead
 
 
 def _table(section: Section) -> Table:

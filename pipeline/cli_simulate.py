@@ -18,7 +18,7 @@ from rich.table import Table
 
 from pipeline.cli_common import DeadlineType, WeightsType, build_settings, handle_errors, make_console
 from pipeline.errors import ConfigError
-from pipeline.grid import GridTrace
+from pipeline.griddata import GridData, offline_grid
 
 DEFAULT_START = "2024-06-01T00:00Z"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,8 +87,10 @@ def summary_table(summaries: list[Any]) -> Table:
               "kv_kib_per_token per [[device]].")
 @arrivals_options()
 @click.option("--carbon", "carbon_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Directory of grid_<ZONE>.csv files (hourly carbon, price, temperature); "
-              "default: the packaged 2024 traces.")
+              help="Folder of your own grid files that adds zones to (and may override) the "
+              "packaged 2024 traces: Electricity Maps hourly CSV, price CSV, Open-Meteo JSON "
+              "named <ZONE>_<YEAR>[_...].csv/.json, or grid_<ZONE>.csv [default: "
+              "ECOBATCH_GRID_DIR].")
 @click.option("--start", type=DeadlineType(), default=DEFAULT_START, show_default=True,
               help="Simulated start, ISO 8601 with a time zone.")
 @click.option("--hours", type=click.IntRange(min=1), default=24, show_default=True,
@@ -132,8 +134,8 @@ def simulate(fleet_path: Path, arrivals_spec: str, rate_scale: float, requests: 
     settings = build_settings(slo_s=slo_s, **overrides)
     engine = _profiles_engine(fleet_path, profiles_db, settings.database_url)
     fleet = load_fleet(fleet_path, engine)
+    grid = offline_grid(fleet.registry, carbon_dir or settings.grid_dir, f"fleet {fleet_path}")
     arrivals = _arrivals(arrivals_spec, hours, rate_scale, requests, seed)
-    grid = GridTrace(carbon_dir) if carbon_dir else GridTrace()
     run = SimRun(fleet, arrivals, grid, settings, start.astimezone(UTC), hours, slo_s)
     result = run_compare(run, _names(strategy, compare))
     console = make_console()
@@ -231,7 +233,10 @@ def _parse_objective(text: str) -> tuple[list[str], dict[str, float]]:
 @click.option("--profiles-db", help="With --devices: database with `ecobatch bench` profiles; "
               "without it the registry's nominal figures are used.")
 @click.option("--carbon", "carbon_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Directory of grid_<ZONE>.csv files; default: the packaged 2024 traces.")
+              help="Folder of your own grid files that adds zones to (and may override) the "
+              "packaged 2024 traces: Electricity Maps hourly CSV, price CSV, Open-Meteo JSON "
+              "named <ZONE>_<YEAR>[_...].csv/.json, or grid_<ZONE>.csv [default: "
+              "ECOBATCH_GRID_DIR].")
 @handle_errors
 def optimise(sites: int, hours: int, start: datetime | None, load: float, objective: str,
              water_budget_l: float | None, defer: bool, admm_weights: str | None, pareto: bool,
@@ -247,10 +252,11 @@ def optimise(sites: int, hours: int, start: datetime | None, load: float, object
 
     if plan_out is not None and registry_path is None:
         raise ConfigError("--plan-out needs --devices: a plan names the registry's devices")
-    grid = GridTrace(carbon_dir) if carbon_dir else GridTrace()
+    grid_dir = carbon_dir or build_settings().grid_dir
+    grid = GridData(grid_dir)
     if registry_path is not None:
         start = (start or _this_hour()).astimezone(UTC)
-        planned = _registry_plan(registry_path, hours, seed=seed, **demand_opts)
+        planned = _registry_plan(registry_path, hours, grid_dir, seed=seed, **demand_opts)
     else:
         start = (start or datetime.fromisoformat(DEFAULT_START)).astimezone(UTC)
         planned = _synthetic_plan(sites, seed, load, hours)
@@ -302,7 +308,7 @@ def _this_hour() -> datetime:
     return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def _registry_plan(path: Path, hours: int, *, seed: int,
+def _registry_plan(path: Path, hours: int, grid_dir: Path | None, *, seed: int,
                    tokens_per_hour: float | None, arrivals_spec: str, rate_scale: float,
                    requests: int | None, batch_size: int | None,
                    profiles_db: str | None) -> _Sites:
@@ -314,6 +320,7 @@ def _registry_plan(path: Path, hours: int, *, seed: int,
     from router.sim.scenario import hourly_tokens, mean_batch, registry_sites
 
     registry = load_registry(path)
+    offline_grid(registry, grid_dir, f"device registry {path}")
     size = effective_batch_size(build_settings(batch_size=batch_size), registry)
     predictor: Any = NominalPredictor()
     if profiles_db is not None:

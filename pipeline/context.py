@@ -15,10 +15,11 @@ from sqlalchemy import Engine
 
 from pipeline.carbon_api import carbon_api_from_settings, grid_from_settings
 from pipeline.db import make_engine
-from pipeline.devices import Registry, load_registry
+from pipeline.devices import Registry
 from pipeline.forecast import Forecaster
-from pipeline.grid import GridConditions, GridTrace
+from pipeline.grid import GridConditions
 from pipeline.gridclock import PinnedGrid
+from pipeline.griddata import GridData, checked_registry
 from pipeline.queue import connect
 from pipeline.settings import Settings
 
@@ -42,22 +43,28 @@ class AppContext:
 
     @cached_property
     def registry(self) -> Registry:
-        """Devices from the TOML registry, or the detected local machine."""
-        return load_registry(self.settings.devices)
+        """Devices from the TOML registry, or the detected local machine, checked against the
+        grid data (see :func:`pipeline.griddata.checked_registry`)."""
+        return checked_registry(self.settings, self.grid_data)
+
+    @cached_property
+    def grid_data(self) -> GridData:
+        """The packaged traces with the files of ``settings.grid_dir`` over them."""
+        return GridData(self.settings.grid_dir)
 
     @cached_property
     def grid(self) -> GridConditions:
-        """Carbon intensity, price and temperature by zone and hour: the packaged trace, with
-        live carbon when ``settings.carbon_api`` names an API, or frozen at ``grid_at``."""
+        """Carbon intensity, price and temperature by zone and hour: the grid data, with live
+        carbon when ``settings.carbon_api`` names an API, or frozen at ``grid_at``."""
         if self.settings.grid_at is not None:
-            return PinnedGrid(GridTrace(), self.settings.grid_at)
-        return grid_from_settings(self.settings, GridTrace())
+            return PinnedGrid(self.grid_data, self.settings.grid_at)
+        return grid_from_settings(self.settings, self.grid_data)
 
     @cached_property
     def forecast(self) -> Forecaster | PinnedGrid:
         """Carbon forecast for the planner: the API's where configured, else the same hours of
-        the past week from the trace (never the trace's own future); the pinned trace with
+        the past week from the grid data (never its own future); the pinned data with
         ``grid_at``."""
         if self.settings.grid_at is not None:
-            return PinnedGrid(GridTrace(), self.settings.grid_at)
-        return Forecaster(GridTrace(), carbon_api_from_settings(self.settings))
+            return PinnedGrid(self.grid_data, self.settings.grid_at)
+        return Forecaster(self.grid_data, carbon_api_from_settings(self.settings))

@@ -9,7 +9,8 @@ A registry file holds one ``[[device]]`` table per device::
     host = "edge-1"           # informational
     memory_gb = 16.0
     tdp_w = 70.0
-    zone = "DE-LU"            # grid zone of the carbon/price/weather data
+    zone = "DE-LU"            # grid zone of the carbon/price/weather data (required unless
+                              # intensity_g_per_kwh fixes the intensity; there is no default)
     pue = 1.2                 # fixed PUE, or pue_curve = [[temp_c, pue], ...]
     wue_l_per_kwh = 0.5       # site water use per kWh of IT energy
     embodied_kgco2e = 150.0
@@ -31,7 +32,15 @@ from pathlib import Path
 from typing import Literal
 
 import psutil
-from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import ConfigError, UnknownDeviceError
 
@@ -50,7 +59,7 @@ class Device(BaseModel):
     host: str = "localhost"
     memory_gb: PositiveFloat = 8.0
     tdp_w: PositiveFloat = 65.0
-    zone: str = "DE-LU"
+    zone: str | None = None  # required unless intensity_g_per_kwh is set: no default zone
     pue: PositiveFloat = 1.2
     pue_curve: list[tuple[float, float]] | None = None
     wue_l_per_kwh: float = Field(default=0.5, ge=0)
@@ -75,6 +84,22 @@ class Device(BaseModel):
         if not _NAME_RE.match(v):
             raise ValueError("must be 1-64 letters, digits, '_', '.' or '-'")
         return v
+
+    @model_validator(mode="after")
+    def _zone_or_fixed_intensity(self) -> Device:
+        if self.zone is None and self.intensity_g_per_kwh is None:
+            raise ValueError("needs a grid zone (e.g. zone = \"GB\") or a fixed "
+                             "intensity_g_per_kwh: there is no default zone")
+        return self
+
+    @property
+    def grid_label(self) -> str:
+        """Where the device's grid figures come from: ``"GB"``, ``"fixed 50 g/kWh"`` or
+        ``"fixed 50 g/kWh, zone GB"`` (the zone then gives only price and temperature)."""
+        if self.intensity_g_per_kwh is None:
+            return str(self.zone)
+        fixed = f"fixed {self.intensity_g_per_kwh:g} g/kWh"
+        return fixed if self.zone is None else f"{fixed}, zone {self.zone}"
 
     @property
     def queue(self) -> str:
@@ -147,13 +172,27 @@ def _parse_device(path: Path, i: int, entry: object) -> Device:
     try:
         return Device.model_validate(entry)
     except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"device registry {path}: device #{i + 1} field {field!r}: {err['msg']}") from e
+        raise ConfigError(f"device registry {path}: {device_error(i, entry, e)}") from e
+
+
+def device_error(i: int, entry: object, err: ValidationError) -> str:
+    """``device #N field 'f': why`` for the ``i``-th (0-based) ``[[device]]`` table, or
+    ``device #N ('name'): why`` for a rule across fields."""
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"])
+    name = entry.get("name") if isinstance(entry, dict) else None
+    where = f" field {field!r}" if field else f" ({name!r})" if isinstance(name, str) else ""
+    return f"device #{i + 1}{where}: {first['msg'].removeprefix('Value error, ')}"
+
+
+DETECTED_ZONE = "DE-LU"
+"""Grid zone given to a detected device (there is no registry to name one); ``ecobatch
+devices`` says it is assumed, and a registry names the real zone."""
 
 
 def detect_local() -> list[Device]:
-    """Detect NVIDIA GPUs (NVML), else a Jetson (jetson-stats), else the CPU."""
+    """Detect NVIDIA GPUs (NVML), else a Jetson (jetson-stats), else the CPU, in zone
+    :data:`DETECTED_ZONE`."""
     return _detect_nvidia() or _detect_jetson() or [_cpu_device()]
 
 
@@ -173,7 +212,8 @@ def _detect_nvidia() -> list[Device]:
         except pynvml.NVMLError:
             tdp_w = 300.0
         devices.append(
-            Device(name=f"gpu{i}", kind="nvidia", index=i, memory_gb=mem / 1024**3, tdp_w=tdp_w,
+            Device(name=f"gpu{i}", kind="nvidia", index=i, zone=DETECTED_ZONE,
+                   memory_gb=mem / 1024**3, tdp_w=tdp_w,
                    n_gpu_layers=-1, max_batch_size=64, nominal_tokens_per_s=800.0,
                    embodied_kgco2e=150.0, pue=1.12)
         )
@@ -184,7 +224,8 @@ def _detect_jetson() -> list[Device]:
     if not Path("/etc/nv_tegra_release").exists():
         return []
     mem_gb = psutil.virtual_memory().total / 1024**3
-    return [Device(name="jetson", kind="jetson", memory_gb=mem_gb, tdp_w=25.0, n_gpu_layers=-1,
+    return [Device(name="jetson", kind="jetson", zone=DETECTED_ZONE, memory_gb=mem_gb,
+                   tdp_w=25.0, n_gpu_layers=-1,
                    max_batch_size=8, nominal_tokens_per_s=60.0, embodied_kgco2e=30.0, pue=1.0)]
 
 
@@ -192,5 +233,6 @@ def _cpu_device() -> Device:
     mem_gb = psutil.virtual_memory().total / 1024**3
     cores = os.cpu_count() or 1
     # 10 W per core is a conservative nominal figure for a server core under load.
-    return Device(name="cpu", kind="cpu", memory_gb=mem_gb, tdp_w=10.0 * cores,
+    return Device(name="cpu", kind="cpu", zone=DETECTED_ZONE, memory_gb=mem_gb,
+                  tdp_w=10.0 * cores,
                   max_batch_size=16, nominal_tokens_per_s=20.0 * cores, embodied_kgco2e=300.0)

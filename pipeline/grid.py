@@ -19,6 +19,7 @@ from importlib.resources.abc import Traversable
 from itertools import accumulate
 from typing import Final, Protocol
 
+from pipeline.devices import Device
 from pipeline.errors import ConfigError
 
 TRACE_YEAR: Final = 2024
@@ -40,6 +41,16 @@ ZONE_PRICE_CURRENCY: Final[dict[str, str]] = {
     "US-CAL-CISO": "USD",
 }
 
+# The time basis of the naive timestamps in each packaged zone's price source (IANA names; see
+# SOURCES.md). A price file of your own for one of these zones is read in the same basis; any
+# other zone's naive timestamps are read as UTC (write them with their offset to say otherwise).
+ZONE_PRICE_TIME_BASIS: Final[dict[str, str]] = {
+    "AU-NSW": "Etc/GMT-10",  # AEMO NEM time: UTC+10 all year (the POSIX sign is inverted)
+    "AU-VIC": "Etc/GMT-10",
+    "DE-LU": "Europe/Berlin",
+    "US-CAL-CISO": "UTC",
+}
+
 
 class CarbonSource(Protocol):
     """Grid carbon intensity of a zone at an hour."""
@@ -53,15 +64,17 @@ class PriceSource(Protocol):
     """Wholesale electricity price of a zone at an hour."""
 
     def price_usd_per_kwh(self, zone: str, at: datetime) -> float | None:
-        """USD per kWh in ``zone`` at ``at``; None where the zone has no price data."""
+        """USD per kWh in ``zone`` at ``at``; None where the zone has no price data (then the
+        cost is unknown, never zero)."""
         ...
 
 
 class TemperatureSource(Protocol):
     """Ambient air temperature at a zone's site at an hour."""
 
-    def temperature_c(self, zone: str, at: datetime) -> float:
-        """Degrees Celsius in ``zone`` at ``at`` (timezone-aware UTC)."""
+    def temperature_c(self, zone: str, at: datetime) -> float | None:
+        """Degrees Celsius in ``zone`` at ``at`` (timezone-aware UTC); None where the zone has
+        no temperature data for that hour (then the site's fixed PUE and WUE apply)."""
         ...
 
 
@@ -84,7 +97,7 @@ def trace_hour(at: datetime) -> int:
 
 @dataclass(frozen=True)
 class ZoneTrace:
-    """One zone's hourly series, indexed by :func:`trace_hour`.
+    """One zone's hourly series, indexed by :func:`trace_hour`; None marks a missing hour.
 
     Attributes:
         zone: grid zone, e.g. ``"DE-LU"``.
@@ -94,55 +107,66 @@ class ZoneTrace:
     """
 
     zone: str
-    carbon_g_per_kwh: tuple[float, ...]
-    price_usd_per_kwh: tuple[float, ...] | None
-    temperature_c: tuple[float, ...]
+    carbon_g_per_kwh: tuple[float | None, ...]
+    price_usd_per_kwh: tuple[float | None, ...] | None
+    temperature_c: tuple[float | None, ...]
 
 
-def parse_zone_csv(zone: str, text: str) -> ZoneTrace:
-    """Parse a ``grid_<zone>.csv`` text into a :class:`ZoneTrace`.
+def parse_zone_csv(zone: str, text: str, name: str | None = None) -> ZoneTrace:
+    """Parse a ``grid_<zone>.csv`` text into a :class:`ZoneTrace`; a blank cell is a missing
+    value (an hour without price or temperature), never zero.
+
+    Args:
+        zone: the zone the file is for.
+        text: the CSV text.
+        name: what to call the file in errors; ``grid data for <zone>`` by default.
 
     Raises:
-        ConfigError: wrong columns, not one row per consecutive hour of 2024, or a bad number.
+        ConfigError: wrong columns, not one row per consecutive hour of 2024, or a bad number
+            (the message names the file and line).
     """
+    name = name or f"grid data for {zone}"
     rows = list(csv.reader(io.StringIO(text)))
     if not rows or rows[0] != _COLUMNS:
-        raise ConfigError(f"grid data for {zone}: columns must be {_COLUMNS}")
+        raise ConfigError(f"{name}: columns must be {_COLUMNS}")
     body = rows[1:]
     if len(body) != HOURS_IN_TRACE:
-        raise ConfigError(f"grid data for {zone}: {len(body)} rows, expected {HOURS_IN_TRACE}")
-    _check_hours(zone, body)
-    try:
-        carbon = tuple(float(r[1]) for r in body)
-        temperature = tuple(float(r[3]) for r in body)
-        price = _prices_usd_per_kwh(zone, [r[2] for r in body])
-    except ValueError as e:
-        raise ConfigError(f"grid data for {zone}: {e}") from e
-    return ZoneTrace(zone, carbon, price, temperature)
+        raise ConfigError(f"{name}: {len(body)} rows, expected {HOURS_IN_TRACE} (every hour of 2024)")
+    _check_hours(name, body)
+    columns: tuple[list[float | None], ...] = ([], [], [])
+    for line, row in enumerate(body, start=2):
+        try:
+            for column, cell in zip(columns, row[1:4], strict=True):
+                column.append(None if not cell.strip() else float(cell))
+        except ValueError as e:
+            raise ConfigError(f"{name} line {line}: {e}") from e
+    carbon, price, temperature = columns
+    return ZoneTrace(zone, tuple(carbon), _prices_usd_per_kwh(zone, name, price), tuple(temperature))
 
 
-def _check_hours(zone: str, body: list[list[str]]) -> None:
+def _check_hours(name: str, body: list[list[str]]) -> None:
     start = datetime(TRACE_YEAR, 1, 1, tzinfo=UTC)
     for i in (0, len(body) // 2, len(body) - 1):  # spot checks keep loading fast
         expected = start + timedelta(hours=i)
         try:
             got = datetime.fromisoformat(body[i][0])
         except (ValueError, IndexError) as e:
-            raise ConfigError(f"grid data for {zone}: row {i + 2}: {e}") from e
+            raise ConfigError(f"{name} line {i + 2}: {e}") from e
         if got != expected or len(body[i]) != len(_COLUMNS):
-            raise ConfigError(
-                f"grid data for {zone}: row {i + 2} should be {expected:%Y-%m-%dT%H:%MZ}"
-            )
+            raise ConfigError(f"{name} line {i + 2}: should be {expected:%Y-%m-%dT%H:%MZ} "
+                              f"and {len(_COLUMNS)} cells")
 
 
-def _prices_usd_per_kwh(zone: str, cells: list[str]) -> tuple[float, ...] | None:
-    if all(c == "" for c in cells):
+def _prices_usd_per_kwh(zone: str, name: str,
+                        cells: list[float | None]) -> tuple[float | None, ...] | None:
+    if all(c is None for c in cells):
         return None
     currency = ZONE_PRICE_CURRENCY.get(zone)
     if currency is None:
-        raise ValueError("has prices but no currency in ZONE_PRICE_CURRENCY")
+        raise ConfigError(f"{name}: has prices but zone {zone} has no currency in "
+                          "ZONE_PRICE_CURRENCY; give them as a 'Datetime,Price (CUR/MWh)' file")
     usd_per_mwh_unit = USD_PER_CURRENCY[currency] / 1000.0  # per MWh -> per kWh
-    return tuple(float(c) * usd_per_mwh_unit for c in cells)
+    return tuple(None if c is None else c * usd_per_mwh_unit for c in cells)
 
 
 class GridTrace:
@@ -157,6 +181,7 @@ class GridTrace:
     """
 
     def __init__(self, data_dir: Traversable | None = None) -> None:
+        self._packaged = data_dir is None
         self._data_dir = data_dir if data_dir is not None else files("pipeline").joinpath("data")
         self._traces: dict[str, ZoneTrace] = {}
         self._known: list[str] | None = None
@@ -177,7 +202,7 @@ class GridTrace:
 
         Raises:
             ConfigError: the zone has no packaged data (the message lists the known zones), or
-                its file is malformed.
+                its file is unreadable or malformed (the message names the file and line).
         """
         cached = self._traces.get(zone)
         if cached is not None:
@@ -185,22 +210,36 @@ class GridTrace:
         if zone not in self.zones():
             known = ", ".join(self.zones()) or "none"
             raise ConfigError(f"unknown grid zone {zone!r} (known: {known})")
-        text = self._data_dir.joinpath(f"grid_{zone}.csv").read_text(encoding="utf-8")
-        trace = parse_zone_csv(zone, text)
+        path = self._data_dir.joinpath(f"grid_{zone}.csv")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"grid data for {zone}: cannot read {path}: {e}") from e
+        trace = parse_zone_csv(zone, text, None if self._packaged else str(path))
         self._traces[zone] = trace
         return trace
 
     def intensity_g_per_kwh(self, zone: str, at: datetime) -> float:
-        """Life-cycle grid intensity (gCO2e/kWh) of ``zone`` at the hour of ``at``."""
-        return self.trace(zone).carbon_g_per_kwh[trace_hour(at)]
+        """Life-cycle grid intensity (gCO2e/kWh) of ``zone`` at the hour of ``at``.
+
+        Raises:
+            ConfigError: unknown zone, or the trace has no intensity for that hour.
+        """
+        value = self.trace(zone).carbon_g_per_kwh[trace_hour(at)]
+        if value is None:
+            raise ConfigError(f"grid data for {zone}: no carbon intensity for the hour of "
+                              f"{at.astimezone(UTC):%Y-%m-%dT%H:00Z} (trace hour of 2024)")
+        return value
 
     def price_usd_per_kwh(self, zone: str, at: datetime) -> float | None:
-        """Wholesale price (USD/kWh) of ``zone`` at the hour of ``at``; None without price data."""
+        """Wholesale price (USD/kWh) of ``zone`` at the hour of ``at``; None without price data
+        or for an hour whose price is missing."""
         prices = self.trace(zone).price_usd_per_kwh
         return None if prices is None else prices[trace_hour(at)]
 
-    def temperature_c(self, zone: str, at: datetime) -> float:
-        """Ambient temperature (degrees C) at ``zone``'s site at the hour of ``at``."""
+    def temperature_c(self, zone: str, at: datetime) -> float | None:
+        """Ambient temperature (degrees C) at ``zone``'s site at the hour of ``at``; None for
+        a missing hour."""
         return self.trace(zone).temperature_c[trace_hour(at)]
 
     def forecast(self, zone: str, start: datetime, hours: int) -> list[tuple[datetime, float]]:
@@ -215,12 +254,57 @@ class GridTrace:
 
         Raises:
             ValueError: ``hours`` is negative or ``start`` is naive.
-            ConfigError: unknown zone.
+            ConfigError: unknown zone, or an hour without intensity.
         """
-        if hours < 0:
-            raise ValueError(f"hours must be >= 0, got {hours}")
-        trace_hour(start)  # rejects a naive start before astimezone() guesses a local zone
-        carbon = self.trace(zone).carbon_g_per_kwh
-        first = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-        steps = (first + timedelta(hours=k) for k in range(hours))
-        return [(h, carbon[trace_hour(h)]) for h in steps]
+        return hourly_forecast(self, zone, start, hours)
+
+
+def hourly_forecast(source: CarbonSource, zone: str, start: datetime,
+                    hours: int) -> list[tuple[datetime, float]]:
+    """``source``'s intensity of ``hours`` consecutive hours from the hour holding ``start``.
+
+    Raises:
+        ValueError: ``hours`` is negative or ``start`` is naive.
+    """
+    if hours < 0:
+        raise ValueError(f"hours must be >= 0, got {hours}")
+    trace_hour(start)  # rejects a naive start before astimezone() guesses a local zone
+    first = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    steps = (first + timedelta(hours=k) for k in range(hours))
+    return [(h, source.intensity_g_per_kwh(zone, h)) for h in steps]
+
+
+@dataclass(frozen=True, slots=True)
+class Conditions:
+    """A device's grid conditions at an hour: what routing prices a batch at and what the
+    worker accounts it at, from the one function :func:`device_conditions`.
+
+    Attributes:
+        intensity_g_per_kwh: the device's fixed intensity, else its zone's at the hour.
+        price_usd_per_kwh: its zone's price; None where unknown (no zone, no price data).
+        temperature_c: its zone's temperature; None where unknown (PUE and WUE are then the
+            site's fixed figures).
+    """
+
+    intensity_g_per_kwh: float
+    price_usd_per_kwh: float | None = None
+    temperature_c: float | None = None
+
+
+def device_conditions(grid: GridConditions, device: Device, at: datetime) -> Conditions:
+    """Intensity, price and temperature of ``device``'s site at ``at``: its fixed
+    ``intensity_g_per_kwh`` where the registry sets one, else its zone's; price and temperature
+    from its zone, None without a zone.
+
+    Raises:
+        ConfigError: the zone has no data (for that hour).
+        DataSourceError: a live source failed with nothing to fall back on.
+    """
+    fixed = device.intensity_g_per_kwh
+    if device.zone is None:
+        if fixed is None:  # the registry refuses such a device; kept for a hand-made one
+            raise ConfigError(f"device {device.name!r} has neither a zone nor a fixed intensity")
+        return Conditions(fixed)
+    intensity = fixed if fixed is not None else grid.intensity_g_per_kwh(device.zone, at)
+    return Conditions(intensity, grid.price_usd_per_kwh(device.zone, at),
+                      grid.temperature_c(device.zone, at))

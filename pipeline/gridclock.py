@@ -8,14 +8,24 @@ and AU-NSW traces at 2024-06-01T12:00Z. The forecast runs on from that hour.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Protocol
 
-from pipeline.grid import GridTrace
+from pipeline.grid import GridConditions
+
+
+class HourlyGrid(GridConditions, Protocol):
+    """Grid conditions that can also list a zone's intensity hour by hour."""
+
+    def forecast(self, zone: str, start: datetime, hours: int) -> list[tuple[datetime, float]]:
+        """(start of hour UTC, gCO2e/kWh) for ``hours`` hours from the hour holding ``start``."""
+        ...
 
 
 class PinnedGrid:
-    """A :class:`~pipeline.grid.GridTrace` whose clock is stopped at ``at``."""
+    """Grid data (:class:`~pipeline.griddata.GridData`, a ``GridTrace``) whose clock is
+    stopped at ``at``."""
 
-    def __init__(self, trace: GridTrace, at: datetime) -> None:
+    def __init__(self, trace: HourlyGrid, at: datetime) -> None:
         self.trace = trace
         self.at = at
 
@@ -27,7 +37,7 @@ class PinnedGrid:
         """Price of ``zone`` at the pinned hour (``at`` is ignored)."""
         return self.trace.price_usd_per_kwh(zone, self.at)
 
-    def temperature_c(self, zone: str, at: datetime) -> float:
+    def temperature_c(self, zone: str, at: datetime) -> float | None:
         """Temperature at ``zone``'s site at the pinned hour (``at`` is ignored)."""
         return self.trace.temperature_c(zone, self.at)
 

@@ -5,7 +5,9 @@ over a folder of Electricity Maps exports.
   ``Carbon Intensity gCO₂eq/kWh (LCA)``, ... (one file per zone and year,
   ``<ZONE>_<YEAR>_hourly.csv``, as the Electricity Maps data portal names them).
 - Price CSV: ``Datetime,Price (<CUR>/MWh)``, naive local timestamps whose time basis the caller
-  gives (market time differs by zone; see ``pipeline/data/SOURCES.md``).
+  gives (market time differs by zone; see ``pipeline/data/SOURCES.md``), or timestamps with
+  their UTC offset (``2024-10-27T02:00:00+02:00``), which are taken as written. Daylight saving
+  in local timestamps is read as :func:`localize` says.
 - Open-Meteo JSON: ``utc_offset_seconds`` and ``hourly.time`` / ``hourly.temperature_2m``;
   Open-Meteo applies one fixed offset to the whole series, so local minus offset is UTC.
 
@@ -19,7 +21,8 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
@@ -89,7 +92,8 @@ def _rows(name: str, text: str) -> tuple[list[str], list[tuple[int, list[str]]]]
 
 def read_electricity_maps_csv(text: str, name: str = "carbon", *,
                               basis: str = "lca") -> HourlySeries:
-    """gCO2e/kWh by hour from an Electricity Maps hourly CSV (``basis`` ``lca`` or ``direct``).
+    """gCO2e/kWh by hour from an Electricity Maps hourly CSV (``basis`` ``lca`` or ``direct``);
+    a blank intensity is a missing hour.
 
     Raises:
         ConfigError: a missing column or a bad row (named by line).
@@ -102,18 +106,21 @@ def read_electricity_maps_csv(text: str, name: str = "carbon", *,
     points = []
     for line, row in rows:
         try:
-            points.append((datetime.fromisoformat(row[ti]).replace(tzinfo=UTC), float(row[vi])))
+            if row[vi].strip():  # a blank cell is a missing hour
+                points.append((datetime.fromisoformat(row[ti]).replace(tzinfo=UTC), float(row[vi])))
         except (ValueError, IndexError) as e:
             raise ConfigError(f"{name} line {line}: {e}") from e
     return HourlySeries.from_points(name, points)
 
 
 def read_price_csv(text: str, time_basis: tzinfo, name: str = "price") -> tuple[HourlySeries, str]:
-    """Price per MWh by UTC hour and the currency named in the header (``Price (EUR/MWh)``).
+    """Price per MWh by UTC hour and the currency named in the header (``Price (EUR/MWh)``);
+    a blank price is a missing hour.
 
     Args:
         text: the CSV text.
-        time_basis: the zone of the naive timestamps, e.g. ``ZoneInfo("Europe/Berlin")``.
+        time_basis: the zone of the naive timestamps, e.g. ``ZoneInfo("Europe/Berlin")``;
+            daylight saving is read as :func:`localize` says.
         name: for error messages.
 
     Raises:
@@ -126,11 +133,52 @@ def read_price_csv(text: str, time_basis: tzinfo, name: str = "price") -> tuple[
     points = []
     for line, row in rows:
         try:
-            points.append((datetime.fromisoformat(row[0]).replace(tzinfo=time_basis),
-                           float(row[1])))
+            if row[1].strip():  # a blank cell is a missing hour
+                points.append((datetime.fromisoformat(row[0]), float(row[1])))
         except (ValueError, IndexError) as e:
             raise ConfigError(f"{name} line {line}: {e}") from e
-    return HourlySeries.from_points(name, points), match.group(1)
+    return HourlySeries.from_points(name, localize(points, time_basis)), match.group(1)
+
+
+def localize(points: Sequence[tuple[datetime, float]],
+             zone: tzinfo) -> list[tuple[datetime, float]]:
+    """Points at naive local times of ``zone``, in file order, as timezone-aware points.
+
+    A time that carries its own offset is kept as written. Daylight saving, in every zone:
+
+    - a local time that does not exist (the hour skipped when clocks go forward) names no
+      instant; publishers fill it with a placeholder row, which is left out;
+    - a local time that happens twice (clocks go back) is the first, summer-time hour on its
+      first row and the second, standard-time hour on the next row with the same time; a file
+      that gives such a time only once (a publisher that dropped or merged the repeat) gives
+      its value to both hours, so no UTC hour is left without one.
+    """
+    repeats = Counter(t for t, _ in points if _dst_kind(t, zone) == "repeat")
+    seen: Counter[datetime] = Counter()
+    out: list[tuple[datetime, float]] = []
+    for t, v in points:
+        kind = _dst_kind(t, zone)
+        if kind == "gap":
+            continue
+        if kind == "repeat" and repeats[t] == 1:
+            out += [(t.replace(tzinfo=zone), v), (t.replace(tzinfo=zone, fold=1), v)]
+        elif kind == "repeat":
+            out.append((t.replace(tzinfo=zone, fold=min(seen[t], 1)), v))
+            seen[t] += 1
+        else:
+            out.append((t if t.tzinfo is not None else t.replace(tzinfo=zone), v))
+    return out
+
+
+def _dst_kind(t: datetime, zone: tzinfo) -> str:
+    """``"gap"`` (no such local time), ``"repeat"`` (it happens twice) or ``"plain"``."""
+    if t.tzinfo is not None:
+        return "plain"
+    first, second = t.replace(tzinfo=zone), t.replace(tzinfo=zone, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return "plain"
+    wall = first.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
+    return "repeat" if wall == t else "gap"
 
 
 def read_open_meteo_json(text: str, name: str = "weather",
@@ -156,6 +204,48 @@ def read_open_meteo_json(text: str, name: str = "weather",
         except (ValueError, TypeError) as e:
             raise ConfigError(f"{name}: hourly.time[{i}]: {e}") from e
     return HourlySeries.from_points(name, points)
+
+
+Reader = Callable[[str, str], HourlySeries]
+"""Reads one file's text (and its name, for errors) into an hourly series."""
+
+
+def read_files(paths: Sequence[Path], name: str, read: Reader) -> HourlySeries:
+    """One series from several files (one a year, say); a later file wins a shared hour.
+
+    Raises:
+        ConfigError: a file is unreadable or malformed (the message names it).
+    """
+    values: dict[datetime, float] = {}
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot read {path}: {e}") from e
+        values |= read(text, str(path)).values
+    return HourlySeries(name, values)
+
+
+def usd_price_reader(time_basis: tzinfo, usd_per: Mapping[str, float],
+                     currency: str | None = None) -> Reader:
+    """A :data:`Reader` of price CSVs giving USD/kWh.
+
+    Args:
+        time_basis: the zone of the naive timestamps.
+        usd_per: USD per unit of each currency.
+        currency: the true currency where the header is wrong (AEMO files say USD but hold AUD,
+            see ``pipeline/data/SOURCES.md``); None takes the header's.
+    """
+
+    def read(text: str, name: str) -> HourlySeries:
+        per_mwh, header_currency = read_price_csv(text, time_basis, name)
+        unit = currency or header_currency
+        if unit not in usd_per:
+            raise ConfigError(f"{name}: no USD rate for {unit}")
+        usd_per_kwh = usd_per[unit] / 1000.0
+        return HourlySeries(name, {h: v * usd_per_kwh for h, v in per_mwh.values.items()})
+
+    return read
 
 
 class ElectricityMapsFolder:
@@ -184,12 +274,11 @@ class ElectricityMapsFolder:
             if not files:
                 raise ConfigError(f"no Electricity Maps file {zone}_<YEAR>_hourly.csv "
                                   f"in {self.folder}")
-            values: dict[datetime, float] = {}
-            for f in files:
-                values |= read_electricity_maps_csv(f.read_text(encoding="utf-8"), f.name,
-                                                    basis=self.basis).values
-            self._series[zone] = HourlySeries(f"carbon {zone}", values)
+            self._series[zone] = read_files(files, f"carbon {zone}", self._read)
         return self._series[zone]
+
+    def _read(self, text: str, name: str) -> HourlySeries:
+        return read_electricity_maps_csv(text, name, basis=self.basis)
 
     def intensity_g_per_kwh(self, zone: str, at: datetime) -> float:
         """gCO2e/kWh of ``zone`` in the hour holding ``at``."""
@@ -224,23 +313,11 @@ class PriceFolder:
             ConfigError: a malformed file, or a currency without a USD rate.
         """
         if zone not in self._series:
-            self._series[zone] = self._load(zone)
+            files = sorted(self.folder.glob(f"{zone}_*.csv"))
+            reader = usd_price_reader(self._basis.get(zone, UTC), self._usd_per,
+                                      self._currency.get(zone))
+            self._series[zone] = read_files(files, f"price {zone}", reader) if files else None
         return self._series[zone]
-
-    def _load(self, zone: str) -> HourlySeries | None:
-        files = sorted(self.folder.glob(f"{zone}_*.csv"))
-        if not files:
-            return None
-        values: dict[datetime, float] = {}
-        for f in files:
-            per_mwh, header_currency = read_price_csv(
-                f.read_text(encoding="utf-8"), self._basis.get(zone, UTC), f.name)
-            currency = self._currency.get(zone, header_currency)
-            if currency not in self._usd_per:
-                raise ConfigError(f"{f.name}: no USD rate for {currency}")
-            usd_per_kwh = self._usd_per[currency] / 1000.0
-            values |= {h: v * usd_per_kwh for h, v in per_mwh.values.items()}
-        return HourlySeries(f"price {zone}", values)
 
     def price_usd_per_kwh(self, zone: str, at: datetime) -> float | None:
         """USD/kWh of ``zone`` in the hour holding ``at``; None where it has no price file."""
@@ -265,8 +342,5 @@ class WeatherFolder:
             files = sorted(self.folder.glob(f"{zone}_*.json"))
             if not files:
                 raise ConfigError(f"no Open-Meteo file {zone}_<YEAR>.json in {self.folder}")
-            values: dict[datetime, float] = {}
-            for f in files:
-                values |= read_open_meteo_json(f.read_text(encoding="utf-8"), f.name).values
-            self._series[zone] = HourlySeries(f"temperature {zone}", values)
+            self._series[zone] = read_files(files, f"temperature {zone}", read_open_meteo_json)
         return self._series[zone].at(at)

@@ -22,9 +22,10 @@ from sqlmodel import Session
 
 from pipeline.children import ChildGroup
 from pipeline.db import make_engine
-from pipeline.devices import Registry, load_registry
+from pipeline.devices import Registry
 from pipeline.embedded import EmbeddedRedis
 from pipeline.errors import WaitTimeoutError
+from pipeline.griddata import checked_registry
 from pipeline.intake import read_input
 from pipeline.jobs import iter_results, write_results
 from pipeline.limits import check_batch_size, check_submission
@@ -67,7 +68,7 @@ def run_job(settings: Settings, opts: RunOptions, console: Console) -> RunOutcom
     # Bad input, registry or model stops here, before anything is started or written.
     records = read_input(opts.input_path, opts.input_format)
     check_submission(records, settings.max_tokens, settings)
-    registry = load_registry(settings.devices)
+    registry = checked_registry(settings)
     check_batch_size(settings.batch_size, registry)
     spawn = opts.local_workers if opts.local_workers is not None else not settings.redis_url
     if spawn:

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import (
     AwareDatetime,
+    DirectoryPath,
     Field,
     PositiveFloat,
     PositiveInt,
@@ -75,6 +76,12 @@ class Settings(BaseSettings):
         default=None,
         description="Read the grid (intensity, price, temperature, forecast) as at this fixed "
         "time, e.g. 2024-06-01T12:00Z, instead of the clock: reproducible demonstrations.",
+    )
+    grid_dir: DirectoryPath | None = Field(
+        default=None,
+        description="Folder of your own hourly grid files (Electricity Maps CSV, price CSV, "
+        "Open-Meteo JSON, or grid_<ZONE>.csv) that adds zones to, and may override, the packaged "
+        "traces; the zone is the file name up to _<YEAR> (see pipeline/gridfiles.py).",
     )
     planner_interval_s: PositiveFloat = Field(
         default=60.0, description="How often the planner re-plans deferred jobs and releases them."

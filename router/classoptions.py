@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from pipeline.devices import Device, Registry
-from router.options import DeviceOption, MemoryNeed, ZoneNow, options_for
+from router.options import DeviceOption, GridNow, MemoryNeed, options_for
 from router.predictor import BatchShape, Predictor
 
 
@@ -41,7 +41,7 @@ class DeviceClasses:
         self,
         shape: BatchShape,
         predictor: Predictor,
-        zones: Mapping[str, ZoneNow],
+        grid: GridNow,
         backlog_s: Mapping[str, float],
         *,
         memory_need: MemoryNeed | None = None,
@@ -51,11 +51,11 @@ class DeviceClasses:
         Args:
             shape: the batch.
             predictor: latency and energy predictions.
-            zones: conditions of each device zone now.
+            grid: conditions of each representative device now.
             backlog_s: predicted queued seconds per device name (missing means idle).
             memory_need: predicted bytes of the batch per device; None skips the memory check.
         """
-        priced = {o.device.name: o for o in options_for(self.reps, shape, predictor, zones, {},
+        priced = {o.device.name: o for o in options_for(self.reps, shape, predictor, grid, {},
                                                         memory_need=memory_need)}
         out: list[DeviceOption] = []
         for members in self.runs:

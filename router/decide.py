@@ -14,6 +14,7 @@ Every candidate's score and metrics go into :attr:`Decision.scores`, stored on t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,12 +73,17 @@ def _meet_slo(name: str, ranked: list[DeviceOption], best: DeviceOption,
 
 def _record(o: DeviceOption, score: float | None) -> dict[str, Any]:
     return {
-        "score": score, "carbon_g": o.carbon_g, "embodied_g": o.embodied_g,
+        "score": score, "carbon_g": _known(o.carbon_g), "embodied_g": _known(o.embodied_g),
         "finish_s": o.finish_s, "latency_s": o.prediction.latency_s,
-        "energy_j": o.prediction.energy_j, "water_l": o.water_l, "cost_usd": o.cost_usd,
+        "energy_j": o.prediction.energy_j, "water_l": _known(o.water_l), "cost_usd": o.cost_usd,
         "memory_bytes": o.memory_bytes, "excluded": o.excluded,
         "prediction_source": o.prediction.source,
     }
+
+
+def _known(value: float) -> float | None:
+    """None for an unknown (NaN) figure: JSON, and PostgreSQL's json type, have no NaN."""
+    return None if math.isnan(value) else value
 
 
 def _why_none(options: Sequence[DeviceOption]) -> str:

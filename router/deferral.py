@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.devices import Registry
-from pipeline.errors import ServiceError
+from pipeline.errors import ConfigError, ServiceError, UnroutableError
 from pipeline.models import Job, JobPlan, JobStatus, Prompt, PromptStatus
 from pipeline.reconcile import reconcile
 from pipeline.settings import Settings
@@ -42,10 +42,12 @@ class PlanPassReport:
     planned: list[str] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
     late: list[str] = field(default_factory=list)
+    unplanned: dict[str, str] = field(default_factory=dict)  # job id -> why, kept deferred
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"planned": self.planned, "released": self.released, "late": self.late}
+        return {"planned": self.planned, "released": self.released, "late": self.late,
+                "unplanned": self.unplanned}
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,12 @@ def plan_pass(engine: Engine, redis_client: redis.Redis, planning: Planning,
     report = PlanPassReport()
     try:
         for job_id, deadline in _deferred(engine):
-            plan = ensure_plan(engine, planning, job_id, deadline, now, report)
+            try:
+                plan = ensure_plan(engine, planning, job_id, deadline, now, report)
+            except (ConfigError, UnroutableError) as e:  # no device has data: keep it deferred
+                report.unplanned[job_id] = str(e)
+                log.warning("job %s stays deferred, not planned this pass: %s", job_id, e)
+                continue
             if plan.start_at <= now:
                 _release(engine, redis_client, job_id, now, plan, report)
     except SQLAlchemyError as e:

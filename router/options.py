@@ -9,8 +9,10 @@ is kept, with ``excluded`` saying why, so the decision record can show it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+import logging
+import math
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from pipeline.accounting import (
@@ -23,27 +25,41 @@ from pipeline.accounting import (
     wue_l_per_kwh_at,
 )
 from pipeline.devices import Device, Registry
-from pipeline.grid import GridConditions
+from pipeline.errors import EcobatchError
+from pipeline.grid import Conditions, GridConditions, device_conditions
 from router.predictor import BatchShape, Prediction, Predictor
 
+log = logging.getLogger(__name__)
 GIB = 1024**3
 MemoryNeed = Callable[[Device, BatchShape], int | None]
 """Bytes a batch of a shape needs on a device, or None when unknown."""
 
 
-@dataclass(frozen=True, slots=True)
-class ZoneNow:
-    """Grid and weather of one zone at the routing hour."""
+@dataclass(frozen=True)
+class GridNow:
+    """Each device's grid conditions at the routing hour, and why they could not be read for
+    the others (a file gone, a missing hour, an API down with no last value).
 
-    intensity_g_per_kwh: float
-    price_usd_per_kwh: float | None
-    temperature_c: float | None
+    Attributes:
+        conditions: by device name.
+        failed: by device name, the reason; such a device is left out of this pass.
+    """
+
+    conditions: dict[str, Conditions]
+    failed: dict[str, str] = field(default_factory=dict)
 
 
-def zones_now(grid: GridConditions, zones: Collection[str], at: datetime) -> dict[str, ZoneNow]:
-    """Read intensity, price and temperature of each zone at ``at`` (timezone-aware UTC)."""
-    return {z: ZoneNow(grid.intensity_g_per_kwh(z, at), grid.price_usd_per_kwh(z, at),
-                       grid.temperature_c(z, at)) for z in zones}
+def grid_now(grid: GridConditions, devices: Iterable[Device], at: datetime) -> GridNow:
+    """Read every device's conditions at ``at`` with :func:`~pipeline.grid.device_conditions`,
+    the function the worker accounts with; a device whose data fails is recorded, not raised."""
+    conditions: dict[str, Conditions] = {}
+    failed: dict[str, str] = {}
+    for device in devices:
+        try:
+            conditions[device.name] = device_conditions(grid, device, at)
+        except EcobatchError as e:
+            failed[device.name] = str(e)
+    return GridNow(conditions, failed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +75,9 @@ class DeviceOption:
         water_l: predicted litres (site WUE plus PUE x grid water).
         cost_usd: predicted USD; None where the zone has no price data.
         memory_bytes: predicted memory the batch needs there; None when unknown.
-        excluded: why the device may not take the batch, or None when it may.
+        excluded: why the device may not take the batch, or None when it may. On an option
+            excluded because its grid data failed, ``carbon_g``, ``embodied_g`` and
+            ``water_l`` are NaN: unknown.
     """
 
     device: Device
@@ -88,28 +106,35 @@ class DeviceOption:
                 "energy": self.prediction.energy_j, "water": self.water_l, "cost": self.cost_usd}
 
 
-def option_for(device: Device, pred: Prediction, zone: ZoneNow, backlog_s: float, *,
+def option_for(device: Device, pred: Prediction, cond: Conditions, backlog_s: float, *,
                memory_bytes: int | None = None, excluded: str | None = None) -> DeviceOption:
-    """Price a predicted batch on ``device`` with the conditions of its zone now."""
-    pue = pue_at(device, zone.temperature_c)
+    """Price a predicted batch on ``device`` at its grid conditions now."""
+    pue = pue_at(device, cond.temperature_c)
     energy_j = pred.energy_j
     return DeviceOption(
         device=device, prediction=pred, backlog_s=backlog_s,
-        carbon_g=operational_carbon_g(energy_j, pue, zone.intensity_g_per_kwh),
+        carbon_g=operational_carbon_g(energy_j, pue, cond.intensity_g_per_kwh),
         embodied_g=embodied_carbon_g(device.embodied_kgco2e, pred.latency_s,
                                      device.lifetime_years),
-        water_l=water_l(energy_j, wue_l_per_kwh_at(device, zone.temperature_c), pue,
+        water_l=water_l(energy_j, wue_l_per_kwh_at(device, cond.temperature_c), pue,
                         grid_water_l_per_kwh(device.zone)),
-        cost_usd=cost_usd(energy_j, pue, zone.price_usd_per_kwh),
+        cost_usd=cost_usd(energy_j, pue, cond.price_usd_per_kwh),
         memory_bytes=memory_bytes, excluded=excluded,
     )
+
+
+def _unpriced(device: Device, pred: Prediction, backlog_s: float, reason: str) -> DeviceOption:
+    """An option that cannot be priced (its grid data failed): excluded, figures unknown."""
+    return DeviceOption(device=device, prediction=pred, carbon_g=math.nan, backlog_s=backlog_s,
+                        embodied_g=math.nan, water_l=math.nan,
+                        excluded=f"no grid data: {reason}")
 
 
 def options_for(
     registry: Registry,
     shape: BatchShape,
     predictor: Predictor,
-    zones: Mapping[str, ZoneNow],
+    grid: GridNow,
     backlog_s: Mapping[str, float],
     *,
     alive: Collection[str] | None = None,
@@ -122,7 +147,8 @@ def options_for(
         registry: the devices.
         shape: the batch.
         predictor: latency and energy predictions.
-        zones: conditions of each device zone now (see :func:`zones_now`).
+        grid: conditions of each device now (see :func:`grid_now`); a device whose conditions
+            failed is kept as an excluded option with the reason.
         backlog_s: predicted queued seconds per device name (missing means idle).
         alive: names of devices with a live worker; None treats every device as alive.
         memory_need: predicted bytes of the batch per device; None skips the memory check.
@@ -134,9 +160,13 @@ def options_for(
             continue
         if allowed is not None and device.name not in allowed:
             continue
+        pred, backlog = predictor.predict(device, shape), backlog_s.get(device.name, 0.0)
+        cond = grid.conditions.get(device.name)
+        if cond is None:
+            options.append(_unpriced(device, pred, backlog, grid.failed.get(device.name, "?")))
+            continue
         need = memory_need(device, shape) if memory_need else None
-        options.append(option_for(device, predictor.predict(device, shape), zones[device.zone],
-                                  backlog_s.get(device.name, 0.0), memory_bytes=need,
+        options.append(option_for(device, pred, cond, backlog, memory_bytes=need,
                                   excluded=_excluded(device, need, alive)))
     return options
 
@@ -148,3 +178,21 @@ def _excluded(device: Device, need: int | None, alive: Collection[str] | None) -
     if need is not None and need > device.memory_bytes:
         return f"needs {need / GIB:.2f} GiB > {device.memory_gb:g} GiB of memory"
     return None
+
+
+class GridWarnings:
+    """Logs a device's failing grid data once when it starts failing and once when it reads
+    again, however many routing passes it stays out of (a pass runs several times a second)."""
+
+    def __init__(self, what: str = "routing") -> None:
+        self.what = what
+        self._failing: set[str] = set()
+
+    def note(self, failed: Mapping[str, str]) -> None:
+        """Take this pass's failures (device name -> reason)."""
+        for name in sorted(failed.keys() - self._failing):
+            log.warning("device %s is left out of %s until its grid data reads again: %s; "
+                        "the other devices go on", name, self.what, failed[name])
+        for name in sorted(self._failing - failed.keys()):
+            log.info("device %s: grid data reads again; back in %s", name, self.what)
+        self._failing = set(failed)

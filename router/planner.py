@@ -25,6 +25,7 @@ from typing import Protocol
 
 from pipeline.accounting import operational_carbon_g
 from pipeline.devices import Device, Registry
+from pipeline.errors import ConfigError, EcobatchError, UnroutableError
 from router.predictor import BatchShape, Predictor
 
 HOUR = timedelta(hours=1)
@@ -75,22 +76,47 @@ class _DeviceRate:
     batch_j: float
 
 
+def device_forecast(forecast: Forecast, device: Device, start: datetime,
+                    hours: int) -> list[float]:
+    """``device``'s forecast gCO2e/kWh, hour by hour from the hour holding ``start``: its fixed
+    ``intensity_g_per_kwh`` where the registry sets one (as in
+    :func:`pipeline.grid.device_conditions`), else its zone's forecast.
+
+    Raises:
+        EcobatchError: the zone's forecast failed.
+    """
+    if device.intensity_g_per_kwh is not None:
+        return [device.intensity_g_per_kwh] * hours
+    if device.zone is None:  # the registry refuses such a device; kept for a hand-made one
+        raise ConfigError(f"device {device.name!r} has neither a zone nor a fixed intensity")
+    return [g for _, g in forecast.forecast(device.zone, start, hours)]
+
+
 class _Intensity:
-    """Mean forecast intensity of each zone over any interval inside the horizon."""
+    """Mean forecast intensity of each device over any interval inside the horizon; a device
+    whose forecast fails is recorded in ``failed`` and left out of the plan."""
 
-    def __init__(self, forecast: Forecast, zones: set[str], start: datetime, hours: int) -> None:
+    def __init__(self, forecast: Forecast, devices: Sequence[Device], start: datetime,
+                 hours: int) -> None:
         self.origin = start.replace(minute=0, second=0, microsecond=0)
-        self.hourly = {z: [g for _, g in forecast.forecast(z, self.origin, hours)] for z in zones}
+        self.hourly: dict[str, list[float]] = {}
+        self.failed: dict[str, str] = {}
+        for d in devices:
+            try:
+                self.hourly[d.name] = device_forecast(forecast, d, self.origin, hours)
+            except EcobatchError as e:
+                self.failed[d.name] = str(e)
 
-    def mean(self, zone: str, t0: datetime, t1: datetime) -> float:
+    def mean(self, device: str, t0: datetime, t1: datetime) -> float:
+        hourly = self.hourly[device]
         a = (t0 - self.origin) / HOUR
         b = (t1 - self.origin) / HOUR
         if b <= a:
-            return self.hourly[zone][min(int(a), len(self.hourly[zone]) - 1)]
+            return hourly[min(int(a), len(hourly) - 1)]
         total, h = 0.0, math.floor(a)
         while h < b:
             lo, hi = max(a, h), min(b, h + 1)
-            total += (hi - lo) * self.hourly[zone][min(h, len(self.hourly[zone]) - 1)]
+            total += (hi - lo) * hourly[min(h, len(hourly) - 1)]
             h += 1
         return total / (b - a)
 
@@ -106,14 +132,21 @@ def plan_job(work: JobWork, registry: Registry, predictor: Predictor, forecast: 
     A job that cannot finish by ``deadline`` even starting now on the fastest set is planned
     to start now, with a ``note`` saying so. Starts are looked for within the forecast's
     horizon (:data:`MAX_FORECAST_H`); a job due later is re-planned as the horizon moves on.
+    A device without a forecast is left out, and the ``note`` says why.
+
+    Raises:
+        UnroutableError: no device can take the job's batches or has a forecast.
     """
     rates = _rates(work, registry, predictor, batch_size)
     n_batches = math.ceil(work.n_prompts / batch_size)
     horizon_h = min(MAX_FORECAST_H - 1, max(1, math.ceil((max(deadline, now) - now) / HOUR) + 2))
-    sets = _device_sets(rates)
-    longest = max(_duration(s, n_batches) for s in sets)
-    intensity = _Intensity(forecast, {r.device.zone for r in rates}, now,
+    longest = max((_duration((r,), n_batches) for r in rates), default=timedelta(0))
+    intensity = _Intensity(forecast, [r.device for r in rates], now,
                            min(MAX_FORECAST_H, horizon_h + math.ceil(longest / HOUR) + 1))
+    sets = _device_sets([r for r in rates if r.device.name not in intensity.failed])
+    if not sets:
+        raise UnroutableError("no device can plan this job: " + _left_out(intensity)
+                              if intensity.failed else "no device takes batches of this size")
     best: tuple[float, datetime, tuple[_DeviceRate, ...]] | None = None
     for devs in sets:
         duration = _duration(devs, n_batches)
@@ -123,7 +156,12 @@ def plan_job(work: JobWork, registry: Registry, predictor: Predictor, forecast: 
                 best = (g, t, devs)
     if best is None:
         return _late_plan(sets, n_batches, now, deadline, intensity)
-    return _make_plan(best[2], n_batches, best[1], intensity, now)
+    return _make_plan(best[2], n_batches, best[1], intensity, now, _left_out(intensity))
+
+
+def _left_out(intensity: _Intensity) -> str:
+    return "; ".join(f"{name} left out (no forecast: {why})"
+                     for name, why in sorted(intensity.failed.items()))
 
 
 def _rates(work: JobWork, registry: Registry, predictor: Predictor,
@@ -166,7 +204,7 @@ def _energy_by_device(devs: Sequence[_DeviceRate], n_batches: int,
 
 def _carbon(devs: Sequence[_DeviceRate], n_batches: int, t: datetime, duration: timedelta,
             intensity: _Intensity) -> float:
-    return sum(operational_carbon_g(e, r.device.pue, intensity.mean(r.device.zone, t, t + duration))
+    return sum(operational_carbon_g(e, r.device.pue, intensity.mean(r.device.name, t, t + duration))
                for r, e in zip(devs, _energy_by_device(devs, n_batches, duration), strict=True))
 
 
@@ -188,4 +226,5 @@ def _late_plan(sets: list[tuple[_DeviceRate, ...]], n_batches: int, now: datetim
     done = now + _duration(fastest, n_batches)
     note = (f"cannot finish by the deadline {deadline:%Y-%m-%dT%H:%MZ} (predicted "
             f"{done:%Y-%m-%dT%H:%MZ} on the fastest devices); released at once")
-    return _make_plan(fastest, n_batches, now, intensity, now, note)
+    return _make_plan(fastest, n_batches, now, intensity, now,
+                      "; ".join(n for n in (note, _left_out(intensity)) if n))

@@ -38,7 +38,7 @@ from router.backlog import read_backlog_s
 from router.batching import PEEK_REFS, cut_batches, effective_batch_size, return_refs, take_refs
 from router.decide import decide
 from router.jobpolicy import JobPolicy, job_policies, strategy_for
-from router.options import MemoryNeed, ZoneNow, options_for, zones_now
+from router.options import GridNow, GridWarnings, MemoryNeed, grid_now, options_for
 from router.predictor import BatchShape, Predictor
 from router.strategies import Strategy
 
@@ -115,7 +115,7 @@ class _Pass:
     strategies: MutableMapping[Any, Strategy]
     alive: Collection[str] | None = None
     memory_need: MemoryNeed | None = None
-    zones: dict[str, ZoneNow] = field(default_factory=dict)
+    grid: GridNow = field(default_factory=lambda: GridNow({}))
 
     def strategy_of(self, policy: JobPolicy) -> Strategy:
         """The policy's strategy; the router's default for one that no longer loads."""
@@ -134,11 +134,14 @@ class RouteEnv:
         alive: devices with a live worker (heartbeat); None treats all as alive.
         memory_need: predicted bytes of a batch on a device; None skips the memory check.
         strategies: strategy instances kept between calls (round robin's position).
+        grid_warnings: which devices' grid data is failing, kept between calls so that each
+            failure is logged once.
     """
 
     alive: Collection[str] | None = None
     memory_need: MemoryNeed | None = None
     strategies: MutableMapping[Any, Strategy] = field(default_factory=dict)
+    grid_warnings: GridWarnings = field(default_factory=GridWarnings)
 
 
 def route_once(
@@ -160,10 +163,12 @@ def route_once(
     Batches are cut at :func:`~router.batching.effective_batch_size`, never mixing prompts of
     jobs with different policies (strategy, weights, SLO, planned devices), and each goes to
     the device :func:`router.decide.decide` picks for its job's policy (the router's settings
-    for a job that names none). Prompts no device may take now (every candidate dead or too
-    small) go back to the pending list and the call stops. Only one router runs at a time: a
-    call that cannot take the Redis lock ``ROUTER_LOCK_KEY`` returns at once with
-    ``locked_out=True``.
+    for a job that names none). A device whose grid data cannot be read at this hour is left
+    out of the pass (the reason goes on each batch's record, and one warning to the log while
+    it lasts); the others go on. Prompts no device may take now (every candidate dead, too
+    small or without grid data) go back to the pending list and the call stops. Only one
+    router runs at a time: a call that cannot take the Redis lock ``ROUTER_LOCK_KEY`` returns
+    at once with ``locked_out=True``.
 
     Args:
         settings: batch size, max wait and strategy.
@@ -197,7 +202,7 @@ def route_once(
         return RouteReport(locked_out=True, stop_reason="locked")
     report = RouteReport()
     try:
-        _route_locked(ctx, redis_client, lock, grid, publish, now,
+        _route_locked(ctx, redis_client, lock, _GridRead(grid, env.grid_warnings), publish, now,
                       started + time_budget_s, peek_refs_max, report)
     finally:
         _release(lock)
@@ -205,16 +210,29 @@ def route_once(
     return report
 
 
+@dataclass(frozen=True)
+class _GridRead:
+    """The grid and the log of devices whose grid data is failing."""
+
+    grid: GridConditions
+    warnings: GridWarnings
+
+    def now(self, ctx: _Pass, at: datetime) -> GridNow:
+        """Every device's conditions at ``at``; a failing device is warned about once."""
+        read = grid_now(self.grid, ctx.registry.devices, at)
+        self.warnings.note(read.failed)
+        return read
+
+
 def _route_locked(
-    ctx: _Pass, client: redis.Redis, lock: Lock, grid: GridConditions,
+    ctx: _Pass, client: redis.Redis, lock: Lock, grid: _GridRead,
     publish: PublishMany, now: datetime | None, deadline: float, peek_refs_max: int,
     report: RouteReport,
 ) -> None:
     ctx.backlog_s = _read_backlog(ctx.engine, ctx.registry)
-    zones = {d.zone for d in ctx.registry.devices}
     while True:
         at = now or datetime.now(UTC)
-        ctx.zones = zones_now(grid, zones, at)
+        ctx.grid = grid.now(ctx, at)
         refs, plan = take_refs(client, ctx.batch_size, ctx.settings.max_wait_s, at.timestamp(),
                                peek_refs_max=peek_refs_max)
         report.waiting_refs = plan.waiting_partial
@@ -307,7 +325,7 @@ def _place(
     """Choose the device of one batch; return its Batch row and the queue to publish to."""
     shape = BatchShape(len(batch), sum(r.prompt_tokens for r in batch),
                        sum(r.max_tokens for r in batch))
-    options = options_for(ctx.registry, shape, ctx.predictor, ctx.zones, ctx.backlog_s,
+    options = options_for(ctx.registry, shape, ctx.predictor, ctx.grid, ctx.backlog_s,
                           alive=ctx.alive, memory_need=ctx.memory_need, allowed=policy.devices)
     decision = decide(ctx.strategy_of(policy), options, policy.slo_s)
     choice = decision.option

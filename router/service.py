@@ -120,7 +120,8 @@ def _env(ctx: RouterContext, alive: set[str]) -> RouteEnv:
     if kept is None:
         kept = RouteEnv(memory_need=memory_need(ctx.settings))
         ctx.cache[_ENV_KEY] = kept
-    return RouteEnv(alive=alive, memory_need=kept.memory_need, strategies=kept.strategies)
+    return RouteEnv(alive=alive, memory_need=kept.memory_need, strategies=kept.strategies,
+                    grid_warnings=kept.grid_warnings)
 
 
 def _due(ctx: RouterContext, key: str, every_s: float) -> bool:

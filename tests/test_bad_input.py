@@ -21,8 +21,8 @@ REGISTRIES = {
     "unknown kind": ("[[device]]\nname = 'x'\nkind = 'tpu'\n", "field 'kind'"),
     "bad name": ("[[device]]\nname = 'a b;drop'\nkind = 'cpu'\n", "field 'name'"),
     "negative TDP": ("[[device]]\nname = 'x'\nkind = 'cpu'\ntdp_w = -5\n", "field 'tdp_w'"),
-    "duplicate names": ("[[device]]\nname = 'x'\nkind = 'cpu'\n[[device]]\nname = 'x'\n"
-                        "kind = 'cpu'\n", "duplicate device names"),
+    "duplicate names": ("[[device]]\nname = 'x'\nkind = 'cpu'\nzone = 'GB'\n[[device]]\n"
+                        "name = 'x'\nkind = 'cpu'\nzone = 'GB'\n", "duplicate device names"),
 }
 
 

@@ -30,6 +30,7 @@ REGISTRY = """
 [[device]]
 name = "echo"
 kind = "cpu"
+zone = "DE-LU"
 tdp_w = 65.0
 max_batch_size = 256
 nominal_tokens_per_s = 100000.0

@@ -205,7 +205,7 @@ def test_fuzzed_job_ids_through_the_cli_are_just_not_found(db_url: str, job_id: 
 @given(device=_names)
 def test_fuzzed_device_names_are_refused_or_used_safely(tmp_path: Path, device: str) -> None:
     registry = tmp_path / "devices.toml"
-    registry.write_text(f"[[device]]\nname = {json.dumps(device)}\nkind = \"cpu\"\n")
+    registry.write_text(f"[[device]]\nname = {json.dumps(device)}\nkind = \"cpu\"\nzone = \"GB\"\n")
     res = CliRunner().invoke(main, ["worker", "--device", device, "--devices", str(registry),
                                     "--redis-url", "redis://127.0.0.1:1/0"])
     assert res.exit_code == 1

@@ -29,14 +29,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.accounting import BatchAccount
-from pipeline.errors import UnroutableError
+from pipeline.errors import ConfigError, UnroutableError
 from pipeline.grid import GridConditions
 from pipeline.queue import PromptRef
 from pipeline.settings import Settings
 from router.batching import cut_batches, effective_batch_size, plan_take
 from router.classoptions import DeviceClasses
 from router.decide import decide
-from router.options import ZoneNow, zones_now
+from router.options import GridNow, grid_now
 from router.predictor import BatchShape
 from router.sim.arrivals import Arrivals
 from router.sim.fleet import Fleet
@@ -118,21 +118,31 @@ class _Loop:
         self.classes = DeviceClasses.of([c.members for c in fleet.classes])
         self.memory_need = fleet.memory_need()
         self.free_at = [0.0] * len(self.devices)
-        self.zone_names = sorted({d.zone for d in self.devices})
-        self.zones_by_hour: dict[int, dict[str, ZoneNow]] = {}
+        self.grid_by_hour: dict[int, GridNow] = {}
         n = len(arrivals)
         self.finish = np.full(n, np.nan)
         self.device_of = np.full(n, -1, dtype=np.int32)
         self.log = BatchLog()
         self.missed: dict[str, int] = {}
 
-    def zones(self, t_s: float) -> dict[str, ZoneNow]:
+    def grid_now(self, t_s: float) -> GridNow:
+        """Each device class's grid conditions in the hour of ``t_s``, read once per hour.
+
+        Raises:
+            ConfigError: a device's grid data fails for that hour: a simulation over data it
+                does not have would mean nothing.
+        """
         hour = int(t_s // 3600)
-        z = self.zones_by_hour.get(hour)
-        if z is None:
-            at = self.start + timedelta(hours=hour)
-            z = self.zones_by_hour[hour] = zones_now(self.grid, self.zone_names, at)
-        return z
+        read = self.grid_by_hour.get(hour)
+        if read is not None:
+            return read
+        at = self.start + timedelta(hours=hour)
+        read = grid_now(self.grid, self.classes.reps.devices, at)
+        if read.failed:
+            raise ConfigError(f"no grid data at {at:%Y-%m-%dT%H:%MZ} for " + "; ".join(
+                f"{name}: {why}" for name, why in read.failed.items()))
+        self.grid_by_hour[hour] = read
+        return read
 
     def place(self, batch: Sequence[PromptRef], t_s: float) -> None:
         """Decide a device for ``batch`` at time ``t_s`` and run it there."""
@@ -140,7 +150,7 @@ class _Loop:
                            sum(r.max_tokens for r in batch))
         free_at = self.free_at
         backlog = {d.name: max(0.0, free_at[k] - t_s) for k, d in enumerate(self.devices)}
-        options = self.classes.options(shape, self.fleet.predictor, self.zones(t_s), backlog,
+        options = self.classes.options(shape, self.fleet.predictor, self.grid_now(t_s), backlog,
                                        memory_need=self.memory_need)
         try:
             option = decide(self.strategy, options, self.settings.slo_s).option

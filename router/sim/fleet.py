@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
-from pipeline.devices import Device, Registry, read_device_tables
+from pipeline.devices import Device, Registry, device_error, read_device_tables
 from pipeline.errors import ConfigError
 from pipeline.models import DeviceProfile
 from router.predictor import BatchShape, Predictor
@@ -130,9 +130,7 @@ def _parse_class(path: Path, i: int, entry: Any) -> DeviceClass:
             base if count == 1 else base.model_copy(update={"name": f"{base.name}-{k:03d}"})
             for k in range(1, count + 1))
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"fleet {path}: device #{i + 1} field {loc!r}: {err['msg']}") from e
+        raise ConfigError(f"fleet {path}: {device_error(i, entry, e)}") from e
     model_gb = entry.get("model_gb")
     kv_kib = entry.get("kv_kib_per_token", 0)
     return DeviceClass(members, str(entry.get("profile", "nominal")),
@@ -149,7 +147,7 @@ def _curve_for(cls: DeviceClass, engine: Engine | None, where: str) -> DeviceCur
         model, _, gpu = rest.partition(":")
         rows = mlenergy_rows(model, gpu or "H100")
     elif kind == "bench":
-        rows = _bench_rows(rest or device.name, engine, where)
+        rows = _bench_rows(device.model_copy(update={"name": rest or device.name}), engine, where)
     else:
         raise ConfigError(f"{where}: device {device.name!r}: unknown profile {cls.profile!r} "
                           "(use nominal, mlenergy:MODEL:GPU or bench:DEVICE)")
@@ -160,12 +158,13 @@ def _curve_for(cls: DeviceClass, engine: Engine | None, where: str) -> DeviceCur
     return curve
 
 
-def _bench_rows(name: str, engine: Engine | None, where: str) -> list[DeviceProfile]:
+def _bench_rows(probe: Device, engine: Engine | None, where: str) -> list[DeviceProfile]:
+    """``ecobatch bench`` rows of the device named like ``probe``."""
+    name = probe.name
     if engine is None:
         raise ConfigError(f"{where}: profile 'bench:{name}' needs a profiles database "
                           "(--profiles-db or ECOBATCH_DATABASE_URL)")
-    probe = Registry(devices=[Device(name=name, kind="cpu")])
-    rows = load_profiles(engine, probe).get(name, [])
+    rows = load_profiles(engine, Registry(devices=[probe])).get(name, [])
     if not rows:
         raise ConfigError(f"{where}: no `ecobatch bench` profile rows for device {name!r}")
     return rows

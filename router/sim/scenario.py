@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from pipeline.accounting import JOULES_PER_KWH, grid_water_l_per_kwh, pue_at, wue_l_per_kwh_at
 from pipeline.devices import Device, Registry
-from pipeline.grid import GridConditions
+from pipeline.grid import GridConditions, device_conditions
 from router.optimal import SECONDS_PER_HOUR, Scenario
 from router.predictor import BatchShape, Predictor
 from router.sim.arrivals import Arrivals
@@ -47,21 +47,20 @@ def grid_arrays(sites: Sequence[SiteSpec], grid: GridConditions, start: datetime
     for s, site in enumerate(sites):
         zone = site.device.zone
         for h in range(hours):
-            at = start + timedelta(hours=h)
-            temp = grid.temperature_c(zone, at)
-            pue = pue_at(site.device, temp)
-            price = grid.price_usd_per_kwh(zone, at)
+            cond = device_conditions(grid, site.device, start + timedelta(hours=h))
+            pue = pue_at(site.device, cond.temperature_c)
+            price = cond.price_usd_per_kwh
             if price is None:
-                missing.add(zone)
+                missing.add(f"zone {zone}" if zone else f"site {site.name} (no zone)")
             out["pue"][s, h] = pue
-            out["intensity"][s, h] = grid.intensity_g_per_kwh(zone, at)
+            out["intensity"][s, h] = cond.intensity_g_per_kwh
             out["price"][s, h] = np.nan if price is None else price
-            out["water"][s, h] = (wue_l_per_kwh_at(site.device, temp)
+            out["water"][s, h] = (wue_l_per_kwh_at(site.device, cond.temperature_c)
                                   + pue * grid_water_l_per_kwh(zone))
     priced = out["price"][~np.isnan(out["price"])]
     fill = float(priced.mean()) if priced.size else 0.0
     out["price"] = np.where(np.isnan(out["price"]), fill, out["price"])
-    notes = [f"zone {z} has no price data: priced at the mean {fill:.4f} USD/kWh of the others"
+    notes = [f"{z} has no price data: priced at the mean {fill:.4f} USD/kWh of the others"
              for z in sorted(missing)]
     return out, notes
 
@@ -82,7 +81,7 @@ def build_scenario(sites: Sequence[SiteSpec], demand: NDArray[np.float64], grid:
     hours = int(demand.shape[0])
     arr, notes = grid_arrays(sites, grid, start, hours)
     renew = np.array([solar_kwh(s.solar_peak_kwh, start, hours,
-                                UTC_OFFSET_H.get(s.device.zone, 0.0)) for s in sites])
+                                UTC_OFFSET_H.get(s.device.zone or "", 0.0)) for s in sites])
     sc = Scenario(
         sites=[s.name for s in sites], demand=demand.astype(np.float64),
         capacity=np.array([s.count * s.tokens_per_s * SECONDS_PER_HOUR for s in sites]),
@@ -144,14 +143,14 @@ def registry_sites(registry: Registry, predictor: Predictor, shape: BatchShape
         rates = [device_rates(predictor, d, shape) for d in fits]
         tokens_per_s = sum(r for r, _ in rates)
         j_per_token = sum(r * j for r, j in rates) / tokens_per_s if tokens_per_s else 0.0
-        zone = members[0].zone
+        zone = members[0].grid_label
         name = zone if per_zone[key[0]] == 1 else f"{zone}/{members[0].name}"
         sites.append(SiteSpec(name, members[0], 1, tokens_per_s, j_per_token))
     return sites, [[d.name for d in members] for members in groups.values()]
 
 
 def _site_key(d: Device) -> tuple[object, ...]:
-    return (d.zone, d.pue, tuple(d.pue_curve or ()), d.pue_model, d.wue_l_per_kwh,
+    return (d.grid_label, d.pue, tuple(d.pue_curve or ()), d.pue_model, d.wue_l_per_kwh,
             tuple(d.wue_curve or ()), d.wue_model)
 
 

@@ -204,5 +204,6 @@ def test_account_batch_with_the_packaged_traces() -> None:
     assert rows[0]["cost_usd"] is not None
     with pytest.raises(ConfigError, match="unknown grid zone"):
         account_batch(grid, device(zone="XX"), 1.0, 1.0, AT, [1])
-    overridden = account_batch(grid, device(zone="DE-LU"), 3.6e6, 10.0, AT, [1], zone="GB")
-    assert overridden[0]["intensity_g_per_kwh"] == grid.intensity_g_per_kwh("GB", AT)
+    fixed = account_batch(grid, device(zone="DE-LU", intensity_g_per_kwh=50.0), 3.6e6, 10.0,
+                          AT, [1])
+    assert fixed[0]["intensity_g_per_kwh"] == 50.0  # the registry's fixed figure wins

@@ -73,7 +73,8 @@ def test_devices_with_registry_and_profile(registry: Path, sqlite_url: str) -> N
     store_profile(make_engine(sqlite_url), "edge-cpu", "m.gguf", [row])
     result = invoke(devices, ["--devices", str(registry), "--database-url", sqlite_url])
     assert result.exit_code == 0, result.output
-    lines = {line.split()[1]: line for line in result.output.splitlines()
+    devices_part = result.output.split("grid now")[0]
+    lines = {line.split()[1]: line for line in devices_part.splitlines()
              if line.startswith("│") and len(line.split()) > 1}
     assert {"ada2000", "edge-cpu"} <= lines.keys()
     assert "nvidia" in lines["ada2000"] and "DE-LU" in lines["ada2000"]

@@ -32,7 +32,8 @@ def test_no_registry_detects_this_machine_as_one_cpu_device() -> None:
     ('[[device]]\nname = "a"\nkind = "cpu"\ntdp_w = -5\n', "field 'tdp_w'"),
     ('[[device]]\nname = "bad name!"\nkind = "cpu"\n', "field 'name'"),
     ('[[device]]\nname = "a"\nkind = "cpu"\ncolour = "red"\n', "field 'colour'"),
-    ('[[device]]\nname = "a"\nkind = "cpu"\n[[device]]\nname = "a"\nkind = "cpu"\n', "duplicate"),
+    ('[[device]]\nname = "a"\nkind = "cpu"\nzone = "GB"\n[[device]]\nname = "a"\nkind = "cpu"\n'
+     'zone = "GB"\n', "duplicate"),
     ('name = "a"\n', "no [[device]] tables"),
     ('[[device]\n', "devices.toml"),
 ])

@@ -197,7 +197,7 @@ def test_rows_must_be_the_hours_of_2024(tmp_path: Path) -> None:
     _write_trace(tmp_path / "grid_XX.csv")
     text = (tmp_path / "grid_XX.csv").read_text(encoding="utf-8").replace(
         "2024-01-01T00:00Z", "2023-01-01T00:00Z")
-    with pytest.raises(ConfigError, match="row 2 should be 2024-01-01T00:00Z"):
+    with pytest.raises(ConfigError, match="line 2: should be 2024-01-01T00:00Z"):
         parse_zone_csv("XX", text)
     bad_number = text.replace("2023-01-01T00:00Z,1,", "2024-01-01T00:00Z,x,")
     with pytest.raises(ConfigError, match="grid data for XX"):

@@ -29,7 +29,7 @@ def test_temperature_models_by_hand() -> None:
 
 
 def test_device_picks_curve_then_model_then_fixed() -> None:
-    d = Device(name="d", kind="cpu", pue=1.3, wue_l_per_kwh=0.4,
+    d = Device(name="d", kind="cpu", zone="DE-LU", pue=1.3, wue_l_per_kwh=0.4,
                pue_model="hyperscale-economizer", wue_model="evaporative")
     assert pue_at(d, 28.0) == pytest.approx(1.22) and wue_l_per_kwh_at(d, 28.0) == pytest.approx(1.0)
     assert pue_at(d, None) == 1.3 and wue_l_per_kwh_at(d, None) == 0.4
@@ -40,13 +40,15 @@ def test_device_picks_curve_then_model_then_fixed() -> None:
 def test_embodied_parts_sum_and_override() -> None:
     parts = load_parts()
     assert parts["dram:ddr5-64gb"].kgco2e == 105.4 and parts["ssd:e1s-2tb"].kgco2e == 34.65
-    d = Device(name="d", kind="cpu", embodied_parts=["dram:ddr5-64gb", "dram:ddr5-64gb",
-                                                     "ssd:e1s-2tb"])
+    d = Device(name="d", kind="cpu", zone="DE-LU",
+               embodied_parts=["dram:ddr5-64gb", "dram:ddr5-64gb", "ssd:e1s-2tb"])
     assert device_embodied_kgco2e(d) == pytest.approx(245.45)
-    explicit = Device(name="e", kind="cpu", embodied_kgco2e=80.0, embodied_parts=["nic:100g"])
+    explicit = Device(name="e", kind="cpu", zone="DE-LU", embodied_kgco2e=80.0,
+                      embodied_parts=["nic:100g"])
     assert device_embodied_kgco2e(explicit) == 80.0
     with pytest.raises(ConfigError, match="unknown embodied part"):
-        device_embodied_kgco2e(Device(name="x", kind="cpu", embodied_parts=["gpu:h100"]))
+        device_embodied_kgco2e(Device(name="x", kind="cpu", zone="DE-LU",
+                                      embodied_parts=["gpu:h100"]))
     with pytest.raises(ConfigError, match="line 2"):
         load_parts("part,kgco2e,power_w,source\ncpu:x,abc,1,s\n")
 

@@ -119,15 +119,16 @@ def test_plan_strategy_follows_the_hourly_shares() -> None:
     from pipeline.devices import Device, Registry
     from router.decide import decide
     from router.nominal import NominalPredictor
-    from router.options import options_for, zones_now
+    from router.options import grid_now, options_for
     from router.plan_strategy import PlanStrategy
     from router.predictor import BatchShape
 
     start = datetime(2024, 6, 1, tzinfo=UTC)
-    reg = Registry(devices=[Device(name="a", kind="cpu"), Device(name="b", kind="cpu", zone="GB")])
+    reg = Registry(devices=[Device(name="a", kind="cpu", zone="DE-LU"),
+                            Device(name="b", kind="cpu", zone="GB")])
     strategy = PlanStrategy(np.array([[0.75], [0.25]]), {"a": 0, "b": 1}, start)
     strategy.advance_to(start)
-    zones = zones_now(GridTrace(), {"DE-LU", "GB"}, start)
+    zones = grid_now(GridTrace(), reg.devices, start)
     chosen = []
     for _ in range(8):
         opts = options_for(reg, BatchShape(1, 10, 10), NominalPredictor(), zones, {})

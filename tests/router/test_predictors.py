@@ -20,9 +20,10 @@ from router.profiled import (
     recommended_batch_size,
 )
 
-GPU = Device(name="gpu", kind="nvidia", tdp_w=300.0, max_batch_size=32,
+GPU = Device(name="gpu", kind="nvidia", zone="DE-LU", tdp_w=300.0, max_batch_size=32,
              nominal_tokens_per_s=800.0)
-EDGE = Device(name="edge", kind="jetson", tdp_w=25.0, max_batch_size=8, nominal_tokens_per_s=60.0)
+EDGE = Device(name="edge", kind="jetson", zone="DE-LU", tdp_w=25.0, max_batch_size=8,
+              nominal_tokens_per_s=60.0)
 REG = Registry(devices=[GPU, EDGE])
 
 Row = tuple[float, float, float, float, float]

@@ -13,7 +13,7 @@ from pipeline.errors import ConfigError
 from pipeline.grid import GridTrace
 from pipeline.settings import Settings
 from router.classoptions import DeviceClasses
-from router.options import options_for, zones_now
+from router.options import grid_now, options_for
 from router.predictor import BatchShape
 from router.sim.arrivals import Arrivals, poisson, read_trace, replay, scale_for_requests
 from router.sim.events import simulate
@@ -67,7 +67,7 @@ def test_fleet_errors_name_the_table(tmp_path: Path) -> None:
     bad.write_text('[[device]]\nname = "a"\nkind = "gpu"\n')
     with pytest.raises(ConfigError, match="device #1 field 'kind'"):
         load_fleet(bad)
-    bad.write_text('[[device]]\nname = "a"\nkind = "cpu"\nprofile = "magic"\n')
+    bad.write_text('[[device]]\nname = "a"\nkind = "cpu"\nzone = "GB"\nprofile = "magic"\n')
     with pytest.raises(ConfigError, match="unknown profile"):
         load_fleet(bad)
 
@@ -75,7 +75,7 @@ def test_fleet_errors_name_the_table(tmp_path: Path) -> None:
 def test_class_options_equal_live_options() -> None:
     fleet = load_fleet(FLEET)
     classes = DeviceClasses.of([c.members for c in fleet.classes])
-    zones = zones_now(GridTrace(), {d.zone for d in fleet.registry.devices}, START)
+    zones = grid_now(GridTrace(), fleet.registry.devices, START)
     backlog = {d.name: float(k % 7) for k, d in enumerate(fleet.registry.devices)}
     shape = BatchShape(8, 8 * 900, 8 * 200)
     need = fleet.memory_need()
@@ -105,7 +105,7 @@ def test_deterministic_and_every_request_once(strategy: str) -> None:
 
 def test_memory_limit_counts_missed_requests(tmp_path: Path) -> None:
     tiny = tmp_path / "tiny.toml"
-    tiny.write_text('[[device]]\nname = "t"\nkind = "jetson"\nmemory_gb = 5.0\n'
+    tiny.write_text('[[device]]\nname = "t"\nkind = "jetson"\nzone = "GB"\nmemory_gb = 5.0\n'
                     'model_gb = 4.9\nkv_kib_per_token = 128\n')
     fleet = load_fleet(tiny)
     arrivals = Arrivals(np.array([0.0, 1.0]), np.array([10, 5000]), np.array([10, 10]))
@@ -132,4 +132,4 @@ def test_partial_batches_wait_for_max_wait() -> None:
     settings = Settings(batch_size=4, max_wait_s=3.0, router_interval_s=0.25)
     out = simulate(fleet, arrivals, GridTrace(), get_strategy("greedy"), settings, START)
     assert out.batches.start_s == [3.0]
-    assert Registry(devices=[Device(name="x", kind="cpu")])  # registry format unchanged
+    assert Registry(devices=[Device(name="x", kind="cpu", zone="DE-LU")])  # registry format unchanged

@@ -7,20 +7,26 @@ import pytest
 from pipeline.accounting import embodied_carbon_g
 from pipeline.devices import Device, Registry
 from pipeline.errors import ConfigError
+from pipeline.grid import Conditions
 from pipeline.policy import BUILTIN_STRATEGIES, parse_weights
 from router.nominal import NominalPredictor
-from router.options import DeviceOption, ZoneNow, options_for
+from router.options import DeviceOption, GridNow, options_for
 from router.predictor import BatchShape, Prediction
 from router.strategies import get_strategy, strategy_names
 from tests.router.conftest import make_registry
 
-ZONES = {"DIRTY": ZoneNow(700.0, 0.10, 20.0), "CLEAN": ZoneNow(20.0, None, 20.0)}
+ZONES = {"DIRTY": Conditions(700.0, 0.10, 20.0), "CLEAN": Conditions(20.0, None, 20.0)}
+
+
+def by_zone(reg: Registry | None = None, zones: dict[str, Conditions] = ZONES) -> GridNow:
+    """Each device's conditions (of ``make_registry()`` by default): its zone's."""
+    return GridNow({d.name: zones[str(d.zone)] for d in (reg or make_registry()).devices})
 
 
 def option(name: str, latency_s: float, grams: float, backlog_s: float = 0.0, *,
            energy_j: float = 100.0, water_l: float = 0.0,
            cost_usd: float | None = 0.0) -> DeviceOption:
-    device = Device(name=name, kind="cpu")
+    device = Device(name=name, kind="cpu", zone="DE-LU")
     return DeviceOption(device, Prediction(latency_s, energy_j, "nominal"), grams, backlog_s,
                         water_l=water_l, cost_usd=cost_usd)
 
@@ -48,14 +54,14 @@ def test_round_robin_cycles_through_devices_across_calls() -> None:
 
 
 def test_carbon_picks_low_intensity_even_if_slower() -> None:
-    opts = options_for(make_registry(), BatchShape(4, 80, 256), NominalPredictor(), ZONES, {})
+    opts = options_for(make_registry(), BatchShape(4, 80, 256), NominalPredictor(), by_zone(), {})
     by_name = {o.device.name: o for o in opts}
     assert by_name["edge"].prediction.latency_s > by_name["gpu"].prediction.latency_s
     assert best("carbon", opts) == "edge"
 
 
 def test_carbon_counts_embodied_carbon() -> None:
-    opts = options_for(make_registry(), BatchShape(1, 0, 10), NominalPredictor(), ZONES, {})
+    opts = options_for(make_registry(), BatchShape(1, 0, 10), NominalPredictor(), by_zone(), {})
     gpu = opts[0]
     expected = embodied_carbon_g(gpu.device.embodied_kgco2e, gpu.prediction.latency_s,
                                  gpu.device.lifetime_years)
@@ -102,7 +108,7 @@ def test_unknown_strategy_is_a_config_error() -> None:
 
 def test_options_carry_water_cost_and_exclusions() -> None:
     reg = make_registry()
-    opts = options_for(reg, BatchShape(6, 60, 192), NominalPredictor(), ZONES, {"edge": 3.0},
+    opts = options_for(reg, BatchShape(6, 60, 192), NominalPredictor(), by_zone(reg), {"edge": 3.0},
                        alive={"gpu"}, memory_need=lambda d, s: 4 * 1024**3)
     assert [o.device.name for o in opts] == ["gpu", "edge"]  # cpu's max batch is 4
     gpu, edge = opts
@@ -113,13 +119,13 @@ def test_options_carry_water_cost_and_exclusions() -> None:
 
 
 def test_memory_limit_excludes_a_device() -> None:
-    reg = Registry(devices=[Device(name="small", kind="cpu", memory_gb=1.0)])
-    zones = {"DE-LU": ZoneNow(300.0, None, None)}
-    opt = options_for(reg, BatchShape(2, 10, 10), NominalPredictor(), zones, {},
+    reg = Registry(devices=[Device(name="small", kind="cpu", zone="DE-LU", memory_gb=1.0)])
+    zones = {"DE-LU": Conditions(300.0, None, None)}
+    opt = options_for(reg, BatchShape(2, 10, 10), NominalPredictor(), by_zone(reg, zones), {},
                       memory_need=lambda d, s: 2 * 1024**3)[0]
     assert opt.excluded is not None and "2.00 GiB > 1 GiB" in opt.excluded
 
 
 def test_carbon_formula_uses_pue_and_intensity() -> None:
-    opt = options_for(make_registry(), BatchShape(1, 0, 10), NominalPredictor(), ZONES, {})[0]
+    opt = options_for(make_registry(), BatchShape(1, 0, 10), NominalPredictor(), by_zone(), {})[0]
     assert opt.carbon_g == pytest.approx(opt.prediction.energy_j / 3.6e6 * 1.1 * 700.0)

@@ -189,7 +189,7 @@ def test_real_bench_on_small_model(model_path: Path, sqlite_url: str, tmp_path: 
     from workers.meters import make_meter
     from workers.runtime import build_backend
 
-    device = Device(name="cpu", kind="cpu", max_batch_size=4, tdp_w=20.0)
+    device = Device(name="cpu", kind="cpu", zone="DE-LU", max_batch_size=4, tdp_w=20.0)
     backend = build_backend(device, Settings(model=model_path, n_ctx_per_seq=256))
     meter = make_meter(device)
     prompts = default_prompts()[:4]

@@ -33,7 +33,7 @@ def test_echo_answers_deterministically_with_word_tokens() -> None:
 
 
 def test_backend_setting_selects_echo_or_a_plugin() -> None:
-    device = Device(name="cpu", kind="cpu")
+    device = Device(name="cpu", kind="cpu", zone="DE-LU")
     assert isinstance(build_backend(device, load_settings(backend="echo")), EchoBackend)
     plugin = build_backend(device, load_settings(backend="tests.faultbackend:make_backend"))
     assert isinstance(plugin, EchoBackend)

@@ -245,7 +245,7 @@ def test_host_share_is_kept_apart_and_scaled() -> None:
 
 
 def test_host_meter_is_rapl_where_readable_else_an_estimate(tmp_path: Path) -> None:
-    gpu = Device(name="g", kind="nvidia", host_share=0.5, host_tdp_w=64.0)
+    gpu = Device(name="g", kind="nvidia", zone="DE-LU", host_share=0.5, host_tdp_w=64.0)
     estimate, share = host_meter_for(gpu, tmp_path / "none")
     assert isinstance(estimate, CpuEstimateMeter) and share == 1.0
     assert (estimate.tdp_w, estimate.tdp_origin) == (64.0, "registry")
@@ -255,7 +255,7 @@ def test_host_meter_is_rapl_where_readable_else_an_estimate(tmp_path: Path) -> N
 
 
 def test_cpu_device_without_tdp_uses_the_table_or_its_default(tmp_path: Path) -> None:
-    meter = make_meter(Device(name="c", kind="cpu"), rapl_root=tmp_path)
+    meter = make_meter(Device(name="c", kind="cpu", zone="DE-LU"), rapl_root=tmp_path)
     assert isinstance(meter, CpuEstimateMeter)
     name = local_cpu_name()
     match = CpuTdpTable().lookup(name) if name else None

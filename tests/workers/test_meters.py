@@ -114,7 +114,7 @@ def test_real_nvml_measures_or_raises_meter_error() -> None:
         meter.open()
     except MeterError:
         with pytest.raises(MeterError):
-            make_meter(Device(name="g", kind="nvidia"))
+            make_meter(Device(name="g", kind="nvidia", zone="DE-LU"))
         return
     meter.start()
     time.sleep(0.3)
@@ -244,7 +244,7 @@ def test_jetson_connection_failure_is_a_meter_error() -> None:
 @pytest.mark.skipif(importlib.util.find_spec("jtop") is not None, reason="jetson-stats installed")
 def test_jetson_without_jetson_stats() -> None:
     with pytest.raises(MeterError, match="jetson-stats"):
-        make_meter(Device(name="j", kind="jetson"))
+        make_meter(Device(name="j", kind="jetson", zone="DE-LU"))
 
 
 # --- CPU estimate ------------------------------------------------------------------------------
@@ -284,7 +284,7 @@ def test_cpu_estimate_rejects_bad_tdp() -> None:
 
 
 def test_make_meter_for_cpu(tmp_path: Path, rapl_root: Path) -> None:
-    cpu = Device(name="c", kind="cpu", tdp_w=65.0)
+    cpu = Device(name="c", kind="cpu", zone="DE-LU", tdp_w=65.0)
     estimate = make_meter(cpu, rapl_root=tmp_path / "none")
     assert isinstance(estimate, CpuEstimateMeter) and estimate.tdp_w == 65.0
     assert not estimate.measured
@@ -296,9 +296,9 @@ def test_make_meter_picks_nvml_for_nvidia(monkeypatch: pytest.MonkeyPatch) -> No
     modules = {"pynvml": fake}
     monkeypatch.setattr("workers.meters.nvml.importlib",
                         SimpleNamespace(import_module=modules.__getitem__))
-    meter = make_meter(Device(name="g", kind="nvidia", index=3, host_share=0))
+    meter = make_meter(Device(name="g", kind="nvidia", zone="DE-LU", index=3, host_share=0))
     assert isinstance(meter, NvmlMeter) and meter.index == 3 and meter.source == "nvml"
-    shared = make_meter(Device(name="g", kind="nvidia", index=3))  # host share by default
+    shared = make_meter(Device(name="g", kind="nvidia", zone="DE-LU", index=3))  # host share by default
     assert isinstance(shared, HostShareMeter) and shared.source == "nvml"
     assert isinstance(shared.device_meter, NvmlMeter)
     assert isinstance(shared.host_meter, CpuEstimateMeter)  # no RAPL on this machine
