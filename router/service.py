@@ -118,7 +118,7 @@ def _env(ctx: RouterContext, alive: set[str]) -> RouteEnv:
     """This call's route environment; strategy state and memory sizing persist in the cache."""
     kept = ctx.cache.get(_ENV_KEY)
     if kept is None:
-        kept = RouteEnv(memory_need=memory_need(ctx.settings))
+        kept = RouteEnv(memory_need=memory_need(ctx.settings, ctx.redis))
         ctx.cache[_ENV_KEY] = kept
     return RouteEnv(alive=alive, memory_need=kept.memory_need, strategies=kept.strategies)
 
