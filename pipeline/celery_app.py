@@ -153,10 +153,10 @@ def _job_id(task: Task) -> str | None:
 
 def _route(self: Task) -> dict[str, Any]:
     """Batch pending prompts and publish each batch to its device queue."""
-    from router.service import route_pass
+    from router.service import guarded_route_pass
 
     ctx: AppContext = self.app.ctx
-    return route_pass(ctx, publisher_for(self.app))
+    return guarded_route_pass(ctx, publisher_for(self.app))
 
 
 def _infer_batch(self: Task, batch_id: str) -> dict[str, Any]:

@@ -122,12 +122,14 @@ def router(loglevel: str, **overrides: object) -> None:
     Also serves the default queue 'celery', where ecobatch.submit calls by name arrive,
     and runs the beat that re-triggers routing every router_interval_s seconds.
     """
-    from pipeline.celery_app import INTAKE_QUEUE, ROUTER_QUEUE, create_app
+    from pipeline.celery_app import INTAKE_QUEUE, ROUTE_TASK, ROUTER_QUEUE, create_app
+    from pipeline.celerylog import quiet_task_info
 
     settings = build_settings(**overrides)
     check_batch_size(settings.batch_size, load_registry(settings.devices))  # fail fast
     connect(settings.require_redis_url()).close()  # and on a wrong host, password or CA
     app = create_app(settings)
+    quiet_task_info([ROUTE_TASK])  # a pass that did something logs its own line
     # The beat's schedule file is private to this process: routing needs no persistent schedule.
     with tempfile.TemporaryDirectory(prefix="ecobatch-beat-") as beat_dir:
         app.worker_main(["worker", "-Q", f"{ROUTER_QUEUE},{INTAKE_QUEUE}", "-c", "1", "-B",
