@@ -88,6 +88,7 @@ def worker(device_name: str, loglevel: str, **overrides: object) -> None:
     from celery.signals import worker_process_init
 
     from pipeline.celery_app import create_app
+    from pipeline.heartbeat import worker_identity
     from workers.heartbeat import heartbeat_step
     from workers.infer import backend_for
 
@@ -96,7 +97,9 @@ def worker(device_name: str, loglevel: str, **overrides: object) -> None:
     verify_model(resolve_model_path(device.model or settings.model))  # fail before Celery starts
     connect(settings.require_redis_url()).close()  # so does a wrong host, password or CA
     app = create_app(settings)
-    app.steps["worker"].add(heartbeat_step(device.name, settings.heartbeat_ttl_s))
+    app.ctx.worker_id = worker_identity()  # this main process; its pool children inherit it
+    app.steps["worker"].add(heartbeat_step(device.name, settings.heartbeat_ttl_s,
+                                           app.ctx.worker_id, settings.task_time_limit_s))
 
     def preload(**_: object) -> None:
         backend_for(app.ctx, device)

@@ -113,8 +113,9 @@ class Outages:
             outage = self._open.pop(k, None)
             if outage is not None:
                 what = f"{k} available again" if k in SERVICES else f"{k} cleared"
-                log.warning("%s: %s after %.1f s (%d failed attempts)", self.who, what,
-                            self.clock() - outage.started, outage.failures)
+                log.warning("%s: %s after %.1f s (%d failed attempt%s)", self.who, what,
+                            self.clock() - outage.started, outage.failures,
+                            "" if outage.failures == 1 else "s")
 
 
 def outages_of(cache: dict[str, Any], who: str) -> Outages:

@@ -69,7 +69,8 @@ class Settings(BaseSettings):
     heartbeat_ttl_s: PositiveFloat = Field(
         default=15.0,
         description="A device whose worker has not sent a heartbeat for this long is dead: the "
-        "router stops choosing it and moves its queued batches.",
+        "router stops choosing it and moves its queued batches; a batch running on a worker "
+        "whose heartbeat stopped is taken back and published again within about twice this.",
     )
     grid_at: AwareDatetime | None = Field(
         default=None,

@@ -23,6 +23,7 @@ from pipeline.outage import failure_kind, outages_of
 from pipeline.settings import Settings
 from router.deferral import Planning, plan_pass
 from router.liveness import move_from_dead
+from router.lostwork import LostWorkerWatch, take_back_lost
 from router.memory import memory_need
 from router.planner import Forecast
 from router.predictor import Predictor
@@ -36,6 +37,8 @@ _PREDICTOR_KEY = "router.predictor"
 _RECONCILED_KEY = "router.reconciled_at"
 _PLANNED_KEY = "router.planned_at"
 _ENV_KEY = "router.env"
+_LOST_CHECKED_KEY = "router.lost_checked_at"
+_LOST_WATCH_KEY = "router.lost_watch"
 log = logging.getLogger(__name__)
 
 
@@ -85,7 +88,8 @@ def route_pass(ctx: RouterContext, publish: PublishMany) -> dict[str, Any]:
     """One router beat: plan and release deferred jobs, move batches off dead devices, route.
 
     Every ``planner_interval_s`` the planner (:func:`router.deferral.plan_pass`) runs first.
-    Devices without a live worker
+    Every third of ``heartbeat_ttl_s`` running batches of workers whose heartbeat stopped are
+    taken back and published again (:mod:`router.lostwork`). Devices without a live worker
     heartbeat are never chosen, and their queued batches are routed again. The router that
     held the lock also republishes, at most once per visibility timeout, batches dispatched
     more than a visibility timeout ago that still have no result.
@@ -106,6 +110,9 @@ def route_pass(ctx: RouterContext, publish: PublishMany) -> dict[str, Any]:
         out["recovered"] = recovered.as_dict()
         out["republished"] = recovered.batches  # every unfinished batch: the periodic
         ctx.cache[_RECONCILED_KEY] = time.monotonic()  # republish is not due again yet
+    if _due(ctx, _LOST_CHECKED_KEY, s.heartbeat_ttl_s / 3):
+        watch = ctx.cache.setdefault(_LOST_WATCH_KEY, LostWorkerWatch(s.heartbeat_ttl_s / 2))
+        out["taken_back"] = take_back_lost(ctx.engine, ctx.redis, publish, watch)
     alive = alive_devices(ctx.redis, ctx.registry.names)
     out["moved"] = move_from_dead(ctx.engine, ctx.redis, set(ctx.registry.names) - alive)
     report = route_once(s, ctx.engine, ctx.redis, ctx.registry, predictor, ctx.grid, publish,
@@ -147,6 +154,7 @@ def pass_summary(out: dict[str, Any]) -> str:
                      f"{devices})")
     released = (out.get("planner") or {}).get("released") or []
     for label, n in (("moved off dead devices", out.get("moved")),
+                     ("worker lost, redelivering", out.get("taken_back")),
                      ("republished", out.get("republished")),
                      ("deferred jobs released", len(released))):
         if n:

@@ -78,7 +78,7 @@ def run_batch(ctx: AppContext, batch_id: str) -> dict[str, Any]:
         RetryableError: decoding failed in a way worth another attempt, or the previous
             attempt was lost (its worker died): the caller backs off before the next.
     """
-    claimed = claim_batch(ctx.engine, batch_id, ctx.settings.max_attempts)
+    claimed = claim_batch(ctx.engine, batch_id, ctx.settings.max_attempts, ctx.worker_id)
     outages_of(ctx.cache, "worker").succeeded("database")  # the claim reached it
     if claimed.settled:
         if claimed.dead:  # the attempt limit was passed just now: the job may be finished
