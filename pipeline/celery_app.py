@@ -99,13 +99,16 @@ def create_app(settings: Settings) -> EcobatchCelery:
                   "options": {"queue": ROUTER_QUEUE, "expires": 10 * settings.router_interval_s}},
     }
     app.ctx = AppContext(settings)
-    _register(app)
+    _register(app, settings)
     return app
 
 
-def _register(app: EcobatchCelery) -> None:
-    app.task(name=SUBMIT_TASK, bind=True, acks_late=True, max_retries=None)(_submit)
-    app.task(name=ROUTE_TASK, bind=True, ignore_result=True)(_route)
+def _register(app: EcobatchCelery, settings: Settings) -> None:
+    # The router's tasks have their own limit: the global one is sized for a batch's decode.
+    limits = {"time_limit": settings.router_time_limit_s,
+              "soft_time_limit": soft_time_limit_s(settings.router_time_limit_s)}
+    app.task(name=SUBMIT_TASK, bind=True, acks_late=True, max_retries=None, **limits)(_submit)
+    app.task(name=ROUTE_TASK, bind=True, ignore_result=True, **limits)(_route)
     app.task(name=INFER_TASK, bind=True, max_retries=None)(_infer_batch)
 
 
@@ -150,10 +153,10 @@ def _job_id(task: Task) -> str | None:
 
 def _route(self: Task) -> dict[str, Any]:
     """Batch pending prompts and publish each batch to its device queue."""
-    from router.service import route_pass
+    from router.service import guarded_route_pass
 
     ctx: AppContext = self.app.ctx
-    return route_pass(ctx, publisher_for(self.app))
+    return guarded_route_pass(ctx, publisher_for(self.app))
 
 
 def _infer_batch(self: Task, batch_id: str) -> dict[str, Any]:

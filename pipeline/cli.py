@@ -89,6 +89,7 @@ def worker(device_name: str, loglevel: str, **overrides: object) -> None:
     from celery.signals import worker_process_init
 
     from pipeline.celery_app import create_app
+    from pipeline.heartbeat import worker_identity
     from workers.heartbeat import heartbeat_step
     from workers.infer import backend_for
 
@@ -97,7 +98,9 @@ def worker(device_name: str, loglevel: str, **overrides: object) -> None:
     verify_model(resolve_model_path(device.model or settings.model))  # fail before Celery starts
     connect(settings.require_redis_url()).close()  # so does a wrong host, password or CA
     app = create_app(settings)
-    app.steps["worker"].add(heartbeat_step(device.name, settings.heartbeat_ttl_s))
+    app.ctx.worker_id = worker_identity()  # this main process; its pool children inherit it
+    app.steps["worker"].add(heartbeat_step(device.name, settings.heartbeat_ttl_s,
+                                           app.ctx.worker_id, settings.task_time_limit_s))
 
     def preload(**_: object) -> None:
         backend_for(app.ctx, device)
@@ -123,12 +126,14 @@ def router(loglevel: str, **overrides: object) -> None:
     Also serves the default queue 'celery', where ecobatch.submit calls by name arrive,
     and runs the beat that re-triggers routing every router_interval_s seconds.
     """
-    from pipeline.celery_app import INTAKE_QUEUE, ROUTER_QUEUE, create_app
+    from pipeline.celery_app import INTAKE_QUEUE, ROUTE_TASK, ROUTER_QUEUE, create_app
+    from pipeline.celerylog import quiet_task_info
 
     settings = build_settings(**overrides)
     check_batch_size(settings.batch_size, checked_registry(settings))  # fail fast
     connect(settings.require_redis_url()).close()  # and on a wrong host, password or CA
     app = create_app(settings)
+    quiet_task_info([ROUTE_TASK])  # a pass that did something logs its own line
     # The beat's schedule file is private to this process: routing needs no persistent schedule.
     with tempfile.TemporaryDirectory(prefix="ecobatch-beat-") as beat_dir:
         app.worker_main(["worker", "-Q", f"{ROUTER_QUEUE},{INTAKE_QUEUE}", "-c", "1", "-B",

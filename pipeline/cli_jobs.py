@@ -111,6 +111,8 @@ def _status_table(view: JobStatusView) -> Table:
         ("water (L)", f"{view.water_l:.5f}"),
         ("cost (USD)", "unknown" if view.cost_usd is None else f"{view.cost_usd:.6f}"),
     ]
+    if view.redelivering:
+        rows.append(("worker lost, redelivering", f"{view.redelivering} prompts"))
     rows += [("dead-lettered", f"{n} x {error}") for error, n in view.errors.items()]
     for name, value in rows:
         table.add_row(name, value)
@@ -150,14 +152,20 @@ def reconcile_pending(redis_url: str | None, database_url: str | None) -> None:
 
     Also publishes again every batch still waiting (dispatched) or running for longer than
     the task time limit, whose message Redis may have lost (a duplicate delivery is skipped
-    or rewrites the same rows). Use it after Redis lost its contents or a submission failed
-    after its SQL commit; a router does the same by itself when it starts or sees Redis reset.
+    or rewrites the same rows), and takes back every batch running on a worker whose
+    heartbeat has stopped (checked twice, HEARTBEAT_TTL_S / 2 apart) and publishes it again.
+    Use it after Redis lost its contents, a submission failed after its SQL commit, or a
+    worker died; a running router does all of this by itself.
     """
     from pipeline.celery_app import create_app, publisher_for
+    from router.lostwork import take_back_now
     from router.recovery import recover
 
     settings = build_settings(redis_url=redis_url, database_url=database_url)
-    done = recover(make_engine(settings.database_url), connect(settings.require_redis_url()),
-                   publisher_for(create_app(settings)), settings.task_time_limit_s)
-    click.echo(f"re-enqueued {done.prompts} prompts, republished {done.batches} batches", err=True)
+    engine, client = make_engine(settings.database_url), connect(settings.require_redis_url())
+    publish = publisher_for(create_app(settings))
+    done = recover(engine, client, publish, settings.task_time_limit_s)
+    taken = take_back_now(engine, client, publish, settings.heartbeat_ttl_s / 2)
+    click.echo(f"re-enqueued {done.prompts} prompts, republished {done.batches} batches, "
+               f"worker lost, redelivering {taken} batches", err=True)
     click.echo(done.prompts)

@@ -30,6 +30,8 @@ class AppContext:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.cache: dict[str, Any] = {}
+        self.worker_id: str | None = None
+        """A device worker's identity (``pipeline.heartbeat.worker_identity``); None elsewhere."""
 
     @cached_property
     def engine(self) -> Engine:

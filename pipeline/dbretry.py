@@ -14,6 +14,7 @@ from typing import TypeVar
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError, ProgrammingError
 
 from pipeline.errors import ServiceError
+from pipeline.outage import Outages, reason
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -35,8 +36,11 @@ def is_permanent(exc: BaseException) -> bool:
 
 
 def retry_db(call: Callable[[], T], *, total_s: float, first_delay_s: float = FIRST_DELAY_S,
-             sleep: Callable[[float], None] = time.sleep) -> T:
+             sleep: Callable[[float], None] = time.sleep, outages: Outages | None = None) -> T:
     """Return ``call()``, retrying transient database errors for up to ``total_s`` seconds.
+
+    With ``outages`` (the process's), an outage is logged once there and its end once, not
+    each attempt.
 
     Raises:
         OperationalError, InterfaceError, ServiceError: still failing after ``total_s``.
@@ -46,12 +50,19 @@ def retry_db(call: Callable[[], T], *, total_s: float, first_delay_s: float = FI
     attempt = 1
     while True:
         try:
-            return call()
+            result = call()
         except TRANSIENT as e:
             if time.monotonic() + delay_s > deadline:
                 raise
-            log.warning("database unavailable (attempt %d: %s); retrying in %.1f s",
-                        attempt, str(e).splitlines()[0][:200], delay_s)
+            if outages is not None:
+                outages.failed(e, "database")
+            else:
+                log.warning("database unavailable (attempt %d: %s); retrying in %.1f s",
+                            attempt, reason(e), delay_s)
+        else:
+            if outages is not None:
+                outages.succeeded("database")
+            return result
         sleep(delay_s)
         delay_s = min(MAX_DELAY_S, delay_s * 2)
         attempt += 1

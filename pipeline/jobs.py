@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Engine, Table, exists, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.errors import InputError, NotFoundError, ServiceError
-from pipeline.models import Job, JobStatus, Prompt, PromptStatus, Result
+from pipeline.models import Batch, BatchStatus, Job, JobStatus, Prompt, PromptStatus, Result
 from pipeline.submit import MAX_JOB_ID_CHARS
 
 OutputFormat = Literal["jsonl", "csv"]
@@ -53,6 +53,8 @@ class JobStatusView:
             without price data leaves a result's cost unknown, and the sum skips it).
         errors: why prompts were dead-lettered: each distinct reason (at most
             ``MAX_ERRORS_SHOWN``, the most frequent) with how many prompts it stopped.
+        redelivering: prompts of batches whose worker was lost while running them, waiting
+            to be delivered again (``router.lostwork``).
     """
 
     job_id: str
@@ -70,6 +72,7 @@ class JobStatusView:
     water_l: float = 0.0
     cost_usd: float | None = None
     errors: dict[str, int] = field(default_factory=dict)
+    redelivering: int = 0
 
     @property
     def done(self) -> int:
@@ -179,7 +182,18 @@ def _status_view(conn: Connection, job_id: str) -> JobStatusView:
         n_failed=int(n_failed), energy_j=float(sums[1] or 0.0), carbon_g=float(sums[2] or 0.0),
         embodied_carbon_g=float(sums[3] or 0.0), water_l=float(sums[4] or 0.0),
         cost_usd=None if sums[5] is None else float(sums[5]), errors=_dead_errors(conn, job_id),
+        redelivering=_redelivering(conn, job_id),
     )
+
+
+def _redelivering(conn: Connection, job_id: str) -> int:
+    """Prompts of the job in batches taken back from a lost worker (``dispatched`` with the
+    lost worker still named) that no worker has claimed again yet."""
+    prompt, batch = _t(Prompt), _t(Batch)
+    return int(conn.execute(select(func.count()).select_from(
+        prompt.join(batch, batch.c.id == prompt.c.batch_id)).where(
+        prompt.c.job_id == job_id, prompt.c.status == PromptStatus.BATCHED,
+        batch.c.status == BatchStatus.DISPATCHED, batch.c.worker_id.is_not(None))).scalar_one())
 
 
 def _dead_errors(conn: Connection, job_id: str) -> dict[str, int]:

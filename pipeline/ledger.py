@@ -50,8 +50,12 @@ class ClaimedBatch:
         return self.batch.status in SETTLED_BATCH
 
 
-def claim_batch(engine: Engine, batch_id: str, max_attempts: int) -> ClaimedBatch:
+def claim_batch(engine: Engine, batch_id: str, max_attempts: int,
+                worker_id: str | None = None) -> ClaimedBatch:
     """Count one more attempt at ``batch_id`` in SQL; dead-letter it past ``max_attempts``.
+
+    A batch set running records ``worker_id`` (the claiming worker's identity), so that a
+    router can take it back if that worker's heartbeat stops (``router.lostwork``).
 
     The attempt is counted by one ``UPDATE ... SET attempts = attempts + 1``, so two deliveries
     claiming at once both count, on SQLite as on PostgreSQL. A batch found ``running`` was
@@ -84,6 +88,7 @@ def claim_batch(engine: Engine, batch_id: str, max_attempts: int) -> ClaimedBatc
         else:
             batch.status = BatchStatus.RUNNING
             batch.started_at = utc_now()
+            batch.worker_id = worker_id
         s.add(batch)
         return ClaimedBatch(batch, prompts)
 
@@ -126,12 +131,13 @@ def dead_letter(engine: Engine, batch_id: str, reason: str) -> None:
 def record_failure(engine: Engine, batch_id: str, reason: str) -> None:
     """Note an error on a batch that will be retried, and mark it waiting again.
 
-    Back in ``dispatched``, the next claim does not mistake this attempt for a lost one.
+    Back in ``dispatched``, the next claim does not mistake this attempt for a lost one, nor
+    ``status`` for a batch whose worker was lost (its worker is cleared).
     """
     with session_scope(engine) as s:
         s.execute(update(Batch).where(col(Batch.id) == batch_id,
                                       col(Batch.status).not_in(SETTLED_BATCH))
-                  .values(error=reason, status=BatchStatus.DISPATCHED))
+                  .values(error=reason, status=BatchStatus.DISPATCHED, worker_id=None))
 
 
 def upsert_results(s: Session, rows: Sequence[dict[str, Any]]) -> None:

@@ -118,6 +118,9 @@ class Batch(SQLModel, table=True):
     predicted_carbon_g: float = 0.0
     prediction_source: str = ""
     started_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
+    # The worker (host:pid:boot) that claimed it last; still set on a ``dispatched`` batch,
+    # it names the worker lost while running it: the batch waits to be delivered again.
+    worker_id: str | None = Field(default=None, max_length=200)
     finished_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
     latency_s: float | None = None
     energy_j: float | None = None

@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     heartbeat_ttl_s: PositiveFloat = Field(
         default=15.0,
         description="A device whose worker has not sent a heartbeat for this long is dead: the "
-        "router stops choosing it and moves its queued batches.",
+        "router stops choosing it and moves its queued batches; a batch running on a worker "
+        "whose heartbeat stopped is taken back and published again within about twice this.",
     )
     grid_at: AwareDatetime | None = Field(
         default=None,
@@ -123,6 +124,12 @@ class Settings(BaseSettings):
     )
     router_interval_s: PositiveFloat = Field(
         default=0.25, description="Period of the beat that re-triggers the router."
+    )
+    router_time_limit_s: PositiveInt = Field(
+        default=120,
+        description="Hard time limit of one task of the router process (a routing pass, an "
+        "ecobatch.submit call); its own, so a short task_time_limit_s for batches never "
+        "kills a routing pass.",
     )
     latency_target_s: PositiveFloat = Field(
         default=30.0, description="Latency target used to recommend a batch size."

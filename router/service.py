@@ -8,6 +8,7 @@ publish.
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -18,9 +19,11 @@ from sqlalchemy import Engine
 from pipeline.devices import Registry
 from pipeline.grid import GridConditions
 from pipeline.heartbeat import alive_devices
+from pipeline.outage import failure_kind, outages_of
 from pipeline.settings import Settings
 from router.deferral import Planning, plan_pass
 from router.liveness import move_from_dead
+from router.lostwork import LostWorkerWatch, take_back_lost
 from router.memory import memory_need
 from router.planner import Forecast
 from router.predictor import Predictor
@@ -34,8 +37,9 @@ _PREDICTOR_KEY = "router.predictor"
 _RECONCILED_KEY = "router.reconciled_at"
 _PLANNED_KEY = "router.planned_at"
 _ENV_KEY = "router.env"
-
-
+_LOST_CHECKED_KEY = "router.lost_checked_at"
+_LOST_WATCH_KEY = "router.lost_watch"
+log = logging.getLogger(__name__)
 
 
 class RouterContext(Protocol):
@@ -84,9 +88,11 @@ def route_pass(ctx: RouterContext, publish: PublishMany) -> dict[str, Any]:
     """One router beat: plan and release deferred jobs, move batches off dead devices, route.
 
     Every ``planner_interval_s`` the planner (:func:`router.deferral.plan_pass`) runs first.
-    Devices without a live worker heartbeat are never chosen, and their queued batches are
-    routed again. The router that held the lock also republishes, at most once per visibility
-    timeout, batches dispatched more than a visibility timeout ago that still have no result.
+    Every third of ``heartbeat_ttl_s`` running batches of workers whose heartbeat stopped are
+    taken back and published again (:mod:`router.lostwork`). Devices without a live worker
+    heartbeat are never chosen, and their queued batches are routed again. The router that
+    held the lock also republishes, at most once per visibility timeout, batches dispatched
+    more than a visibility timeout ago that still have no result.
 
     Raises:
         ConfigError: bad strategy or empty registry.
@@ -104,6 +110,9 @@ def route_pass(ctx: RouterContext, publish: PublishMany) -> dict[str, Any]:
         out["recovered"] = recovered.as_dict()
         out["republished"] = recovered.batches  # every unfinished batch: the periodic
         ctx.cache[_RECONCILED_KEY] = time.monotonic()  # republish is not due again yet
+    if _due(ctx, _LOST_CHECKED_KEY, s.heartbeat_ttl_s / 3):
+        watch = ctx.cache.setdefault(_LOST_WATCH_KEY, LostWorkerWatch(s.heartbeat_ttl_s / 2))
+        out["taken_back"] = take_back_lost(ctx.engine, ctx.redis, publish, watch)
     alive = alive_devices(ctx.redis, ctx.registry.names)
     out["moved"] = move_from_dead(ctx.engine, ctx.redis, set(ctx.registry.names) - alive)
     report = route_once(s, ctx.engine, ctx.redis, ctx.registry, predictor, ctx.grid, publish,
@@ -114,11 +123,50 @@ def route_pass(ctx: RouterContext, publish: PublishMany) -> dict[str, Any]:
     return out
 
 
+def guarded_route_pass(ctx: RouterContext, publish: PublishMany) -> dict[str, Any]:
+    """:func:`route_pass`, quiet and backing off while it keeps failing.
+
+    The beat asks for a pass every ``router_interval_s``; while the database or Redis is
+    away (or a pass fails for any reason) one line says so, passes are skipped for a growing
+    backoff (1, 2, 4 ... 30 s) instead of failing four times a second, and one line says when
+    a pass succeeds again. A pass that did something logs one INFO line; an idle one nothing.
+    """
+    outages = outages_of(ctx.cache, "router")
+    if not outages.due():
+        return {"backing_off": True}
+    try:
+        out = route_pass(ctx, publish)
+    except Exception as e:  # said once by outages; the next pass retries after the backoff
+        outages.failed(e)
+        return {"failed": failure_kind(e)}
+    outages.succeeded()
+    if summary := pass_summary(out):
+        log.info("%s", summary)
+    return out
+
+
+def pass_summary(out: dict[str, Any]) -> str:
+    """One line on what a pass did, empty when it did nothing."""
+    parts = []
+    if out.get("batches"):
+        devices = ", ".join(f"{d} {n}" for d, n in sorted(out.get("by_device", {}).items()))
+        parts.append(f"routed {out['batches']} batches ({out.get('prompts', 0)} prompts: "
+                     f"{devices})")
+    released = (out.get("planner") or {}).get("released") or []
+    for label, n in (("moved off dead devices", out.get("moved")),
+                     ("worker lost, redelivering", out.get("taken_back")),
+                     ("republished", out.get("republished")),
+                     ("deferred jobs released", len(released))):
+        if n:
+            parts.append(f"{label} {n}")
+    return "; ".join(parts)
+
+
 def _env(ctx: RouterContext, alive: set[str]) -> RouteEnv:
     """This call's route environment; strategy state and memory sizing persist in the cache."""
     kept = ctx.cache.get(_ENV_KEY)
     if kept is None:
-        kept = RouteEnv(memory_need=memory_need(ctx.settings))
+        kept = RouteEnv(memory_need=memory_need(ctx.settings, ctx.redis))
         ctx.cache[_ENV_KEY] = kept
     return RouteEnv(alive=alive, memory_need=kept.memory_need, strategies=kept.strategies,
                     grid_warnings=kept.grid_warnings)

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+from sqlalchemy.engine import make_url
 
 from pipeline.embedded import redis_server_binary
 
@@ -92,6 +93,14 @@ class TcpProxy:
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._server: socket.socket | None = None
+
+    @classmethod
+    def in_front_of(cls, db_url: str) -> tuple[TcpProxy, str]:
+        """A started proxy to the database of ``db_url``, and the URL that goes through it."""
+        url = make_url(db_url)
+        proxy = cls(url.port or 5432, url.host or "127.0.0.1").start()
+        via = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        return proxy, via
 
     def start(self) -> TcpProxy:
         """Listen and forward in daemon threads."""

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy.engine import make_url
 
 from pipeline.client import Client
 from pipeline.queue import PENDING_KEY
@@ -85,9 +84,7 @@ def test_reconcile_command_restores_prompts_and_batches_after_redis_loss(
 def test_database_cut_off_for_a_while_results_are_retried_not_dropped(
     redis_url: str, pg_url: str, tmp_path: Path
 ) -> None:
-    url = make_url(pg_url)
-    proxy = TcpProxy(url.port or 5432, url.host or "127.0.0.1").start()
-    via_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    proxy, via_proxy = TcpProxy.in_front_of(pg_url)
     env = fault_env(redis_url, via_proxy, ECOBATCH_BATCH_SIZE="2")
     try:
         with running_cluster(env, tmp_path / "logs", client_db_url=pg_url) as c:

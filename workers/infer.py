@@ -6,7 +6,6 @@ The model and the meter are built once per worker process (cached on the process
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -25,13 +24,13 @@ from pipeline.ledger import (
     reject_prompts,
 )
 from pipeline.models import Prompt, utc_now
+from pipeline.outage import SERVICES, failure_kind, outages_of
 from workers.backend import BatchOutput, GenerationRequest, InferenceBackend
 from workers.energy import EnergyMeter, EnergyReading
 from workers.meters import make_meter
 from workers.runtime import build_backend
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
 
 
 class RetryableError(EcobatchError):
@@ -79,7 +78,8 @@ def run_batch(ctx: AppContext, batch_id: str) -> dict[str, Any]:
         RetryableError: decoding failed in a way worth another attempt, or the previous
             attempt was lost (its worker died): the caller backs off before the next.
     """
-    claimed = claim_batch(ctx.engine, batch_id, ctx.settings.max_attempts)
+    claimed = claim_batch(ctx.engine, batch_id, ctx.settings.max_attempts, ctx.worker_id)
+    outages_of(ctx.cache, "worker").succeeded("database")  # the claim reached it
     if claimed.settled:
         if claimed.dead:  # the attempt limit was passed just now: the job may be finished
             refresh_jobs(ctx.engine, batch_id)
@@ -106,7 +106,7 @@ def run_batch(ctx: AppContext, batch_id: str) -> dict[str, Any]:
     rows = _result_rows(ctx, device, claimed.batch.id, prompts, output, reading, started)
     # The answers are in memory: keep them through a database outage rather than decode again.
     retry_db(lambda: complete_batch(ctx.engine, batch_id, _batch_values(output, reading), rows),
-             total_s=ctx.settings.db_retry_s)
+             total_s=ctx.settings.db_retry_s, outages=outages_of(ctx.cache, "worker"))
     return {"batch_id": batch_id, "status": "done", "energy_j": reading.energy_j,
             "rejected": len(claimed.prompts) - len(prompts)}
 
@@ -114,15 +114,20 @@ def run_batch(ctx: AppContext, batch_id: str) -> dict[str, Any]:
 def note_failure(ctx: AppContext, batch_id: str, exc: BaseException) -> None:
     """Record an unexpected failure of a batch's task as its error, if the database allows.
 
-    A :class:`RetryableError` was recorded where it was raised. While the database is down
-    nothing can be recorded; the retry goes ahead all the same.
+    A :class:`RetryableError` was recorded where it was raised. While the database or Redis
+    is down nothing can be recorded: the process's outage log says so once (not once per
+    attempt of every batch) and the retry goes ahead all the same.
     """
+    outages = outages_of(ctx.cache, "worker")
+    if failure_kind(exc) in SERVICES:
+        outages.failed(exc)
+        return
     if isinstance(exc, RetryableError):
         return
     try:
         record_failure(ctx.engine, batch_id, f"{type(exc).__name__}: {exc}")
     except Exception as e:  # the failure being noted may be the database itself
-        log.warning("batch %s: could not record its failure (%s)", batch_id, e)
+        outages.failed(e)
 
 
 def _screen(ctx: AppContext, backend: InferenceBackend,
