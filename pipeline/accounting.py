@@ -28,6 +28,7 @@ from typing import Final, TypedDict
 from pipeline.devices import Device
 from pipeline.embodied import device_embodied_kgco2e
 from pipeline.grid import GridConditions
+from pipeline.intensity_signal import REGISTRY_FIXED, IntensityReading, read_intensity
 from pipeline.site import model
 
 JOULES_PER_KWH: Final = 3.6e6
@@ -168,6 +169,7 @@ class PromptAccount(TypedDict):
     water_l: float
     cost_usd: float | None
     intensity_g_per_kwh: float
+    intensity_signal: str | None
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,9 @@ class BatchAccount:
         embodied_carbon_g: embodied gCO2e amortised over ``duration_s``.
         water_l: litres of water, on-site plus off-site.
         cost_usd: electricity cost, None without price data.
+        intensity_signal: which intensity ``intensity_g_per_kwh`` is, e.g.
+            ``average-lifecycle:electricitymaps-trace`` or ``marginal:watttime`` (see
+            :mod:`pipeline.intensity_signal`); None where the source does not say.
     """
 
     device: str
@@ -210,6 +215,7 @@ class BatchAccount:
     embodied_carbon_g: float
     water_l: float
     cost_usd: float | None
+    intensity_signal: str | None = None
 
     @property
     def it_energy_j(self) -> float:
@@ -239,9 +245,7 @@ class BatchAccount:
         pue = pue_at(device, ambient_c)
         wue = wue_l_per_kwh_at(device, ambient_c)
         grid_water = grid_water_l_per_kwh(zone)
-        intensity = device.intensity_g_per_kwh
-        if intensity is None:
-            intensity = grid.intensity_g_per_kwh(zone, at)
+        intensity, signal = _intensity(grid, device, zone, at)
         price = grid.price_usd_per_kwh(zone, at)
         it_j = energy_j + (host_energy_j or 0.0)
         return cls(
@@ -252,7 +256,7 @@ class BatchAccount:
             embodied_carbon_g=embodied_carbon_g(device_embodied_kgco2e(device), duration_s,
                                                 device.lifetime_years),
             water_l=water_l(it_j, wue, pue, grid_water),
-            cost_usd=cost_usd(it_j, pue, price),
+            cost_usd=cost_usd(it_j, pue, price), intensity_signal=signal,
         )
 
     def split(self, tokens: Sequence[float]) -> list[PromptAccount]:
@@ -268,9 +272,17 @@ class BatchAccount:
         cost = _apportion_optional(self.cost_usd, tokens)
         return [
             PromptAccount(energy_j=e, host_energy_j=h, carbon_g=c, embodied_carbon_g=b,
-                          water_l=w, cost_usd=u, intensity_g_per_kwh=self.intensity_g_per_kwh)
+                          water_l=w, cost_usd=u, intensity_g_per_kwh=self.intensity_g_per_kwh,
+                          intensity_signal=self.intensity_signal)
             for e, h, c, b, w, u in zip(energy, host, carbon, embodied, water, cost, strict=True)
         ]
+
+
+def _intensity(grid: GridConditions, device: Device, zone: str,
+               at: datetime) -> IntensityReading:
+    if device.intensity_g_per_kwh is not None:
+        return IntensityReading(device.intensity_g_per_kwh, REGISTRY_FIXED)
+    return read_intensity(grid, zone, at)
 
 
 def _apportion_optional(total: float | None, tokens: Sequence[float]) -> list[float | None]:

@@ -19,7 +19,9 @@ from importlib.resources.abc import Traversable
 from itertools import accumulate
 from typing import Final, Protocol
 
+from pipeline import intensity_signal
 from pipeline.errors import ConfigError
+from pipeline.intensity_signal import IntensityReading
 
 TRACE_YEAR: Final = 2024
 HOURS_IN_TRACE: Final = 8784  # 366 days x 24 h
@@ -193,6 +195,10 @@ class GridTrace:
     def intensity_g_per_kwh(self, zone: str, at: datetime) -> float:
         """Life-cycle grid intensity (gCO2e/kWh) of ``zone`` at the hour of ``at``."""
         return self.trace(zone).carbon_g_per_kwh[trace_hour(at)]
+
+    def intensity_reading(self, zone: str, at: datetime) -> IntensityReading:
+        """The intensity with its signal: Electricity Maps' life-cycle average."""
+        return IntensityReading(self.intensity_g_per_kwh(zone, at), intensity_signal.TRACE)
 
     def price_usd_per_kwh(self, zone: str, at: datetime) -> float | None:
         """Wholesale price (USD/kWh) of ``zone`` at the hour of ``at``; None without price data."""

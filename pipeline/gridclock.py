@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pipeline.grid import GridTrace
+from pipeline.intensity_signal import IntensityReading
 
 
 class PinnedGrid:
@@ -22,6 +23,10 @@ class PinnedGrid:
     def intensity_g_per_kwh(self, zone: str, at: datetime) -> float:
         """Intensity of ``zone`` at the pinned hour (``at`` is ignored)."""
         return self.trace.intensity_g_per_kwh(zone, self.at)
+
+    def intensity_reading(self, zone: str, at: datetime) -> IntensityReading:
+        """Intensity and signal of ``zone`` at the pinned hour (``at`` is ignored)."""
+        return self.trace.intensity_reading(zone, self.at)
 
     def price_usd_per_kwh(self, zone: str, at: datetime) -> float | None:
         """Price of ``zone`` at the pinned hour (``at`` is ignored)."""
