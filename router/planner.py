@@ -11,6 +11,11 @@ Intensity is constant within each forecast hour, so carbon is piecewise linear i
 minimum over ``[now, deadline - D]`` lies at a breakpoint: ``now``, ``deadline - D``, an hour
 boundary, or an hour boundary minus ``D``. Evaluating exactly those starts finds the optimum of
 the forecast (a brute-force search over the same forecast agrees; see the tests).
+
+The current hour is not forecast: given the router's grid (``current``), its intensity is the
+one the router routes and the workers account at now (the live API, the pinned or the packaged
+trace), so "starting now" is priced at what running now really costs, and only later hours at
+the forecast.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Protocol
 
 from pipeline.accounting import operational_carbon_g
 from pipeline.devices import Device, Registry
+from pipeline.grid import CarbonSource
 from router.predictor import BatchShape, Predictor
 
 HOUR = timedelta(hours=1)
@@ -76,11 +82,16 @@ class _DeviceRate:
 
 
 class _Intensity:
-    """Mean forecast intensity of each zone over any interval inside the horizon."""
+    """Mean intensity of each zone over any interval inside the horizon: the forecast's, with
+    the hour holding ``start`` taken from ``current`` where given."""
 
-    def __init__(self, forecast: Forecast, zones: set[str], start: datetime, hours: int) -> None:
+    def __init__(self, forecast: Forecast, zones: set[str], start: datetime, hours: int,
+                 current: CarbonSource | None = None) -> None:
         self.origin = start.replace(minute=0, second=0, microsecond=0)
         self.hourly = {z: [g for _, g in forecast.forecast(z, self.origin, hours)] for z in zones}
+        if current is not None:
+            for z, values in self.hourly.items():
+                values[0] = current.intensity_g_per_kwh(z, start)
 
     def mean(self, zone: str, t0: datetime, t1: datetime) -> float:
         a = (t0 - self.origin) / HOUR
@@ -100,12 +111,14 @@ class _Intensity:
 
 
 def plan_job(work: JobWork, registry: Registry, predictor: Predictor, forecast: Forecast,
-             batch_size: int, now: datetime, deadline: datetime) -> Plan:
+             batch_size: int, now: datetime, deadline: datetime,
+             current: CarbonSource | None = None) -> Plan:
     """The least-carbon start and device set finishing by ``deadline``, per the forecast.
 
     A job that cannot finish by ``deadline`` even starting now on the fastest set is planned
     to start now, with a ``note`` saying so. Starts are looked for within the forecast's
     horizon (:data:`MAX_FORECAST_H`); a job due later is re-planned as the horizon moves on.
+    ``current`` (the router's grid) gives the intensity of the hour holding ``now``.
     """
     rates = _rates(work, registry, predictor, batch_size)
     n_batches = math.ceil(work.n_prompts / batch_size)
@@ -113,7 +126,8 @@ def plan_job(work: JobWork, registry: Registry, predictor: Predictor, forecast: 
     sets = _device_sets(rates)
     longest = max(_duration(s, n_batches) for s in sets)
     intensity = _Intensity(forecast, {r.device.zone for r in rates}, now,
-                           min(MAX_FORECAST_H, horizon_h + math.ceil(longest / HOUR) + 1))
+                           min(MAX_FORECAST_H, horizon_h + math.ceil(longest / HOUR) + 1),
+                           current)
     best: tuple[float, datetime, tuple[_DeviceRate, ...]] | None = None
     for devs in sets:
         duration = _duration(devs, n_batches)
