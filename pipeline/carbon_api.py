@@ -162,15 +162,14 @@ class WattTimeApi:
         return self._token[0]
 
     def _get(self, path: str, params: dict[str, Any]) -> Any:
+        url = f"{self._base}/v3/{path}"
         try:
-            return self._http.get(f"{self._base}/v3/{path}", params,
-                                  {"Authorization": f"Bearer {self._bearer()}"})
+            return self._http.get(url, params, {"Authorization": f"Bearer {self._bearer()}"})
         except DataSourceError as e:
             if e.status != 401:
                 raise
             self._token = None  # expired early: log in again, once
-            return self._http.get(f"{self._base}/v3/{path}", params,
-                                  {"Authorization": f"Bearer {self._bearer()}"})
+            return self._http.get(url, params, {"Authorization": f"Bearer {self._bearer()}"})
 
     def history(self, zone: str) -> Points:
         """The past 24 hours, averaged to hours; one request per zone and cache TTL."""
