@@ -196,3 +196,17 @@ def test_live_grid_takes_carbon_live_and_the_rest_from_the_trace(
     assert grid.intensity_g_per_kwh("DE-LU", now) == 183.69
     assert grid.temperature_c("DE-LU", now) == trace.temperature_c("DE-LU", now)
     assert grid.price_usd_per_kwh("DE-LU", now) == trace.price_usd_per_kwh("DE-LU", now)
+
+
+def test_watttime_logs_in_again_once_when_its_token_is_refused(
+        server: tuple[str, Replay]) -> None:
+    base, replay = server
+    replay.set("/login", (200, WT["login"], 0))
+    replay.set("/v3/historical", (401, {}, 0), (200, WT["historical"], 0))
+    api = WattTimeApi("u", "p", {"US-CAL-CISO": "CAISO_NORTH"}, http()[0], base)
+    assert api.latest("US-CAL-CISO")[1] == pytest.approx(1000 * G_PER_KWH_PER_LBS_PER_MWH)
+    assert replay.count("/login") == 2 and replay.count("/v3/historical") == 2
+    replay.set("/v3/historical", (401, {}, 0))
+    with pytest.raises(DataSourceError, match="HTTP 401"):
+        api.history("US-CAL-CISO")
+    assert replay.count("/v3/historical") == 4  # one retry with a new token, not a loop
