@@ -169,6 +169,7 @@ class PromptAccount(TypedDict):
     water_l: float
     cost_usd: float | None
     intensity_g_per_kwh: float
+    intensity_signal: str | None
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,9 @@ class BatchAccount:
         embodied_carbon_g: embodied gCO2e amortised over ``duration_s``.
         water_l: litres of water, on-site plus off-site.
         cost_usd: electricity cost, None without price data.
+        intensity_signal: which intensity ``intensity_g_per_kwh`` is, e.g.
+            ``average-lifecycle:electricitymaps-trace`` or ``marginal:watttime`` (see
+            :mod:`pipeline.intensity_signal`); None where the source does not say.
     """
 
     device: str
@@ -211,6 +215,7 @@ class BatchAccount:
     embodied_carbon_g: float
     water_l: float
     cost_usd: float | None
+    intensity_signal: str | None = None
 
     @property
     def it_energy_j(self) -> float:
@@ -252,6 +257,7 @@ class BatchAccount:
                                                 device.lifetime_years),
             water_l=water_l(it_j, wue, pue, grid_water),
             cost_usd=cost_usd(it_j, pue, cond.price_usd_per_kwh),
+            intensity_signal=cond.intensity_signal,
         )
 
     def split(self, tokens: Sequence[float]) -> list[PromptAccount]:
@@ -267,7 +273,8 @@ class BatchAccount:
         cost = _apportion_optional(self.cost_usd, tokens)
         return [
             PromptAccount(energy_j=e, host_energy_j=h, carbon_g=c, embodied_carbon_g=b,
-                          water_l=w, cost_usd=u, intensity_g_per_kwh=self.intensity_g_per_kwh)
+                          water_l=w, cost_usd=u, intensity_g_per_kwh=self.intensity_g_per_kwh,
+                          intensity_signal=self.intensity_signal)
             for e, h, c, b, w, u in zip(energy, host, carbon, embodied, water, cost, strict=True)
         ]
 

@@ -11,25 +11,34 @@ value and logs a warning, and only without any known value does it raise.
 - WattTime v3 (a token from ``/login`` with basic auth): ``/v3/historical`` and
   ``/v3/forecast`` of the ``co2_moer`` signal for a WattTime region. MOER is a *marginal*
   rate in lbs CO2/MWh, converted here to g/kWh (x 0.45359237); it is not the average intensity
-  that Electricity Maps gives, so the two are not interchangeable for accounting.
+  that Electricity Maps gives, so the two are not interchangeable for accounting; each API names
+  its ``signal`` (:mod:`pipeline.intensity_signal`) and every result row records it.
+
+Answers are cached by source, zone and hour for the whole cluster (:mod:`pipeline.carbon_cache`),
+so a long-running router asks each zone once per ``API_CACHE_TTL_S`` however often it reads.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
+from pipeline import intensity_signal
+from pipeline.carbon_cache import Points, ZoneHourCache, cache_from_settings, uncached
 from pipeline.errors import ConfigError, DataSourceError
 from pipeline.grid import CarbonSource, GridConditions
 from pipeline.hourly import hour_start
 from pipeline.http_json import HttpJson
+from pipeline.intensity_signal import IntensityReading, read_intensity
 
 log = logging.getLogger(__name__)
 G_PER_KWH_PER_LBS_PER_MWH: Final = 0.45359237
-Points = list[tuple[datetime, float]]
+FORECAST_FETCH_H: Final = 72  # one forecast call per zone serves every horizon up to this
+WATTTIME_TOKEN_S: Final = 25 * 60  # WattTime tokens last 30 minutes
 
 
 def _parse_time(text: str) -> datetime:
@@ -40,6 +49,7 @@ class CarbonApi(Protocol):
     """A live carbon-intensity service."""
 
     name: str
+    signal: str  # see pipeline.intensity_signal
 
     def latest(self, zone: str) -> tuple[datetime, float]:
         """The newest hour and its gCO2e/kWh."""
@@ -59,33 +69,44 @@ class ElectricityMapsApi:
 
     Args:
         token: the API key (``auth-token`` header).
-        http: the JSON client (timeouts, retries, cache).
+        http: the JSON client (timeouts, retries).
         base_url: API root.
+        cache: answers by zone and hour; none kept by default.
     """
 
     name = "electricitymaps"
+    signal = intensity_signal.ELECTRICITYMAPS_API
 
     def __init__(self, token: str, http: HttpJson,
-                 base_url: str = "https://api.electricitymap.org/v3") -> None:
+                 base_url: str = "https://api.electricitymap.org/v3",
+                 cache: ZoneHourCache | None = None) -> None:
         self._headers = {"auth-token": token}
         self._http, self._base = http, base_url.rstrip("/")
+        self._cache = cache if cache is not None else uncached()
 
     def _get(self, path: str, zone: str) -> Any:
         params = {"zone": zone, "emissionFactorType": "lifecycle"}
         return self._http.get(f"{self._base}/carbon-intensity/{path}", params, self._headers)
 
+    def _points(self, kind: str, zone: str) -> Points:
+        return self._cache.points(self.name, kind, zone,
+                                  lambda: _em_points(self._get(kind, zone), kind))
+
     def latest(self, zone: str) -> tuple[datetime, float]:
         """Newest hour of ``zone``."""
-        body = self._get("latest", zone)
-        return _em_point(body)
+        return self._points("latest", zone)[0]
 
     def history(self, zone: str) -> Points:
         """The past 24 hours of ``zone``."""
-        return [_em_point(p) for p in _list(self._get("history", zone), "history")]
+        return self._points("history", zone)
 
     def forecast(self, zone: str, hours: int) -> Points:
         """The next ``hours`` hours of ``zone``."""
-        return [_em_point(p) for p in _list(self._get("forecast", zone), "forecast")][:hours]
+        return self._points("forecast", zone)[:hours]
+
+
+def _em_points(body: Any, kind: str) -> Points:
+    return [_em_point(body)] if kind == "latest" else [_em_point(p) for p in _list(body, kind)]
 
 
 def _list(body: Any, key: str) -> list[Any]:
@@ -110,34 +131,56 @@ class WattTimeApi:
         regions: grid zone -> WattTime region (e.g. ``{"US-CAL-CISO": "CAISO_NORTH"}``).
         http: the JSON client.
         base_url: API root.
+        cache: answers by zone and hour; none kept by default.
     """
 
     name = "watttime"
+    signal = intensity_signal.WATTTIME_MOER
 
     def __init__(self, username: str, password: str, regions: Mapping[str, str], http: HttpJson,
-                 base_url: str = "https://api.watttime.org") -> None:
+                 base_url: str = "https://api.watttime.org",
+                 cache: ZoneHourCache | None = None) -> None:
         self._basic = base64.b64encode(f"{username}:{password}".encode()).decode()
         self._regions, self._http, self._base = dict(regions), http, base_url.rstrip("/")
+        self._cache = cache if cache is not None else uncached()
+        self._token: tuple[str, float] | None = None  # (token, monotonic expiry)
 
     def _region(self, zone: str) -> str:
         if zone not in self._regions:
             raise ConfigError(f"no WattTime region for zone {zone!r}: set ECOBATCH_WATTTIME_REGIONS")
         return self._regions[zone]
 
+    def _bearer(self) -> str:
+        """A token from ``/login``, kept in this process while it is valid (never in Redis)."""
+        if self._token is None or time.monotonic() >= self._token[1]:
+            login = self._http.get(f"{self._base}/login", None,
+                                   {"Authorization": f"Basic {self._basic}"})
+            token = login.get("token") if isinstance(login, Mapping) else None
+            if not token:
+                raise DataSourceError("WattTime login returned no token")
+            self._token = (str(token), time.monotonic() + WATTTIME_TOKEN_S)
+        return self._token[0]
+
     def _get(self, path: str, params: dict[str, Any]) -> Any:
-        login = self._http.get(f"{self._base}/login", None, {"Authorization": f"Basic {self._basic}"})
-        token = login.get("token") if isinstance(login, Mapping) else None
-        if not token:
-            raise DataSourceError("WattTime login returned no token")
-        return self._http.get(f"{self._base}/v3/{path}", params, {"Authorization": f"Bearer {token}"})
+        url = f"{self._base}/v3/{path}"
+        try:
+            return self._http.get(url, params, {"Authorization": f"Bearer {self._bearer()}"})
+        except DataSourceError as e:
+            if e.status != 401:
+                raise
+            self._token = None  # expired early: log in again, once
+            return self._http.get(url, params, {"Authorization": f"Bearer {self._bearer()}"})
 
     def history(self, zone: str) -> Points:
-        """The past 24 hours, averaged to hours."""
-        end = datetime.now(UTC)
-        body = self._get("historical", {"region": self._region(zone), "signal_type": "co2_moer",
-                                        "start": (end - timedelta(hours=24)).isoformat(),
-                                        "end": end.isoformat()})
-        return _hourly(_wt_points(body))
+        """The past 24 hours, averaged to hours; one request per zone and cache TTL."""
+        def fetch() -> Points:
+            end = datetime.now(UTC)
+            body = self._get("historical", {"region": self._region(zone),
+                                            "signal_type": "co2_moer",
+                                            "start": (end - timedelta(hours=24)).isoformat(),
+                                            "end": end.isoformat()})
+            return _hourly(_wt_points(body))
+        return self._cache.points(self.name, "history", zone, fetch)
 
     def latest(self, zone: str) -> tuple[datetime, float]:
         """Newest hour."""
@@ -147,10 +190,13 @@ class WattTimeApi:
         return points[-1]
 
     def forecast(self, zone: str, hours: int) -> Points:
-        """The next ``hours`` hours, averaged to hours."""
-        body = self._get("forecast", {"region": self._region(zone), "signal_type": "co2_moer",
-                                      "horizon_hours": hours})
-        return _hourly(_wt_points(body))[:hours]
+        """The next ``hours`` hours (at most :data:`FORECAST_FETCH_H`), averaged to hours."""
+        def fetch() -> Points:
+            body = self._get("forecast", {"region": self._region(zone),
+                                          "signal_type": "co2_moer",
+                                          "horizon_hours": FORECAST_FETCH_H})
+            return _hourly(_wt_points(body))
+        return self._cache.points(self.name, "forecast", zone, fetch)[:hours]
 
 
 def _wt_points(body: Any) -> Points:
@@ -194,13 +240,21 @@ class LiveCarbon:
         Raises:
             DataSourceError: the API failed and there is neither a known value nor a fallback.
         """
+        return self.intensity_reading(zone, at).g_per_kwh
+
+    def intensity_reading(self, zone: str, at: datetime) -> IntensityReading:
+        """The intensity with its signal: the API's, or the fallback's where that answered.
+
+        Raises:
+            DataSourceError: the API failed and there is neither a known value nor a fallback.
+        """
         hour, current = hour_start(at), hour_start(self._now())
         try:
             value = self._ask(zone, hour, current)
         except DataSourceError as e:
             return self._fall_back(zone, at, e)
         self._last[zone] = (hour, value)
-        return value
+        return IntensityReading(value, self.api.signal)
 
     def _ask(self, zone: str, hour: datetime, current: datetime) -> float:
         if hour >= current + timedelta(hours=1):
@@ -216,16 +270,16 @@ class LiveCarbon:
             raise DataSourceError(f"{self.api.name}: no value for {zone} at {hour:%Y-%m-%dT%H}Z")
         return found[hour]
 
-    def _fall_back(self, zone: str, at: datetime, err: DataSourceError) -> float:
+    def _fall_back(self, zone: str, at: datetime, err: DataSourceError) -> IntensityReading:
         known = self._last.get(zone)
         if known is not None:
             log.warning("%s failed (%s); using the last known intensity of %s, %.1f g/kWh "
                         "from %s", self.api.name, err, zone, known[1], f"{known[0]:%Y-%m-%dT%H}Z")
-            return known[1]
+            return IntensityReading(known[1], self.api.signal)
         if self.fallback is not None:
             log.warning("%s failed (%s); no known value for %s, using the fallback source",
                         self.api.name, err, zone)
-            return self.fallback.intensity_g_per_kwh(zone, at)
+            return read_intensity(self.fallback, zone, at)
         raise err
 
 
@@ -239,18 +293,20 @@ def carbon_api_from_settings(settings: Any) -> CarbonApi | None:
     if choice is None:
         return None
     http = HttpJson(timeout_s=settings.api_timeout_s, retries=settings.api_retries,
-                    backoff_s=settings.api_backoff_s, cache_ttl_s=settings.api_cache_ttl_s)
+                    backoff_s=settings.api_backoff_s,
+                    max_retry_wait_s=settings.api_max_retry_wait_s)
     if choice == "electricitymaps":
         if settings.electricitymaps_api_key is None:
             raise ConfigError("carbon_api electricitymaps needs ECOBATCH_ELECTRICITYMAPS_API_KEY")
         return ElectricityMapsApi(settings.electricitymaps_api_key.get_secret_value(), http,
-                                  settings.electricitymaps_url)
+                                  settings.electricitymaps_url, cache_from_settings(settings))
     if choice == "watttime":
         if not settings.watttime_username or settings.watttime_password is None:
             raise ConfigError("carbon_api watttime needs ECOBATCH_WATTTIME_USERNAME and _PASSWORD")
         return WattTimeApi(settings.watttime_username,
                            settings.watttime_password.get_secret_value(),
-                           settings.watttime_regions, http, settings.watttime_url)
+                           settings.watttime_regions, http, settings.watttime_url,
+                           cache_from_settings(settings))
     raise ConfigError(f"unknown carbon_api {choice!r} (known: electricitymaps, watttime)")
 
 
@@ -268,6 +324,10 @@ class LiveGrid:
     def intensity_g_per_kwh(self, zone: str, at: datetime) -> float:
         """Live gCO2e/kWh (see :class:`LiveCarbon`)."""
         return self.carbon.intensity_g_per_kwh(zone, at)
+
+    def intensity_reading(self, zone: str, at: datetime) -> IntensityReading:
+        """Live gCO2e/kWh with the signal that answered."""
+        return read_intensity(self.carbon, zone, at)
 
     def price_usd_per_kwh(self, zone: str, at: datetime) -> float | None:
         """The trace's price."""

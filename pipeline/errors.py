@@ -82,8 +82,11 @@ class DataSourceError(ServiceError):
 
     Attributes:
         status: the HTTP status, when there was one.
+        retry_after_s: how long the service asked callers to wait (``Retry-After``), if it did.
     """
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None,
+                 retry_after_s: float | None = None) -> None:
         self.status = status
+        self.retry_after_s = retry_after_s
         super().__init__(message)

@@ -19,8 +19,10 @@ from importlib.resources.abc import Traversable
 from itertools import accumulate
 from typing import Final, Protocol
 
+from pipeline import intensity_signal
 from pipeline.devices import Device
 from pipeline.errors import ConfigError
+from pipeline.intensity_signal import IntensityReading
 
 TRACE_YEAR: Final = 2024
 HOURS_IN_TRACE: Final = 8784  # 366 days x 24 h
@@ -231,6 +233,10 @@ class GridTrace:
                               f"{at.astimezone(UTC):%Y-%m-%dT%H:00Z} (trace hour of 2024)")
         return value
 
+    def intensity_reading(self, zone: str, at: datetime) -> IntensityReading:
+        """The intensity with its signal: Electricity Maps' life-cycle average."""
+        return IntensityReading(self.intensity_g_per_kwh(zone, at), intensity_signal.TRACE)
+
     def price_usd_per_kwh(self, zone: str, at: datetime) -> float | None:
         """Wholesale price (USD/kWh) of ``zone`` at the hour of ``at``; None without price data
         or for an hour whose price is missing."""
@@ -284,11 +290,14 @@ class Conditions:
         price_usd_per_kwh: its zone's price; None where unknown (no zone, no price data).
         temperature_c: its zone's temperature; None where unknown (PUE and WUE are then the
             site's fixed figures).
+        intensity_signal: which intensity it is (:mod:`pipeline.intensity_signal`), e.g.
+            ``fixed:registry``; None where the source does not say.
     """
 
     intensity_g_per_kwh: float
     price_usd_per_kwh: float | None = None
     temperature_c: float | None = None
+    intensity_signal: str | None = None
 
 
 def device_conditions(grid: GridConditions, device: Device, at: datetime) -> Conditions:
@@ -304,7 +313,8 @@ def device_conditions(grid: GridConditions, device: Device, at: datetime) -> Con
     if device.zone is None:
         if fixed is None:  # the registry refuses such a device; kept for a hand-made one
             raise ConfigError(f"device {device.name!r} has neither a zone nor a fixed intensity")
-        return Conditions(fixed)
-    intensity = fixed if fixed is not None else grid.intensity_g_per_kwh(device.zone, at)
-    return Conditions(intensity, grid.price_usd_per_kwh(device.zone, at),
-                      grid.temperature_c(device.zone, at))
+        return Conditions(fixed, intensity_signal=intensity_signal.REGISTRY_FIXED)
+    reading = (IntensityReading(fixed, intensity_signal.REGISTRY_FIXED) if fixed is not None
+               else intensity_signal.read_intensity(grid, device.zone, at))
+    return Conditions(reading.g_per_kwh, grid.price_usd_per_kwh(device.zone, at),
+                      grid.temperature_c(device.zone, at), reading.signal)

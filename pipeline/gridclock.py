@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Protocol
 
 from pipeline.grid import GridConditions
+from pipeline.intensity_signal import IntensityReading, read_intensity
 
 
 class HourlyGrid(GridConditions, Protocol):
@@ -32,6 +33,10 @@ class PinnedGrid:
     def intensity_g_per_kwh(self, zone: str, at: datetime) -> float:
         """Intensity of ``zone`` at the pinned hour (``at`` is ignored)."""
         return self.trace.intensity_g_per_kwh(zone, self.at)
+
+    def intensity_reading(self, zone: str, at: datetime) -> IntensityReading:
+        """Intensity and signal of ``zone`` at the pinned hour (``at`` is ignored)."""
+        return read_intensity(self.trace, zone, self.at)
 
     def price_usd_per_kwh(self, zone: str, at: datetime) -> float | None:
         """Price of ``zone`` at the pinned hour (``at`` is ignored)."""

@@ -22,11 +22,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from pipeline import intensity_signal
 from pipeline.devices import Device, Registry, load_registry
 from pipeline.errors import ConfigError
 from pipeline.grid import USD_PER_CURRENCY, GridTrace, hourly_forecast, trace_hour
 from pipeline.gridfiles import KINDS, GridFolder
 from pipeline.hourly import hour_start
+from pipeline.intensity_signal import IntensityReading
 from pipeline.settings import Settings
 
 
@@ -59,6 +61,7 @@ class Layer(Protocol):
 class _Column:
     name: str
     values: tuple[float | None, ...]
+    signal: str | None = None
 
     def get(self, at: datetime) -> float | None:
         return self.values[trace_hour(at)]
@@ -67,8 +70,8 @@ class _Column:
 class TraceLayer:
     """``grid_<ZONE>.csv`` files (:class:`~pipeline.grid.GridTrace`) as a layer."""
 
-    def __init__(self, trace: GridTrace, label: str) -> None:
-        self.trace, self.label = trace, label
+    def __init__(self, trace: GridTrace, label: str, signal: str | None = None) -> None:
+        self.trace, self.label, self.signal = trace, label, signal
 
     def zones(self, kind: str) -> set[str]:
         """Every zone with a file: the layout has all three columns."""
@@ -81,7 +84,8 @@ class TraceLayer:
         t = self.trace.trace(zone)
         column = {"carbon": t.carbon_g_per_kwh, "price": t.price_usd_per_kwh,
                   "temperature": t.temperature_c}[kind]
-        return None if column is None else _Column(f"{kind} {zone} ({self.label})", column)
+        signal = self.signal if kind == "carbon" else None
+        return None if column is None else _Column(f"{kind} {zone} ({self.label})", column, signal)
 
 
 class GridData:
@@ -95,7 +99,7 @@ class GridData:
 
     def __init__(self, grid_dir: Path | None = None) -> None:
         self.grid_dir = grid_dir
-        self._layers: list[Layer] = [TraceLayer(GridTrace(), "packaged")]
+        self._layers: list[Layer] = [TraceLayer(GridTrace(), "packaged", intensity_signal.TRACE)]
         if grid_dir is not None:
             self._layers[:0] = [GridFolder(grid_dir, dict(USD_PER_CURRENCY)),
                                 TraceLayer(GridTrace(grid_dir), str(grid_dir))]
@@ -132,6 +136,12 @@ class GridData:
             raise ConfigError(f"{series.name}: no carbon intensity for "
                               f"{hour_start(at):%Y-%m-%dT%H:00Z}")
         return value
+
+    def intensity_reading(self, zone: str, at: datetime) -> IntensityReading:
+        """The intensity with the signal of the file it came from (see
+        :mod:`pipeline.intensity_signal`); the signal is None for a file that does not say."""
+        value = self.intensity_g_per_kwh(zone, at)
+        return IntensityReading(value, getattr(self.series(zone, "carbon"), "signal", None))
 
     def price_usd_per_kwh(self, zone: str, at: datetime) -> float | None:
         """USD/kWh of ``zone`` in the hour holding ``at``; None where unknown."""

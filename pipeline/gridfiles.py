@@ -42,6 +42,7 @@ from pipeline.hourly import (
     read_open_meteo_json,
     usd_price_reader,
 )
+from pipeline.intensity_signal import electricitymaps_csv
 
 KINDS: Final = ("carbon", "price", "temperature")
 _NAME = re.compile(r"^(?P<zone>[^_]+)_(?P<year>\d{4})(?:_[^.]*)?\.(?P<ext>csv|json)$")
@@ -54,10 +55,12 @@ class Replayed:
 
     Args:
         series: the files' hours.
+        signal: which intensity a carbon series is (:mod:`pipeline.intensity_signal`).
     """
 
-    def __init__(self, series: HourlySeries) -> None:
+    def __init__(self, series: HourlySeries, signal: str | None = None) -> None:
         self.name = series.name
+        self.signal = signal
         self._values = series.values
         self._years = sorted({h.year for h in series.values}, reverse=True)
 
@@ -150,7 +153,9 @@ class GridFolder:
             paths = self.files().get(key)
             if not paths:
                 return None
-            self._series[key] = Replayed(read_files(paths, f"{kind} {zone}", self._reader(zone, kind)))
+            signal = electricitymaps_csv("lca") if kind == "carbon" else None
+            series = read_files(paths, f"{kind} {zone}", self._reader(zone, kind))
+            self._series[key] = Replayed(series, signal)
         return self._series[key]
 
     def _reader(self, zone: str, kind: str) -> Reader:

@@ -28,7 +28,9 @@ from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Final
 
+from pipeline import intensity_signal
 from pipeline.errors import ConfigError
+from pipeline.intensity_signal import IntensityReading
 
 EM_TIME: Final = "Datetime (UTC)"
 EM_COLUMNS: Final = {"lca": "Carbon Intensity gCO₂eq/kWh (LCA)",
@@ -283,6 +285,11 @@ class ElectricityMapsFolder:
     def intensity_g_per_kwh(self, zone: str, at: datetime) -> float:
         """gCO2e/kWh of ``zone`` in the hour holding ``at``."""
         return self.series(zone).at(at)
+
+    def intensity_reading(self, zone: str, at: datetime) -> IntensityReading:
+        """The intensity with its signal (average, on this folder's basis)."""
+        return IntensityReading(self.intensity_g_per_kwh(zone, at),
+                                intensity_signal.electricitymaps_csv(self.basis))
 
 
 class PriceFolder:

@@ -23,7 +23,7 @@ EXPORT_FIELDS: tuple[str, ...] = (
     "batch_id", "prompt_tokens", "completion_tokens", "ttft_s", "latency_s", "energy_j",
     "energy_source", "energy_measured", "host_energy_j", "host_energy_source",
     "host_energy_measured", "carbon_g", "embodied_carbon_g", "water_l", "cost_usd",
-    "intensity_g_per_kwh", "metadata", "error",
+    "intensity_g_per_kwh", "intensity_signal", "metadata", "error",
 )
 _RESULT_FIELDS = EXPORT_FIELDS[EXPORT_FIELDS.index("output"):EXPORT_FIELDS.index("metadata")]
 _PROMPT_FIELDS = ("metadata", "error")

@@ -160,6 +160,8 @@ class Result(SQLModel, table=True):
     water_l: float = 0.0
     cost_usd: float | None = None  # None where the zone has no price data
     intensity_g_per_kwh: float = 0.0
+    # average or marginal, and from where (pipeline/intensity_signal.py); None: not recorded
+    intensity_signal: str | None = Field(default=None, max_length=80)
     created_at: datetime = _ts()  # type: ignore[assignment]
 
 

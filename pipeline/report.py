@@ -66,7 +66,7 @@ def load_report_data(engine: Engine, job_id: str) -> ReportData:
 
 COLUMNS = ["device", "prompts", "energy_kwh", "host_energy_kwh", "carbon_g", "embodied_carbon_g",
            "water_l", "cost_usd", "prompt_tokens", "completion_tokens", "latency_p50_s",
-           "latency_p95_s", "energy_measured"]
+           "latency_p95_s", "energy_measured", "intensity_signal"]
 
 
 def summarise(name: str, rows: Sequence[Result]) -> list[Any]:
@@ -75,11 +75,14 @@ def summarise(name: str, rows: Sequence[Result]) -> list[Any]:
     Energy is device energy; the host's share is its own column; carbon, water and cost cover
     both. Cost is None when no row has a price. ``energy_measured`` is the share of prompts
     whose device energy was measured (1.0: all measured; 0.0: all estimated).
+    ``intensity_signal`` lists the grid signals the rows' carbon came from (average or
+    marginal, and the source), None where no row recorded one.
     """
     latencies = np.array([r.latency_s for r in rows], dtype=float)
     costs = [r.cost_usd for r in rows if r.cost_usd is not None]
     hosts = [r.host_energy_j for r in rows if r.host_energy_j is not None]
     p50, p95 = (np.percentile(latencies, [50, 95]).tolist() if len(rows) else [None, None])
+    signals = sorted({r.intensity_signal for r in rows if r.intensity_signal})
     return [
         name, len(rows),
         sum(r.energy_j for r in rows) / JOULES_PER_KWH,
@@ -88,6 +91,7 @@ def summarise(name: str, rows: Sequence[Result]) -> list[Any]:
         sum(r.water_l for r in rows), sum(costs) if costs else None,
         sum(r.prompt_tokens for r in rows), sum(r.completion_tokens for r in rows),
         p50, p95, sum(r.energy_measured for r in rows) / len(rows) if rows else None,
+        ", ".join(signals) or None,
     ]
 
 

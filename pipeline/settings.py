@@ -154,7 +154,14 @@ class Settings(BaseSettings):
     api_timeout_s: PositiveFloat = Field(default=10.0, description="Timeout of one API request.")
     api_retries: int = Field(default=3, ge=0, description="Retries of a transient API failure.")
     api_backoff_s: float = Field(default=1.0, ge=0, description="First retry wait, doubled after.")
-    api_cache_ttl_s: float = Field(default=300.0, ge=0, description="API answers reused this long.")
+    api_cache_ttl_s: float = Field(
+        default=300.0, ge=0,
+        description="A carbon API answer is reused this long (s), per zone and hour, by every "
+        "process sharing the Redis of REDIS_URL (else in this process); 0 asks every time.")
+    api_max_retry_wait_s: float = Field(
+        default=30.0, ge=0,
+        description="Longest Retry-After (s) waited out within one API call; a longer one "
+        "pauses the API for the whole cluster and the last known value is used meanwhile.")
 
     @field_validator("strategy")
     @classmethod

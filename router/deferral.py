@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.devices import Registry
 from pipeline.errors import ConfigError, ServiceError, UnroutableError
+from pipeline.grid import CarbonSource
 from pipeline.models import Job, JobPlan, JobStatus, Prompt, PromptStatus
 from pipeline.reconcile import reconcile
 from pipeline.settings import Settings
@@ -52,12 +53,14 @@ class PlanPassReport:
 
 @dataclass(frozen=True)
 class Planning:
-    """What planning needs: the cluster, its predictor, a forecast and the batch size."""
+    """What planning needs: the cluster, its predictor, a forecast, the batch size, and the
+    router's grid (``AppContext.grid``), which prices the current hour as the router does."""
 
     registry: Registry
     predictor: Predictor
     forecast: Forecast
     settings: Settings
+    grid: CarbonSource | None = None
 
 
 def plan_pass(engine: Engine, redis_client: redis.Redis, planning: Planning,
@@ -91,7 +94,7 @@ def ensure_plan(engine: Engine, planning: Planning, job_id: str, deadline: datet
         stored = conn.execute(select(_PLAN).where(_PLAN.c.job_id == job_id)).mappings().first()
     s = planning.settings
     plan = plan_job(work, planning.registry, planning.predictor, planning.forecast,
-                    s.batch_size, now, deadline)
+                    s.batch_size, now, deadline, planning.grid)
     if stored is not None and stored["forecast_digest"] == plan.forecast_digest:
         return stored_plan(stored)
     _store(engine, job_id, deadline, plan, now, replace=stored is not None)

@@ -11,6 +11,11 @@ Intensity is constant within each forecast hour, so carbon is piecewise linear i
 minimum over ``[now, deadline - D]`` lies at a breakpoint: ``now``, ``deadline - D``, an hour
 boundary, or an hour boundary minus ``D``. Evaluating exactly those starts finds the optimum of
 the forecast (a brute-force search over the same forecast agrees; see the tests).
+
+The current hour is not forecast: given the router's grid (``current``), its intensity is the
+one the router routes and the workers account at now (the live API, the pinned or the packaged
+trace), so "starting now" is priced at what running now really costs, and only later hours at
+the forecast.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Protocol
 from pipeline.accounting import operational_carbon_g
 from pipeline.devices import Device, Registry
 from pipeline.errors import ConfigError, EcobatchError, UnroutableError
+from pipeline.grid import CarbonSource
 from router.predictor import BatchShape, Predictor
 
 HOUR = timedelta(hours=1)
@@ -92,18 +98,29 @@ def device_forecast(forecast: Forecast, device: Device, start: datetime,
     return [g for _, g in forecast.forecast(device.zone, start, hours)]
 
 
+def _with_current(hourly: list[float], device: Device, start: datetime,
+                  current: CarbonSource | None) -> list[float]:
+    """``hourly`` with its first hour (the one holding ``start``) priced at ``current``, the
+    intensity the router and the ledger use now, for a device priced by its zone."""
+    if current is not None and device.intensity_g_per_kwh is None and device.zone is not None:
+        hourly[0] = current.intensity_g_per_kwh(device.zone, start)
+    return hourly
+
+
 class _Intensity:
-    """Mean forecast intensity of each device over any interval inside the horizon; a device
+    """Mean forecast intensity of each device over any interval inside the horizon, with the
+    hour holding ``start`` taken from ``current`` (the router's grid) where given; a device
     whose forecast fails is recorded in ``failed`` and left out of the plan."""
 
     def __init__(self, forecast: Forecast, devices: Sequence[Device], start: datetime,
-                 hours: int) -> None:
+                 hours: int, current: CarbonSource | None = None) -> None:
         self.origin = start.replace(minute=0, second=0, microsecond=0)
         self.hourly: dict[str, list[float]] = {}
         self.failed: dict[str, str] = {}
         for d in devices:
             try:
-                self.hourly[d.name] = device_forecast(forecast, d, self.origin, hours)
+                self.hourly[d.name] = _with_current(device_forecast(forecast, d, self.origin, hours),
+                                                    d, start, current)
             except EcobatchError as e:
                 self.failed[d.name] = str(e)
 
@@ -126,13 +143,15 @@ class _Intensity:
 
 
 def plan_job(work: JobWork, registry: Registry, predictor: Predictor, forecast: Forecast,
-             batch_size: int, now: datetime, deadline: datetime) -> Plan:
+             batch_size: int, now: datetime, deadline: datetime,
+             current: CarbonSource | None = None) -> Plan:
     """The least-carbon start and device set finishing by ``deadline``, per the forecast.
 
     A job that cannot finish by ``deadline`` even starting now on the fastest set is planned
     to start now, with a ``note`` saying so. Starts are looked for within the forecast's
     horizon (:data:`MAX_FORECAST_H`); a job due later is re-planned as the horizon moves on.
-    A device without a forecast is left out, and the ``note`` says why.
+    A device without a forecast is left out, and the ``note`` says why. ``current`` (the
+    router's grid) gives the intensity of the hour holding ``now``.
 
     Raises:
         UnroutableError: no device can take the job's batches or has a forecast.
@@ -142,7 +161,8 @@ def plan_job(work: JobWork, registry: Registry, predictor: Predictor, forecast: 
     horizon_h = min(MAX_FORECAST_H - 1, max(1, math.ceil((max(deadline, now) - now) / HOUR) + 2))
     longest = max((_duration((r,), n_batches) for r in rates), default=timedelta(0))
     intensity = _Intensity(forecast, [r.device for r in rates], now,
-                           min(MAX_FORECAST_H, horizon_h + math.ceil(longest / HOUR) + 1))
+                           min(MAX_FORECAST_H, horizon_h + math.ceil(longest / HOUR) + 1),
+                           current)
     sets = _device_sets([r for r in rates if r.device.name not in intensity.failed])
     if not sets:
         raise UnroutableError("no device can plan this job: " + _left_out(intensity)

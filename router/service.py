@@ -103,7 +103,7 @@ def route_pass(ctx: RouterContext, publish: PublishMany) -> dict[str, Any]:
     now = datetime.now(UTC)
     out: dict[str, Any] = {}
     if _due(ctx, _PLANNED_KEY, s.planner_interval_s):
-        planning = Planning(ctx.registry, predictor, ctx.forecast, s)
+        planning = Planning(ctx.registry, predictor, ctx.forecast, s, ctx.grid)
         out["planner"] = plan_pass(ctx.engine, ctx.redis, planning, now).as_dict()
     recovered = recover_if_reset(ctx.engine, ctx.redis, publish, s.task_time_limit_s)
     if recovered is not None:  # first start, or Redis lost its data: restore it from SQL

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -30,6 +26,7 @@ from pipeline.forecast import Forecaster
 from pipeline.grid import GridTrace
 from pipeline.http_json import HttpJson
 from pipeline.settings import load_settings
+from tests.replay_http import Replay, replay_server
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "carbon_api"
 EM = json.loads((FIXTURES / "electricitymaps.json").read_text())
@@ -37,49 +34,10 @@ WT = json.loads((FIXTURES / "watttime.json").read_text())
 NOW = datetime(2024, 1, 1, 2, 30, tzinfo=UTC)
 
 
-class Replay:
-    """Routes path -> list of (status, body, delay_s); the last entry repeats."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, list[tuple[int, Any, float]]] = {}
-        self.requests: list[tuple[str, dict[str, list[str]], dict[str, str]]] = []
-
-    def set(self, path: str, *answers: tuple[int, Any, float]) -> None:
-        self.routes[path] = list(answers)
-
-    def next(self, path: str) -> tuple[int, Any, float]:
-        answers = self.routes.get(path, [(404, {"error": "no route"}, 0.0)])
-        return answers.pop(0) if len(answers) > 1 else answers[0]
-
-
 @pytest.fixture
 def server() -> Iterator[tuple[str, Replay]]:
-    replay = Replay()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            url = urlsplit(self.path)
-            replay.requests.append((url.path, parse_qs(url.query),
-                                    {k.lower(): v for k, v in self.headers.items()}))
-            status, body, delay_s = replay.next(url.path)
-            time.sleep(delay_s)
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", replay
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with replay_server() as served:
+        yield served
 
 
 def http(**kw: Any) -> tuple[HttpJson, list[float]]:
@@ -99,9 +57,9 @@ def test_electricity_maps_latest_history_forecast(server: tuple[str, Replay]) ->
     assert [v for _, v in api.history("DE")] == [177.74, 179.08, 183.69]
     assert api.forecast("DE", 2) == [(datetime(2024, 1, 1, 3, tzinfo=UTC), 190.0),
                                      (datetime(2024, 1, 1, 4, tzinfo=UTC), 200.0)]
-    _, query, headers = replay.requests[0]
-    assert query == {"zone": ["DE"], "emissionFactorType": ["lifecycle"]}
-    assert headers["auth-token"] == "key-1"
+    first = replay.requests[0]
+    assert first.query == {"zone": ["DE"], "emissionFactorType": ["lifecycle"]}
+    assert first.headers["auth-token"] == "key-1"
 
 
 def test_watttime_logs_in_and_converts_moer(server: tuple[str, Replay]) -> None:
@@ -109,17 +67,18 @@ def test_watttime_logs_in_and_converts_moer(server: tuple[str, Replay]) -> None:
     replay.set("/login", (200, WT["login"], 0))
     replay.set("/v3/historical", (200, WT["historical"], 0))
     replay.set("/v3/forecast", (200, WT["forecast"], 0))
-    api = WattTimeApi("u", "p", {"US-CAL-CISO": "CAISO_NORTH"}, http(cache_ttl_s=0)[0], base)
+    api = WattTimeApi("u", "p", {"US-CAL-CISO": "CAISO_NORTH"}, http()[0], base)
     history = api.history("US-CAL-CISO")
     # 01:00 holds two 5-minute points (800, 900 lbs/MWh): mean 850 lbs/MWh = 385.5535 g/kWh
     assert history[0] == (datetime(2024, 1, 1, 1, tzinfo=UTC), pytest.approx(385.5535145))
     assert api.latest("US-CAL-CISO")[1] == pytest.approx(1000 * G_PER_KWH_PER_LBS_PER_MWH)
     assert api.forecast("US-CAL-CISO", 1)[0][1] == pytest.approx(600 * 0.45359237)
-    login = next(r for r in replay.requests if r[0] == "/login")
-    assert login[2]["authorization"] == "Basic dTpw"  # base64("u:p")
-    data = next(r for r in replay.requests if r[0] == "/v3/forecast")
-    assert data[2]["authorization"] == "Bearer test-token"
-    assert data[1]["region"] == ["CAISO_NORTH"] and data[1]["signal_type"] == ["co2_moer"]
+    login = next(r for r in replay.requests if r.path == "/login")
+    assert login.headers["authorization"] == "Basic dTpw"  # base64("u:p")
+    assert replay.count("/login") == 1  # the token is kept while valid
+    data = next(r for r in replay.requests if r.path == "/v3/forecast")
+    assert data.headers["authorization"] == "Bearer test-token"
+    assert data.query["region"] == ["CAISO_NORTH"] and data.query["signal_type"] == ["co2_moer"]
     with pytest.raises(ConfigError, match="WattTime region"):
         api.history("GB")
 
@@ -157,18 +116,6 @@ def test_a_slow_answer_is_a_timeout(server: tuple[str, Replay]) -> None:
     assert client.get(f"{base}/slow") == {"late": 1} and waits == [0.5]
 
 
-def test_answers_are_cached_for_their_ttl(server: tuple[str, Replay]) -> None:
-    base, replay = server
-    replay.set("/c", (200, {"n": 1}, 0), (200, {"n": 2}, 0))
-    clock = [0.0]
-    client, _ = http(cache_ttl_s=60.0, clock=lambda: clock[0])
-    assert client.get(f"{base}/c") == {"n": 1}
-    clock[0] = 59.0
-    assert client.get(f"{base}/c") == {"n": 1}
-    clock[0] = 61.0
-    assert client.get(f"{base}/c") == {"n": 2}
-
-
 def test_not_json_is_a_data_source_error(server: tuple[str, Replay]) -> None:
     base, replay = server
     replay.set("/s", (200, "just text", 0))
@@ -192,7 +139,7 @@ def test_live_carbon_falls_back_to_the_last_known_value(
     base, replay = server
     replay.set("/v3/carbon-intensity/latest", (200, EM["latest"], 0), (500, {}, 0))
     replay.set("/v3/carbon-intensity/history", (200, EM["history"], 0))
-    api = ElectricityMapsApi("k", http(retries=0, cache_ttl_s=0)[0], f"{base}/v3")
+    api = ElectricityMapsApi("k", http(retries=0)[0], f"{base}/v3")
     live = LiveCarbon(api, now=lambda: NOW)
     assert live.intensity_g_per_kwh("DE", NOW) == 183.69
     assert live.intensity_g_per_kwh("DE", datetime(2024, 1, 1, 1, 10, tzinfo=UTC)) == 179.08
@@ -209,7 +156,7 @@ def test_forecast_from_the_api_or_offline_when_the_plan_refuses(
     base, replay = server
     replay.set("/v3/carbon-intensity/forecast", (200, EM["forecast"], 0),
                (403, EM["forecast_forbidden"], 0))
-    api = ElectricityMapsApi("k", http(cache_ttl_s=0)[0], f"{base}/v3")
+    api = ElectricityMapsApi("k", http()[0], f"{base}/v3")
     forecaster = Forecaster(ConstantCarbon(120.0), api)
     start = datetime(2024, 1, 1, 3, 20, tzinfo=UTC)
     assert [v for _, v in forecaster.forecast("DE", start, 3)] == [190.0, 200.0, 210.0]
@@ -249,3 +196,17 @@ def test_live_grid_takes_carbon_live_and_the_rest_from_the_trace(
     assert grid.intensity_g_per_kwh("DE-LU", now) == 183.69
     assert grid.temperature_c("DE-LU", now) == trace.temperature_c("DE-LU", now)
     assert grid.price_usd_per_kwh("DE-LU", now) == trace.price_usd_per_kwh("DE-LU", now)
+
+
+def test_watttime_logs_in_again_once_when_its_token_is_refused(
+        server: tuple[str, Replay]) -> None:
+    base, replay = server
+    replay.set("/login", (200, WT["login"], 0))
+    replay.set("/v3/historical", (401, {}, 0), (200, WT["historical"], 0))
+    api = WattTimeApi("u", "p", {"US-CAL-CISO": "CAISO_NORTH"}, http()[0], base)
+    assert api.latest("US-CAL-CISO")[1] == pytest.approx(1000 * G_PER_KWH_PER_LBS_PER_MWH)
+    assert replay.count("/login") == 2 and replay.count("/v3/historical") == 2
+    replay.set("/v3/historical", (401, {}, 0))
+    with pytest.raises(DataSourceError, match="HTTP 401"):
+        api.history("US-CAL-CISO")
+    assert replay.count("/v3/historical") == 4  # one retry with a new token, not a loop

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
+import pytest
 import redis
 from click.testing import CliRunner
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from pipeline.accounting import operational_carbon_g
 from pipeline.cli import main
+from pipeline.context import AppContext
 from pipeline.devices import Device, Registry
 from pipeline.intake import validate_records
 from pipeline.models import Job, JobPlan, JobStatus
 from pipeline.queue import pending_count
-from pipeline.settings import Settings
+from pipeline.settings import Settings, load_settings
 from pipeline.submit import submit_records
 from router.deferral import Planning, plan_pass
 from router.nominal import NominalPredictor
+from tests.cluster import wait_until
 
 HOUR = timedelta(hours=1)
 
@@ -117,4 +125,60 @@ def test_plan_command_shows_the_window(engine: Engine, rclient: redis.Redis,
     assert out.exit_code == 0, out.output
     assert '"devices": ["cpu"]' in out.output and '"saving_g"' in out.output
     table = CliRunner().invoke(main, ["plan", job_id, "--database-url", db_url])
-    assert "gCO2e starting now (forecast)" in table.output
+    assert "gCO2e starting now (grid now)" in table.output
+
+
+GB_PUE = 1.2
+
+
+def _plan_by_cli(engine: Engine, rclient: redis.Redis, db_url: str, tmp_path: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, Any], str, datetime]:
+    """A one-prompt deferred job on a GB device, planned by ``ecobatch plan`` itself: its JSON
+    view, its table, and the time it was planned at."""
+    registry = tmp_path / "gb.toml"
+    registry.write_text(f'[[device]]\nname = "gb"\nkind = "cpu"\nzone = "GB"\n'
+                        f"pue = {GB_PUE}\nnominal_tokens_per_s = 1000.0\n")
+    monkeypatch.setenv("ECOBATCH_DEVICES", str(registry))
+    records = validate_records(["one question"])
+    job_id = submit_records(engine, rclient, records, source="test", strategy="carbon",
+                            default_max_tokens=4, deferred=True,
+                            deadline=datetime.now(UTC) + timedelta(hours=10)).job_id
+    # The job lasts milliseconds; keep it inside one hour so "now" is one hour's intensity.
+    wait_until("the clock to leave an hour's last seconds",
+               lambda: datetime.now(UTC).minute * 60 + datetime.now(UTC).second < 3590, 30)
+    out = CliRunner().invoke(main, ["plan", job_id, "--database-url", db_url, "--json"])
+    assert out.exit_code == 0, out.output
+    table = CliRunner().invoke(main, ["plan", job_id, "--database-url", db_url])
+    assert table.exit_code == 0, table.output
+    with Session(engine) as s:
+        planned = s.get(JobPlan, job_id)
+        assert planned is not None
+    return json.loads(out.output), table.output, planned.updated_at
+
+
+def _baseline_intensity(view: dict[str, Any]) -> float:
+    return float(view["carbon_now_g"]) / operational_carbon_g(view["energy_j"], GB_PUE, 1.0)
+
+
+def test_plan_prices_starting_now_at_the_routers_intensity(
+        engine: Engine, rclient: redis.Redis, db_url: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ECOBATCH_GRID_AT", raising=False)
+    view, table, planned_at = _plan_by_cli(engine, rclient, db_url, tmp_path, monkeypatch)
+    router_g_per_kwh = AppContext(load_settings()).grid.intensity_g_per_kwh("GB", planned_at)
+    # Before: the 7-day same-hour forecast of this hour, e.g. 202.41 against the router's 150.36.
+    assert _baseline_intensity(view) == pytest.approx(router_g_per_kwh, rel=1e-9)
+    assert view["duration_s"] < 60
+    # A window of milliseconds shows its seconds and its length, not "15:00 UTC -> 15:00 UTC".
+    assert re.search(r"\d\d:\d\d:\d\d UTC -> \S+ \d\d:\d\d:\d\d UTC", table), table
+    assert re.search(r"duration \(predicted\)\s+│\s+\d+\.\d s", table), table
+
+
+def test_plan_with_the_grid_pinned_prices_now_at_the_pinned_hour(
+        engine: Engine, rclient: redis.Redis, db_url: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ECOBATCH_GRID_AT", "2024-06-03T12:00Z")
+    view, _, planned_at = _plan_by_cli(engine, rclient, db_url, tmp_path, monkeypatch)
+    router_g_per_kwh = AppContext(load_settings()).grid.intensity_g_per_kwh("GB", planned_at)
+    assert router_g_per_kwh == 138.64  # GB's trace at 2024-06-03 12:00 UTC
+    assert _baseline_intensity(view) == pytest.approx(router_g_per_kwh, rel=1e-9)
