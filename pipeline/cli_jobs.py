@@ -18,7 +18,7 @@ from pipeline.cli_common import build_settings, handle_errors, make_console, rou
 from pipeline.db import make_engine
 from pipeline.intake import INPUT_FORMATS, read_input
 from pipeline.jobs import OUTPUT_FORMATS, JobStatusView, iter_results, job_status, write_results
-from pipeline.limits import check_submission
+from pipeline.limits import check_submission, line_limit
 from pipeline.queue import connect
 from pipeline.settings import Settings
 from pipeline.submit import submit_records
@@ -55,7 +55,8 @@ def submit(file: str, fmt: str | None, max_tokens: int | None, strategy: str | N
     """
     settings = build_settings(redis_url=redis_url, database_url=database_url,
                               max_tokens=max_tokens, strategy=strategy)
-    records = read_input(file, fmt)  # '-' reads sys.stdin.buffer, which CliRunner replaces
+    # '-' reads sys.stdin.buffer, which CliRunner replaces
+    records = read_input(file, fmt, limit=line_limit(settings))
     check_submission(records, settings.max_tokens, settings)
     receipt = submit_records(
         make_engine(settings.database_url), connect(settings.require_redis_url()), records,

@@ -27,7 +27,7 @@ from pipeline.embedded import EmbeddedRedis
 from pipeline.errors import WaitTimeoutError
 from pipeline.intake import read_input
 from pipeline.jobs import iter_results, write_results
-from pipeline.limits import check_batch_size, check_submission
+from pipeline.limits import check_batch_size, check_submission, line_limit
 from pipeline.modelfile import resolve_model_path
 from pipeline.models import Prompt, PromptStatus
 from pipeline.queue import connect
@@ -65,7 +65,7 @@ class RunOutcome:
 def run_job(settings: Settings, opts: RunOptions, console: Console) -> RunOutcome:
     """Submit the file, wait for every answer with a progress bar, write results, summarise."""
     # Bad input, registry or model stops here, before anything is started or written.
-    records = read_input(opts.input_path, opts.input_format)
+    records = read_input(opts.input_path, opts.input_format, limit=line_limit(settings))
     check_submission(records, settings.max_tokens, settings)
     registry = load_registry(settings.devices)
     check_batch_size(settings.batch_size, registry)
