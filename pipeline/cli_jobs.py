@@ -74,7 +74,12 @@ def submit(file: str, fmt: str | None, max_tokens: int | None, strategy: str | N
 @_database_option
 @handle_errors
 def status(job_id: str, as_json: bool, database_url: str | None) -> None:
-    """Show progress and energy, carbon, water and cost totals of JOB_ID."""
+    """Show progress and energy, carbon, water and cost totals of JOB_ID.
+
+    A submission refused by the cluster (an ecobatch.submit call with bad prompts or options,
+    or over the rate limit) shows status 'rejected' and why; an id with no job at all is
+    reported as not found (not yet taken in, or never submitted) and exits 1.
+    """
     settings = build_settings(database_url=database_url)
     view = job_status(make_engine(settings.database_url), job_id)
     if as_json:
@@ -95,8 +100,10 @@ def _status_table(view: JobStatusView) -> Table:
     table.add_column("what", style="bold")
     table.add_column("value")
     counts = ", ".join(f"{k} {v}" for k, v in view.counts.items())
-    rows = [
-        ("status", view.status.value),
+    rows = [("status", view.status.value)]
+    if view.error is not None:
+        rows.append(("rejected because", view.error))
+    rows += [
         ("source", view.source),
         ("strategy", view.strategy or "router default"),
         ("created (UTC)", str(view.created_at)),

@@ -53,6 +53,7 @@ class JobStatusView:
             without price data leaves a result's cost unknown, and the sum skips it).
         errors: why prompts were dead-lettered: each distinct reason (at most
             ``MAX_ERRORS_SHOWN``, the most frequent) with how many prompts it stopped.
+        error: why the submission was refused (status ``rejected``), else None.
     """
 
     job_id: str
@@ -70,6 +71,7 @@ class JobStatusView:
     water_l: float = 0.0
     cost_usd: float | None = None
     errors: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
 
     @property
     def done(self) -> int:
@@ -103,6 +105,11 @@ def derive_status(stored: JobStatus, total: int, n_results: int, n_failed: int,
     if stored == JobStatus.QUEUED and n_started > 0:
         return JobStatus.RUNNING
     return stored
+
+
+def job_not_found(job_id: str) -> NotFoundError:
+    """The error for an id with no job: said apart from a job that was refused (``rejected``)."""
+    return NotFoundError(f"job {job_id} not found: not yet taken in, or never submitted")
 
 
 def check_job_id(job_id: str) -> None:
@@ -157,7 +164,7 @@ def _status_view(conn: Connection, job_id: str) -> JobStatusView:
     job, prompt, result = _t(Job), _t(Prompt), _t(Result)
     row = conn.execute(select(job).where(job.c.id == job_id)).mappings().first()
     if row is None:
-        raise NotFoundError(f"job {job_id} not found")
+        raise job_not_found(job_id)
     counts = {s.value: 0 for s in PromptStatus}
     for status, n in conn.execute(select(prompt.c.status, func.count())
                                   .where(prompt.c.job_id == job_id).group_by(prompt.c.status)):
@@ -179,6 +186,7 @@ def _status_view(conn: Connection, job_id: str) -> JobStatusView:
         n_failed=int(n_failed), energy_j=float(sums[1] or 0.0), carbon_g=float(sums[2] or 0.0),
         embodied_carbon_g=float(sums[3] or 0.0), water_l=float(sums[4] or 0.0),
         cost_usd=None if sums[5] is None else float(sums[5]), errors=_dead_errors(conn, job_id),
+        error=row["error"],
     )
 
 
@@ -211,7 +219,7 @@ def iter_results(engine: Engine, job_id: str) -> Iterator[dict[str, Any]]:
     except SQLAlchemyError as e:
         raise ServiceError(f"cannot read job {job_id}: {e}") from e
     if found is None:
-        raise NotFoundError(f"job {job_id} not found")
+        raise job_not_found(job_id)
     return _stream_results(engine, job_id)
 
 
