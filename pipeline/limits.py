@@ -77,11 +77,13 @@ def line_limit(settings: Settings) -> LineLimit:
     """The longest line a prompt file may hold, from the context length and the model.
 
     A prompt that fits ``n_ctx_per_seq`` tokens has at most ``n_ctx_per_seq`` x
-    ``max_token_bytes`` bytes; written as JSON every byte takes at most
-    :data:`JSON_BYTES_PER_BYTE` bytes (CSV quoting and plain text take fewer), and the rest of
-    a record (id, metadata, keys, spaces) gets :data:`RECORD_SLACK_BYTES`. So a longer line is
-    a record that cannot be taken, and it is refused before the rest of it is read. The
-    vocabulary is read only for a line longer than the slack, which the limit always exceeds.
+    ``max_token_bytes`` bytes (no token stands for more bytes than its piece); written as JSON
+    every byte takes at most :data:`JSON_BYTES_PER_BYTE` bytes (CSV quoting and plain text take
+    fewer), and the rest of a record (id, metadata, keys, spaces) gets
+    :data:`RECORD_SLACK_BYTES`. So every record whose prompt fits and whose other fields take
+    at most that slack is within the limit, and a longer line is refused before the rest of it
+    is read. The vocabulary is read only for a line longer than the slack, which the limit
+    always exceeds.
     """
     def compute() -> tuple[int, str]:
         token_bytes = model_token_bytes(settings.model)
@@ -89,9 +91,9 @@ def line_limit(settings: Settings) -> LineLimit:
         max_bytes = JSON_BYTES_PER_BYTE * context * token_bytes + RECORD_SLACK_BYTES
         return max_bytes, (
             f"a prompt that fits the {context}-token context per sequence "
-            f"(ECOBATCH_N_CTX_PER_SEQ) has at most {context} x {token_bytes} bytes, the longest "
-            f"token of the model's vocabulary; x {JSON_BYTES_PER_BYTE} for JSON escapes, plus "
-            f"{RECORD_SLACK_BYTES >> 20} MiB for the id, metadata and layout")
+            f"(ECOBATCH_N_CTX_PER_SEQ) has at most {context} tokens x {token_bytes} bytes (the "
+            f"longest token of the model's vocabulary); x {JSON_BYTES_PER_BYTE} for JSON escapes, "
+            f"plus {RECORD_SLACK_BYTES >> 20} MiB for the id, metadata and layout")
 
     return LineLimit(RECORD_SLACK_BYTES, compute)
 

@@ -125,7 +125,7 @@ def test_the_line_limit_follows_the_context_and_the_vocabulary(model_path: Path)
         limit = line_limit(load_settings(n_ctx_per_seq=context, model=model_path))
         max_bytes, why = limit.resolve()
         assert max_bytes == JSON_BYTES_PER_BYTE * context * token_bytes + RECORD_SLACK_BYTES
-        assert f"{context}-token context" in why and f"{context} x {token_bytes} bytes" in why
+        assert f"{context}-token context" in why and f"{context} tokens x {token_bytes} bytes" in why
 
 
 def test_a_prompt_too_large_in_bytes_is_refused_without_tokenizing() -> None:
