@@ -28,7 +28,8 @@ HUGE_PROMPT = "word " * 1_000_000  # 5 MB: refused by its size, never tokenized
 REFUSED: dict[str, tuple[list[Any], dict[str, Any], str]] = {
     "unknown strategy": (["hello"], {"strategy": "fastest"}, "field 'strategy'"),
     "max_tokens 10^9": (["hello"], {"max_tokens": 10**9}, "field 'max_tokens'"),
-    "malformed record": ([{"prompt": "ok"}, {"promt": "typo"}], {}, "line 2, field 'promt'"),
+    "malformed record": ([{"prompt": "ok"}, {"prompt": "ok", "promt": "typo"}], {},
+                         "line 2, field 'promt': unknown field"),
     "huge prompt": (["ok", HUGE_PROMPT], {}, "line 2, field 'prompt': prompt of 5,000,000 bytes"),
 }
 
