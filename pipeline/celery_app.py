@@ -16,9 +16,7 @@ from typing import Any
 from celery import Celery, Task
 
 from pipeline.context import AppContext
-from pipeline.dbretry import is_permanent
-from pipeline.errors import ConfigError, InputError, NotFoundError, ServiceError
-from pipeline.limits import take_submit_token
+from pipeline.errors import ConfigError, NotFoundError, ServiceError
 from pipeline.queue import secure_url
 from pipeline.settings import Settings
 
@@ -113,24 +111,19 @@ def _register(app: EcobatchCelery, settings: Settings) -> None:
 
 
 def _submit(self: Task, prompts: list[Any], options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Accept prompts posted by name; the task id doubles as the job id, so redelivery is idempotent."""
-    from pipeline.submit import submit_task_payload
+    """Accept prompts posted by name, or record the refusal as a rejected job.
+
+    The task id doubles as the job id, so a redelivered call is idempotent either way.
+    """
+    from pipeline.submit_call import SubmitCall, take_submit_call
 
     ctx: AppContext = self.app.ctx
+    # a redelivery of a call is not a new call: its rate-limit token is already taken
+    call = SubmitCall(job_id=_job_id(self), client=client_id(self), redelivered=_redelivered(self))
     try:
-        if not _redelivered(self):  # a redelivery of an accepted call is not a new call
-            take_submit_token(ctx.redis, client_id(self), ctx.settings.submit_rate_per_min)
-        receipt = submit_task_payload(ctx, prompts, options or {}, job_id=_job_id(self))
-    except InputError as e:
-        log.warning("ecobatch.submit %s refused: %s", self.request.id, e)
-        return {"error": str(e)}
-    except ServiceError as e:
-        if is_permanent(e):  # the database refuses this data: retrying cannot help
-            log.warning("ecobatch.submit %s refused: %s", self.request.id, e)
-            return {"error": str(e)}
-        # SQL or Redis away: keep the call, try it again later
+        return take_submit_call(ctx, prompts, options or {}, call)
+    except ServiceError as e:  # SQL or Redis away: keep the call, try it again later
         raise self.retry(exc=e, countdown=retry_delay_s(self.request.retries)) from e
-    return {"job_id": receipt.job_id, "n_prompts": receipt.n_prompts}
 
 
 def client_id(task: Task) -> str:

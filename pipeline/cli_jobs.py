@@ -19,7 +19,7 @@ from pipeline.db import make_engine
 from pipeline.griddata import checked_registry
 from pipeline.intake import INPUT_FORMATS, read_input
 from pipeline.jobs import OUTPUT_FORMATS, JobStatusView, iter_results, job_status, write_results
-from pipeline.limits import check_submission
+from pipeline.limits import check_submission, line_limit
 from pipeline.queue import connect
 from pipeline.settings import Settings
 from pipeline.submit import submit_records
@@ -58,7 +58,8 @@ def submit(file: str, fmt: str | None, max_tokens: int | None, strategy: str | N
                               max_tokens=max_tokens, strategy=strategy)
     if settings.devices is not None:  # the cluster's registry: refuse one it could not route
         checked_registry(settings)
-    records = read_input(file, fmt)  # '-' reads sys.stdin.buffer, which CliRunner replaces
+    # '-' reads sys.stdin.buffer, which CliRunner replaces
+    records = read_input(file, fmt, limit=line_limit(settings))
     check_submission(records, settings.max_tokens, settings)
     receipt = submit_records(
         make_engine(settings.database_url), connect(settings.require_redis_url()), records,
@@ -76,7 +77,12 @@ def submit(file: str, fmt: str | None, max_tokens: int | None, strategy: str | N
 @_database_option
 @handle_errors
 def status(job_id: str, as_json: bool, database_url: str | None) -> None:
-    """Show progress and energy, carbon, water and cost totals of JOB_ID."""
+    """Show progress and energy, carbon, water and cost totals of JOB_ID.
+
+    A submission refused by the cluster (an ecobatch.submit call with bad prompts or options,
+    or over the rate limit) shows status 'rejected' and why; an id with no job at all is
+    reported as not found (not yet taken in, or never submitted) and exits 1.
+    """
     settings = build_settings(database_url=database_url)
     view = job_status(make_engine(settings.database_url), job_id)
     if as_json:
@@ -97,8 +103,10 @@ def _status_table(view: JobStatusView) -> Table:
     table.add_column("what", style="bold")
     table.add_column("value")
     counts = ", ".join(f"{k} {v}" for k, v in view.counts.items())
-    rows = [
-        ("status", view.status.value),
+    rows = [("status", view.status.value)]
+    if view.error is not None:
+        rows.append(("rejected because", view.error))
+    rows += [
         ("source", view.source),
         ("strategy", view.strategy or "router default"),
         ("created (UTC)", str(view.created_at)),

@@ -22,7 +22,7 @@ from pipeline.db import make_engine
 from pipeline.errors import WaitTimeoutError
 from pipeline.intake import PromptIn, read_input, validate_records
 from pipeline.jobs import JobStatusView, iter_results, job_status
-from pipeline.limits import check_submission
+from pipeline.limits import check_submission, line_limit
 from pipeline.queue import connect
 from pipeline.settings import Settings
 from pipeline.submit import submit_records
@@ -89,7 +89,7 @@ class Client:
             InputError: the file is unreadable or a line is invalid; nothing is sent.
             ServiceError: SQL or Redis failed.
         """
-        records = read_input(path, fmt)
+        records = read_input(path, fmt, limit=line_limit(self.settings))
         return self._submit(records, str(path), max_tokens, strategy, routing)
 
     def _submit(self, records: Sequence[PromptIn], source: str, max_tokens: int | None,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, event, inspect, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Enum as SAEnum
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine
 
 from pipeline import models  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -51,6 +53,7 @@ def make_engine(url: str) -> Engine:
     try:
         SQLModel.metadata.create_all(engine)
         _add_missing_columns(engine)
+        _add_missing_enum_values(engine)
     except SQLAlchemyError as e:
         raise ServiceError(f"cannot open database {engine.url!r}: {e}") from e
     return engine
@@ -74,6 +77,35 @@ def _add_missing_columns(engine: Engine) -> None:
             kind = column.type.compile(dialect=engine.dialect)
             with engine.begin() as conn:
                 conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+
+
+def _add_missing_enum_values(engine: Engine) -> None:
+    """Add the values a status enum has gained since a PostgreSQL ledger was made.
+
+    On PostgreSQL a status column is a native ENUM type of the member names, which
+    ``create_all`` never alters, so a ledger made by an earlier version would refuse a new
+    status (``REJECTED``). ``ADD VALUE`` runs in autocommit, as PostgreSQL before 12 requires;
+    a race with another process adding the same value leaves it added, which is all we need.
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    quote = engine.dialect.identifier_preparer.quote
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for name, labels in _native_enums().items():
+            have = set(conn.execute(text(
+                "SELECT e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid "
+                "WHERE t.typname = :name AND pg_type_is_visible(t.oid)"), {"name": name}).scalars())
+            for label in (x for x in labels if x not in have):
+                literal = label.replace("'", "''")
+                with contextlib.suppress(IntegrityError):
+                    conn.execute(text(f"ALTER TYPE {quote(name)} ADD VALUE IF NOT EXISTS '{literal}'"))
+
+
+def _native_enums() -> dict[str, list[str]]:
+    """Native enum types of the ledger's tables: type name -> the labels stored."""
+    return {column.type.name: list(column.type.enums)
+            for table in SQLModel.metadata.sorted_tables for column in table.columns
+            if isinstance(column.type, SAEnum) and column.type.native_enum and column.type.name}
 
 
 @contextmanager

@@ -1,9 +1,10 @@
 """Parse and validate prompt input: JSONL, CSV or plain text, from a file or stdin.
 
 The whole input is parsed and validated before anything is written, so one bad line means
-nothing of that input is enqueued. Every error is an :class:`~pipeline.errors.InputError`
-naming the 1-based line of the file (for CSV, the file line where the record starts) and,
-where it applies, the field.
+nothing of that input is enqueued. Input is read line by line (:mod:`pipeline.lines`), never
+whole, and a line longer than the caller's limit is refused before the rest of it is read.
+Every error is an :class:`~pipeline.errors.InputError` naming the 1-based line of the file
+(for CSV, the file line where the record starts) and, where it applies, the field.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, f
 from typing_extensions import TypedDict
 
 from pipeline.errors import InputError
+from pipeline.lines import (
+    BOM,
+    LineLimit,
+    csv_lines,
+    decoded_lines,
+    nonblank_lines,
+    starts_with_brace,
+)
 
 InputFormat = Literal["jsonl", "csv", "text"]
 INPUT_FORMATS: tuple[InputFormat, ...] = ("jsonl", "csv", "text")
@@ -30,7 +39,6 @@ MAX_ID_CHARS = 200
 _EXTENSIONS: dict[str, InputFormat] = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".txt": "text",
 }
-_BOM = b"\xef\xbb\xbf"
 _CSV_FIELDS = ("prompt", "id", "max_tokens")
 
 
@@ -140,46 +148,70 @@ def detect_format(path: str | Path) -> InputFormat:
 
 def sniff_format(data: bytes) -> InputFormat:
     """Format of a stream with no name: JSONL if the first non-blank byte is ``{``, else text."""
-    head = data.removeprefix(_BOM).lstrip()
+    head = data.removeprefix(BOM).lstrip()
     return "jsonl" if head.startswith(b"{") else "text"
 
 
 def read_input(
-    path: str | Path, fmt: str | None = None, *, stdin: BinaryIO | None = None
+    path: str | Path, fmt: str | None = None, *, stdin: BinaryIO | None = None,
+    limit: LineLimit | None = None,
 ) -> list[PromptIn]:
     """Read and validate a whole prompt file; ``-`` reads ``stdin`` (binary).
+
+    The file is read line by line, never whole, and no line longer than ``limit`` is held.
 
     Args:
         path: file path, or ``-`` for standard input.
         fmt: explicit format; None picks it from the extension (stdin is sniffed).
         stdin: binary stream to read for ``-``; None uses ``sys.stdin.buffer``.
+        limit: the longest line accepted (see :func:`pipeline.limits.line_limit`); None
+            accepts any.
 
     Raises:
-        InputError: the file cannot be read or any record is invalid.
+        InputError: the file cannot be read, a line is too long or any record is invalid.
     """
-    if str(path) == "-":
-        if stdin is None:
-            stdin = sys.stdin.buffer
-        data = stdin.read()
-        return parse_bytes(data, fmt or sniff_format(data))
     try:
-        data = Path(path).read_bytes()
+        if str(path) == "-":
+            return read_stream(sys.stdin.buffer if stdin is None else stdin, fmt, limit)
+        with Path(path).open("rb") as fh:
+            return read_stream(fh, fmt or detect_format(path), limit)
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror or e}") from e
-    return parse_bytes(data, fmt or detect_format(path))
+
+
+def read_stream(stream: BinaryIO, fmt: str | None = None,
+                limit: LineLimit | None = None) -> list[PromptIn]:
+    """Read and validate prompts from a binary stream (a file, stdin, an HTTP upload).
+
+    Args:
+        stream: anything with ``readline(size)``; read line by line to its end.
+        fmt: input format; None sniffs it (JSONL if the first non-blank byte is ``{``).
+        limit: the longest line accepted; a longer one is refused with its line number
+            before the rest of it is read. None accepts any.
+
+    Raises:
+        InputError: unknown format, invalid UTF-8, a line too long, a bad record, duplicate
+            ids, or no records at all.
+    """
+    if fmt is not None and fmt not in INPUT_FORMATS:
+        raise InputError(f"unknown input format {fmt!r}; use one of {', '.join(INPUT_FORMATS)}")
+    lines = decoded_lines(stream, limit)
+    if fmt is None:
+        braced, lines = starts_with_brace(lines)
+        fmt = "jsonl" if braced else "text"
+    items = {"jsonl": _jsonl_items, "csv": _csv_items, "text": _text_items}[fmt](lines)
+    return _validate_all(items)
 
 
 def parse_bytes(data: bytes, fmt: str) -> list[PromptIn]:
-    """Decode (strict UTF-8) and validate a whole input.
+    """Decode (strict UTF-8) and validate a whole input already in memory.
 
     Raises:
         InputError: invalid UTF-8, a bad record, duplicate ids, or no records at all.
     """
     if fmt not in INPUT_FORMATS:
         raise InputError(f"unknown input format {fmt!r}; use one of {', '.join(INPUT_FORMATS)}")
-    text = _decode(data)
-    items = {"jsonl": _jsonl_items, "csv": _csv_items, "text": _text_items}[fmt](text)
-    return _validate_all(items)
+    return read_stream(io.BytesIO(data), fmt)
 
 
 def validate_records(items: Iterable[str | Mapping[str, Any]]) -> list[PromptIn]:
@@ -196,23 +228,6 @@ def validate_records(items: Iterable[str | Mapping[str, Any]]) -> list[PromptIn]
     )
 
 
-def _decode(data: bytes) -> str:
-    data = data.removeprefix(_BOM)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        bad = data[e.start : e.end].hex(" ")
-        raise InputError(f"invalid UTF-8 (byte {bad} at column {column})", line=line) from e
-
-
-def _lines(text: str) -> Iterator[tuple[int, str]]:
-    for n, line in enumerate(text.split("\n"), start=1):
-        if line and not line.isspace():
-            yield n, line.removesuffix("\r")
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -227,10 +242,10 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def _jsonl_items(text: str) -> Iterator[tuple[int, object]]:
+def _jsonl_items(lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, object]]:
     loads = json.JSONDecoder(parse_constant=_reject_constant,
                              object_pairs_hook=_object_without_duplicates).decode
-    for n, line in _lines(text):
+    for n, line in nonblank_lines(lines):
         try:
             yield n, loads(line)
         except json.JSONDecodeError as e:
@@ -239,13 +254,13 @@ def _jsonl_items(text: str) -> Iterator[tuple[int, object]]:
             raise InputError(f"malformed JSON: {e}", line=n) from e
 
 
-def _text_items(text: str) -> Iterator[tuple[int, object]]:
-    for n, line in _lines(text):
+def _text_items(lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, object]]:
+    for n, line in nonblank_lines(lines):
         yield n, {"prompt": line}
 
 
-def _csv_items(text: str) -> Iterator[tuple[int, object]]:
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+def _csv_items(lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, object]]:
+    reader = csv.reader(csv_lines(lines), strict=True)
     header = _csv_header(reader)
     start = reader.line_num + 1
     try:

@@ -55,6 +55,7 @@ class JobStatusView:
             ``MAX_ERRORS_SHOWN``, the most frequent) with how many prompts it stopped.
         redelivering: prompts of batches whose worker was lost while running them, waiting
             to be delivered again (``router.lostwork``).
+        error: why the submission was refused (status ``rejected``), else None.
     """
 
     job_id: str
@@ -73,6 +74,7 @@ class JobStatusView:
     cost_usd: float | None = None
     errors: dict[str, int] = field(default_factory=dict)
     redelivering: int = 0
+    error: str | None = None
 
     @property
     def done(self) -> int:
@@ -106,6 +108,11 @@ def derive_status(stored: JobStatus, total: int, n_results: int, n_failed: int,
     if stored == JobStatus.QUEUED and n_started > 0:
         return JobStatus.RUNNING
     return stored
+
+
+def job_not_found(job_id: str) -> NotFoundError:
+    """The error for an id with no job: said apart from a job that was refused (``rejected``)."""
+    return NotFoundError(f"job {job_id} not found: not yet taken in, or never submitted")
 
 
 def check_job_id(job_id: str) -> None:
@@ -160,7 +167,7 @@ def _status_view(conn: Connection, job_id: str) -> JobStatusView:
     job, prompt, result = _t(Job), _t(Prompt), _t(Result)
     row = conn.execute(select(job).where(job.c.id == job_id)).mappings().first()
     if row is None:
-        raise NotFoundError(f"job {job_id} not found")
+        raise job_not_found(job_id)
     counts = {s.value: 0 for s in PromptStatus}
     for status, n in conn.execute(select(prompt.c.status, func.count())
                                   .where(prompt.c.job_id == job_id).group_by(prompt.c.status)):
@@ -183,6 +190,7 @@ def _status_view(conn: Connection, job_id: str) -> JobStatusView:
         embodied_carbon_g=float(sums[3] or 0.0), water_l=float(sums[4] or 0.0),
         cost_usd=None if sums[5] is None else float(sums[5]), errors=_dead_errors(conn, job_id),
         redelivering=_redelivering(conn, job_id),
+        error=row["error"],
     )
 
 
@@ -225,7 +233,7 @@ def iter_results(engine: Engine, job_id: str) -> Iterator[dict[str, Any]]:
     except SQLAlchemyError as e:
         raise ServiceError(f"cannot read job {job_id}: {e}") from e
     if found is None:
-        raise NotFoundError(f"job {job_id} not found")
+        raise job_not_found(job_id)
     return _stream_results(engine, job_id)
 
 

@@ -48,6 +48,7 @@ class JobStatus(StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    REJECTED = "rejected"  # an ecobatch.submit call refused; Job.error says why
 
 
 class PromptStatus(StrEnum):
@@ -82,6 +83,7 @@ class Job(SQLModel, table=True):
     weights: dict[str, float] | None = Field(default=None, sa_column=Column(JSON))
     slo_s: float | None = None  # latency target; None: the router's ECOBATCH_SLO_S
     deadline: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
+    error: str | None = Field(default=None, sa_column=Column(Text))  # why it was rejected
 
 
 class Prompt(SQLModel, table=True):

@@ -28,7 +28,7 @@ from pipeline.errors import WaitTimeoutError
 from pipeline.griddata import checked_registry
 from pipeline.intake import read_input
 from pipeline.jobs import iter_results, write_results
-from pipeline.limits import check_batch_size, check_submission
+from pipeline.limits import check_batch_size, check_submission, line_limit
 from pipeline.modelfile import resolve_model_path
 from pipeline.models import Prompt, PromptStatus
 from pipeline.queue import connect
@@ -66,7 +66,7 @@ class RunOutcome:
 def run_job(settings: Settings, opts: RunOptions, console: Console) -> RunOutcome:
     """Submit the file, wait for every answer with a progress bar, write results, summarise."""
     # Bad input, registry or model stops here, before anything is started or written.
-    records = read_input(opts.input_path, opts.input_format)
+    records = read_input(opts.input_path, opts.input_format, limit=line_limit(settings))
     check_submission(records, settings.max_tokens, settings)
     registry = checked_registry(settings)
     check_batch_size(settings.batch_size, registry)

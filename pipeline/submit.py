@@ -31,6 +31,7 @@ from pipeline.intake import (
     validate_records,
 )
 from pipeline.limits import check_submission
+from pipeline.lines import LineLimit
 from pipeline.models import Job, JobStatus, Prompt, PromptStatus, utc_now
 from pipeline.policy import check_deadline, check_strategy, normalise_weights
 from pipeline.queue import PromptRef, push_refs
@@ -174,14 +175,17 @@ def submit_file(
     weights: Mapping[str, float] | None = None,
     slo_s: float | None = None,
     deadline: datetime | None = None,
+    limit: LineLimit | None = None,
 ) -> SubmitReceipt:
     """Parse and validate a whole file (``-`` is ``stdin``), then :func:`submit_records` it.
+
+    ``limit`` is the longest line read (see :func:`pipeline.limits.line_limit`); None: any.
 
     Raises:
         InputError: the file is unreadable or any record is bad; nothing is written.
         ServiceError: as for :func:`submit_records`.
     """
-    records = read_input(path, fmt, stdin=stdin)
+    records = read_input(path, fmt, stdin=stdin, limit=limit)
     return submit_records(engine, redis_client, records, source=str(path), strategy=strategy,
                           default_max_tokens=default_max_tokens, deferred=deferred,
                           weights=weights, slo_s=slo_s, deadline=deadline)

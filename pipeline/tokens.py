@@ -17,6 +17,14 @@ from pipeline.errors import ConfigError
 from pipeline.intake import PromptIn
 
 _META_BUF = 1 << 16
+_PIECE_BUF = 256  # a longer piece is measured by the negative length llama.cpp returns
+# Vocabularies whose tokenizer keeps every input byte in some token's piece (byte-level BPE,
+# SentencePiece with byte fallback, RWKV's and PLaMo-2's greedy byte matching). WordPiece and
+# Unigram normalise text first and can drop whitespace, so no byte count bounds their tokens.
+_BYTE_COVERING_VOCABS = {llama_cpp.LLAMA_VOCAB_TYPE_SPM: "SPM", llama_cpp.LLAMA_VOCAB_TYPE_BPE: "BPE",
+                         llama_cpp.LLAMA_VOCAB_TYPE_RWKV: "RWKV",
+                         llama_cpp.LLAMA_VOCAB_TYPE_PLAMO2: "PLaMo-2"}
+MIN_TOKEN_BYTES = 4  # an unknown-token stands for one character: at most 4 UTF-8 bytes
 
 
 @llama_cpp.llama_log_callback
@@ -45,10 +53,39 @@ class ModelTokenizer:
         template = self._meta("tokenizer.chat_template")
         self._template = (Jinja2ChatFormatter(template=template, eos_token="", bos_token="")
                           if template else None)
+        self._token_bytes: int | None = None
 
     def count(self, record: PromptIn) -> int:
         """Tokens of ``record`` as the model is fed it (template and special tokens included)."""
         return len(self._tokenize(self._render(record)))
+
+    def max_token_bytes(self) -> int:
+        """The most input bytes one token of this vocabulary can stand for.
+
+        That is the longest token piece (the bytes a token decodes to, special tokens
+        included), at least :data:`MIN_TOKEN_BYTES`. These tokenizers cover every byte of their
+        input with the pieces of the tokens they emit, so a text of B bytes has at least
+        B / max_token_bytes() tokens: a byte count refuses a prompt as surely as a token count.
+        Read once per tokenizer (about 0.1 s for a 49k-token vocabulary).
+
+        Raises:
+            ConfigError: the vocabulary normalises its input (WordPiece, Unigram), so bytes do
+                not bound its tokens.
+        """
+        if self._token_bytes is None:
+            kind = llama_cpp.llama_vocab_type(self._vocab)
+            if kind not in _BYTE_COVERING_VOCABS:
+                raise ConfigError(f"the model's vocabulary (llama.cpp type {kind}) may drop input "
+                                  "bytes, so prompt sizes cannot be bounded; use a model with a "
+                                  f"{', '.join(_BYTE_COVERING_VOCABS.values())} vocabulary")
+            self._token_bytes = max(MIN_TOKEN_BYTES, self._longest_piece())
+        return self._token_bytes
+
+    def _longest_piece(self) -> int:
+        buf = ctypes.create_string_buffer(_PIECE_BUF)
+        piece = llama_cpp.llama_token_to_piece
+        return max((abs(piece(self._vocab, t, buf, _PIECE_BUF, 0, True))
+                    for t in range(llama_cpp.llama_vocab_n_tokens(self._vocab))), default=0)
 
     def close(self) -> None:
         """Free the vocabulary."""

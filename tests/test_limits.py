@@ -25,7 +25,7 @@ from pipeline.limits import (
     check_submission,
     take_submit_token,
 )
-from pipeline.models import Job
+from pipeline.models import Job, JobStatus
 from pipeline.queue import PENDING_KEY
 from pipeline.settings import load_settings
 from pipeline.tokens import ModelTokenizer
@@ -122,10 +122,15 @@ def test_submit_task_is_rate_limited_per_client(
                 for name, n in (("svc-a", 4), ("svc-b", 1))}
         engine = make_engine(sqlite_url)
 
-        def jobs() -> set[str]:
+        def jobs(rejected: bool) -> dict[str, str | None]:
             with Session(engine) as s:
-                return set(s.execute(select(Job.id)).scalars())
+                return {j.id: j.error for j in s.execute(select(Job)).scalars()
+                        if (j.status == JobStatus.REJECTED) == rejected}
 
-        wait_until("the allowed jobs", lambda: len(jobs()) == 3, 60)
+        wait_until("the allowed jobs", lambda: len(jobs(rejected=False)) == 3, 60)
         wait_until("the refusals", lambda: router.log_tail(100_000).count("rate limit") == 2, 60)
-    assert jobs() == {*sent["svc-a"][:2], *sent["svc-b"]}
+    assert set(jobs(rejected=False)) == {*sent["svc-a"][:2], *sent["svc-b"]}
+    # the refused calls are kept as rejected jobs, so their senders can see why
+    refused = jobs(rejected=True)
+    assert set(refused) == set(sent["svc-a"][2:])
+    assert all("rate limit: client 'svc-a'" in (error or "") for error in refused.values())

@@ -217,9 +217,9 @@ _SQL_HEAD = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|COPY|ALTER|PRAGMA|CREA
                        re.IGNORECASE)
 AUDITED_SQL_STRINGS = {
     # interpolate only constants: column names of PROMPT_COLUMNS, a busy timeout, and the
-    # table and column names of the SQLModel metadata
+    # table, column and enum type names and enum labels of the SQLModel metadata
     ("pipeline/db.py", "_sqlite_pragmas"), ("pipeline/db.py", "_add_missing_columns"),
-    ("pipeline/submit.py", "_bulk_insert"),
+    ("pipeline/db.py", "_add_missing_enum_values"), ("pipeline/submit.py", "_bulk_insert"),
 }
 
 
