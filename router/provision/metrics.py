@@ -80,7 +80,7 @@ def _service(problem: Problem, prog: Program, k: int, unit: Unit, vec: dict[str,
             for c in (0, 1):
                 _energy_chain(vec, prog.x[k, j, c, :, y], np.full(slots, kwh), grid, slice(None))
             vec["latency_request_s"][prog.x[k, j, 0, :, y]] += (
-                rate.latency_s / work.tokens_per_request * days_h)
+                (rate.latency_s + work.fill_s(rate.batch)) / work.tokens_per_request * days_h)
     for y in range(work.horizon_years):
         _energy_chain(vec, prog.xc[k, :, y], np.full(slots, cpu_j / JOULES_PER_KWH * days_h),
                       grid, slice(None))

@@ -14,9 +14,10 @@ and years ``y`` of the horizon. Variables, all >= 0:
   ``z_off[t,b]`` (binary): each type's offline batch size (Rightsize).
 
 Constraints: each device's busy time (online load at ``util_online`` of its rate, offline at
-``util_offline``) fits its hours; online demand is met in its hour at a batch whose predicted
-latency plus the batching wait is within the SLO; offline demand is met within its deadline
-(the day wraps around: steady state); host CPUs serve at most their rate.
+``util_offline``) fits its hours; online demand is met in its slot at a batch whose p95
+latency plus the wait to fill it (at the day's slowest online rate) is within the SLO; offline
+demand is met within its deadline (the day wraps around: steady state); host CPUs serve at
+most their rate.
 
 Metrics (each linear, totals over the horizon, 365 days a year): IT and facility energy (a
 device draws idle plus host watts while in service, and its predicted busy energy above idle
@@ -111,6 +112,7 @@ def build(problem: Problem, pillars: Pillars) -> Program:
         ConfigError: the default batch size is not a candidate.
     """
     work = problem.workload
+    check_slo_reachable(problem)
     units = units_for(problem, pillars)
     n_b, n_y = len(work.batch_sizes), work.horizon_years
     space = Space()
@@ -128,8 +130,21 @@ def build(problem: Problem, pillars: Pillars) -> Program:
     return prog
 
 
+def check_slo_reachable(problem: Problem) -> None:
+    """Raise ConfigError naming the best reachable online latency when none meets the SLO."""
+    work = problem.workload
+    best = min((r.latency_s + work.fill_s(r.batch), t.name, r.batch)
+               for t, rates in zip(problem.catalogue.types, problem.rates, strict=True)
+               for r in rates if r.fits)
+    if best[0] > work.slo_s:
+        raise ConfigError(f"no device type meets the SLO of {work.slo_s:g} s: the best is "
+                          f"{best[1]} at batch {best[2]}, {best[0]:.1f} s (p95 batch latency "
+                          "plus the wait to fill it); raise --slo-s or add faster devices")
+
+
 def _bound_service(problem: Problem, prog: Program, pillars: Pillars) -> None:
-    """No service at a batch that does not fit, online none beyond the SLO; host CPUs only
+    """No service at a batch that does not fit, online none whose fill wait plus latency
+    exceeds the SLO; host CPUs only
     with Reduce and where the type has any."""
     work, types = problem.workload, problem.catalogue.types
     for k, unit in enumerate(prog.units):
@@ -137,7 +152,7 @@ def _bound_service(problem: Problem, prog: Program, pillars: Pillars) -> None:
         for j, rate in enumerate(problem.rates[unit.type_index]):
             if not rate.fits:
                 prog.space.set_bounds(prog.x[k, j], 0.0, 0.0)
-            elif rate.latency_s + work.max_wait_s > work.slo_s:
+            elif rate.latency_s + work.fill_s(rate.batch) > work.slo_s:
                 prog.space.set_bounds(prog.x[k, j, 0], 0.0, 0.0)
         if not pillars.reduce or t.host_cpu_tokens_per_s <= 0:
             prog.space.set_bounds(prog.xc[k], 0.0, 0.0)
