@@ -184,6 +184,9 @@ def ablation_table(result: Any) -> Table:
     for col in ("pillar off", "CO2e kg", "saved by the pillar kg", "share"):
         table.add_column(col, justify="left" if col == "pillar off" else "right")
     for e in result.effects:
+        if e.design is None:
+            table.add_row(e.pillar, "SLO unreachable", "indispensable", "-")
+            continue
         table.add_row(e.pillar, f"{e.design.carbon_kg:,.0f}", f"{e.saved_kg:,.0f}",
                       f"{e.saved_share:.1%}")
     return table

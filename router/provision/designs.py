@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.errors import ConfigError
 from router.provision.lp import Solution, solve
 from router.provision.milp import PILLARS, Pillars, Problem, Program, build
 
@@ -133,20 +134,32 @@ def design_points(problem: Problem) -> list[Design]:
 
 @dataclass(frozen=True)
 class PillarEffect:
-    """The carbon design with one pillar off, and what that pillar saved."""
+    """The carbon design with one pillar off, and what that pillar saved.
+
+    Attributes:
+        pillar: the pillar turned off.
+        design: the carbon design without it; None when the SLO cannot be met without it.
+        saved_kg: carbon without the pillar minus with all pillars (>= 0; inf if infeasible).
+        saved_share: of the carbon without the pillar (1.0 if infeasible).
+    """
 
     pillar: str
-    design: Design
-    saved_kg: float  # carbon with the pillar off minus with all pillars on (>= 0)
-    saved_share: float  # of the carbon with the pillar off
+    design: Design | None
+    saved_kg: float
+    saved_share: float
 
 
 def ablation(problem: Problem, base: Design) -> list[PillarEffect]:
     """Solve the carbon design with each pillar off in turn."""
     effects = []
     for pillar in PILLARS:
-        off = solve_design(problem, f"carbon without {pillar}", Pillars().without(pillar),
-                           objective="carbon")
+        try:
+            off = solve_design(problem, f"carbon without {pillar}", Pillars().without(pillar),
+                               objective="carbon")
+        except ConfigError:
+            # Without this pillar no fleet meets the SLO: it is indispensable here.
+            effects.append(PillarEffect(pillar, None, float("inf"), 1.0))
+            continue
         saved = off.carbon_kg - base.carbon_kg
         effects.append(PillarEffect(pillar, off, saved, saved / off.carbon_kg if off.carbon_kg else 0))
     return effects

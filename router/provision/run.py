@@ -96,9 +96,7 @@ def result_json(result: StudyResult) -> dict[str, Any]:
     carbon = result.carbon
     doc: dict[str, Any] = {
         "designs": [_design_json(d, carbon) for d in result.designs],
-        "ablation": [{"pillar": e.pillar, "carbon_kg_without": e.design.carbon_kg,
-                      "saved_kg": e.saved_kg, "saved_share": e.saved_share,
-                      "design": _design_json(e.design, carbon)} for e in result.effects],
+        "ablation": [_effect_json(e, carbon) for e in result.effects],
         "wall_s": result.wall_s,
         "energy": "estimated from the catalogue's profiles, not measured",
     }
@@ -107,6 +105,14 @@ def result_json(result: StudyResult) -> dict[str, Any]:
         doc["validation"] = {"fleet": str(v.fleet_path), "slo_holds": v.slo_holds,
                              "slo_attainment": v.slo_attainment, **v.summary.row()}
     return doc
+
+
+def _effect_json(e: PillarEffect, carbon: Design) -> dict[str, Any]:
+    if e.design is None:
+        return {"pillar": e.pillar, "feasible_without": False}
+    return {"pillar": e.pillar, "feasible_without": True, "carbon_kg_without": e.design.carbon_kg,
+            "saved_kg": e.saved_kg, "saved_share": e.saved_share,
+            "design": _design_json(e.design, carbon)}
 
 
 def _design_json(d: Design, carbon: Design) -> dict[str, Any]:
