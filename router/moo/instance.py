@@ -150,9 +150,8 @@ def evaluate(inst: MooInstance, tokens: NDArray[np.float64]
 def _per_site(values: NDArray[np.float64], site: NDArray[np.int64], n_sites: int
               ) -> NDArray[np.float64]:
     """Sum (P, pairs, H) over the pairs of each site -> (P, S, H)."""
-    out = np.zeros((values.shape[0], n_sites, values.shape[2]))
-    np.add.at(out, (slice(None), site, slice(None)), values)
-    return out
+    one_hot = np.eye(n_sites)[site]  # (pairs, S)
+    return np.asarray(np.einsum("pkh,ks->psh", values, one_hot), np.float64)
 
 
 def instance_from_scenario(sc: Scenario, models: tuple[ModelOption, ...] = DEFAULT_MENU, *,

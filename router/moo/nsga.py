@@ -20,7 +20,7 @@ from pymoo.optimize import minimize
 from router.moo.instance import OBJECTIVES, MooInstance, decode, evaluate
 
 
-class AllocationProblem(Problem):  # type: ignore[misc]
+class AllocationProblem(Problem):
     """The instance as a pymoo problem: vectorised over the population."""
 
     def __init__(self, inst: MooInstance) -> None:
