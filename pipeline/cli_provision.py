@@ -40,7 +40,7 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Catalogue TOML: [[site]], [[device]] types (the fleet format plus embodied "
               "keys, price, idle and host power, lifetimes) and [[owned]] devices.")
-@arrivals_options("The day of requests to provision for. ")
+@arrivals_options("One day of requests to provision for (--hours is 24 here). ")
 @click.option("--offline-share", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Share of requests that are offline batch work (EcoServe: up to 0.55).")
 @click.option("--deadline-h", type=click.IntRange(1, 24), default=24, show_default=True,
@@ -51,7 +51,7 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
 @click.option("--horizon-years", type=click.IntRange(1, 15), default=4, show_default=True,
               help="Years the fleet must serve (amortisation and retirement are per year).")
 @click.option("--growth-per-year", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Yearly load growth (0.2 = +20%% a year).")
+              help="Yearly load growth (0.2 = +20% a year).")
 @click.option("--batch-sizes", default="1,2,4,8,16,32,64,128", show_default=True,
               help="Candidate batch sizes.")
 @click.option("--default-batch", type=click.IntRange(min=1), default=4, show_default=True,
