@@ -102,7 +102,7 @@ def decode(inst: MooInstance, x: NDArray[np.float64]) -> NDArray[np.float64]:
     n_pop, n_h = x.shape[0], inst.scenario.shape[1]
     half = x.shape[1] // 2
     priority = x[:, :half].reshape(n_pop, -1, n_h)
-    cap = np.maximum(x[:, half:].reshape(n_pop, -1, n_h), 0.05)
+    cap = x[:, half:].reshape(n_pop, -1, n_h)
     site = np.array([s for s, _ in inst.pairs])
     speed = np.array([inst.models[m].speed for _, m in inst.pairs])
     tokens = np.zeros_like(priority)
@@ -120,6 +120,31 @@ def decode(inst: MooInstance, x: NDArray[np.float64]) -> NDArray[np.float64]:
                 need -= take
         tokens[rows, order[:, -1], h] += need
     return tokens
+
+
+def encode(inst: MooInstance, tokens: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Genes that :func:`decode` turns back into allocations (P, pairs, H), e.g. the LP's.
+
+    Each hour the pairs are ranked by tokens served (largest first) and each cap is the share
+    of what its site has left at that point that the allocation uses.
+    """
+    n_pop, n_pairs, n_h = tokens.shape
+    site = np.array([s for s, _ in inst.pairs])
+    speed = np.array([inst.models[m].speed for _, m in inst.pairs])
+    priority, cap = np.zeros_like(tokens), np.ones_like(tokens)
+    rows = np.arange(n_pop)
+    for h in range(n_h):
+        order = np.argsort(-tokens[:, :, h], axis=1, kind="stable")
+        left = np.repeat(inst.scenario.capacity[None, :], n_pop, axis=0)
+        for k in range(n_pairs):
+            pair = order[:, k]
+            priority[rows, pair, h] = 1.0 - k / n_pairs
+            avail = left[rows, site[pair]] * speed[pair]
+            used = tokens[rows, pair, h]
+            cap[rows, pair, h] = np.where(avail > 0, np.clip(used / np.maximum(avail, 1e-12),
+                                                             0.0, 1.0), 1.0)
+            left[rows, site[pair]] -= used / speed[pair]
+    return np.concatenate([priority.reshape(n_pop, -1), cap.reshape(n_pop, -1)], axis=1)
 
 
 def evaluate(inst: MooInstance, tokens: NDArray[np.float64]
