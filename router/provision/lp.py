@@ -7,7 +7,11 @@ a :class:`~pipeline.errors.ConfigError` that says what to relax.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,6 +79,21 @@ class Rows:
         return LinearConstraint(a, np.array(self.lo), np.array(self.hi))
 
 
+@contextmanager
+def _solver_chatter_silenced() -> Iterator[None]:
+    """Point file descriptor 1 at /dev/null: HiGHS (scipy 1.17) prints debug lines from C++
+    to stdout even with ``disp=False``, which would corrupt ``provision --json``."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 @dataclass(frozen=True)
 class Solution:
     """A solved program: the variable values, wall time and the solver's word on it."""
@@ -94,9 +113,10 @@ def solve(space: Space, rows: Rows, cost: Vector, extra: list[LinearConstraint] 
         ConfigError: infeasible (the message suggests what to relax) or no solution in time.
     """
     began = time.perf_counter()
-    res = milp(cost, integrality=np.array(space.integer), bounds=Bounds(space.lb, space.ub),
-               constraints=[rows.constraint(space.n), *(extra or [])],
-               options={"mip_rel_gap": mip_rel_gap, "time_limit": time_limit_s})
+    with _solver_chatter_silenced():
+        res = milp(cost, integrality=np.array(space.integer), bounds=Bounds(space.lb, space.ub),
+                   constraints=[rows.constraint(space.n), *(extra or [])],
+                   options={"mip_rel_gap": mip_rel_gap, "time_limit": time_limit_s})
     if res.x is None:
         raise ConfigError(f"provisioning MILP: {res.message} (is the SLO reachable by some "
                           "device type at some batch size, and is a site allowed for it?)")

@@ -4,6 +4,7 @@ ablation and the simulator check of the chosen fleet."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -137,6 +138,15 @@ def test_reduce_serves_offline_work_on_host_cpus(tmp_path: Path) -> None:
     assert on.carbon_kg < off.carbon_kg
 
 
+def test_growing_load_buys_devices_over_the_years() -> None:
+    problem = _problem(EXAMPLES / "catalogue_edge.toml", 48_000, 60.0)
+    grown = replace(problem, workload=replace(problem.workload, growth_per_year=1.0))
+    design = solve_design(grown, "carbon")
+    per_year = [sum(f.counts[y] for f in design.fleet) for y in range(2)]
+    assert per_year[1] > per_year[0]
+    assert all(list(f.counts) == sorted(f.counts) for f in design.fleet if not f.owned)
+
+
 def test_the_simulator_confirms_the_slo_of_the_chosen_fleet(edge: Problem, tmp_path: Path) -> None:
     carbon = solve_design(edge, "carbon")
     path = tmp_path / "fleet.toml"
@@ -164,7 +174,7 @@ def test_provision_command_prints_json(tmp_path: Path) -> None:
         "--slo-s", "60", "--horizon-years", "2", "--batch-sizes", "1,4,16", "--block-h", "8",
         "--fleet-out", str(out), "--json"])
     assert result.exit_code == 0, result.output
-    doc = json.loads(result.output[result.output.index("{"):])
+    doc = json.loads(result.output)  # nothing but the JSON on stdout
     names = [d["name"] for d in doc["designs"]]
     assert names == ["carbon", "performance", "energy", "cost"]
     assert len(doc["ablation"]) == 4 and doc["validation"]["slo_holds"] is True
