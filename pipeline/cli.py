@@ -145,13 +145,14 @@ def _add_optional_commands() -> None:
     from pipeline.cli_devices import bench, devices
     from pipeline.cli_jobs import reconcile_pending, results, status, submit
     from pipeline.cli_plan import plan
+    from pipeline.cli_provision import provision
     from pipeline.cli_report import report
     from pipeline.cli_simulate import optimise, simulate
 
     main.add_command(report)
 
     for cmd in (submit, status, results, reconcile_pending, devices, bench, plan, simulate,
-                optimise):
+                optimise, provision):
         main.add_command(cmd)
 
 

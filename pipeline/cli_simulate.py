@@ -215,6 +215,9 @@ def _parse_objective(text: str) -> tuple[list[str], dict[str, float]]:
               "compare with the central LP, e.g. carbon=1,cost=1.")
 @click.option("--pareto/--no-pareto", default=False, help="Search the Pareto front over cost, "
               "carbon, delay and water.")
+@click.option("--method", type=click.Choice(["sweep", "nsga2"]), default="sweep", show_default=True,
+              help="Pareto search: weighted-sum LP sweep, or NSGA-II over allocation and model "
+              "choice (quality, TTFT, carbon, water, cost), compared with the sweep.")
 @click.option("--seed", type=int, default=7, show_default=True,
               help="Seed of the synthetic sites (and of poisson:RATE arrivals).")
 @click.option("--devices", "registry_path", type=click.Path(exists=True, dir_okay=False,
@@ -240,7 +243,7 @@ def _parse_objective(text: str) -> tuple[list[str], dict[str, float]]:
 @handle_errors
 def optimise(sites: int, hours: int, start: datetime | None, load: float, objective: str,
              water_budget_l: float | None, defer: bool, admm_weights: str | None, pareto: bool,
-             seed: int, registry_path: Path | None, plan_out: Path | None,
+             method: str, seed: int, registry_path: Path | None, plan_out: Path | None,
              carbon_dir: Path | None, **demand_opts: Any) -> None:
     """Allocate token load to sites and hours by LP (HiGHS); optionally by ADMM and Pareto.
 
@@ -279,7 +282,9 @@ def optimise(sites: int, hours: int, start: datetime | None, load: float, object
     if admm_weights:
         _report_admm(console, sc, _parse_objective("weighted:" + admm_weights)[1])
     if pareto:
-        _report_pareto(console, sc, seed)
+        from pipeline.cli_pareto import report_nsga2
+
+        (report_nsga2 if method == "nsga2" else _report_pareto)(console, sc, seed)
 
 
 @dataclass(frozen=True)
