@@ -27,7 +27,7 @@ from sqlalchemy import Engine
 from pipeline.accounting import grid_water_l_per_kwh, pue_at, wue_l_per_kwh_at
 from pipeline.devices import Device
 from pipeline.errors import ConfigError
-from pipeline.grid import GridConditions
+from pipeline.grid import GridConditions, device_conditions
 from router.predictor import BatchShape
 from router.provision.catalogue import DeviceType, Site, site_device
 from router.sim.arrivals import Arrivals
@@ -141,15 +141,14 @@ def site_grids(sites: list[Site], types: list[DeviceType], grid: GridConditions,
 
 def _site_day(device: Device, grid: GridConditions) -> tuple[NDArray[np.float64], ...]:
     sums = np.zeros((4, HOURS))
-    zone = device.zone
     for d in range(GRID_DAYS):
         for h in range(HOURS):
-            at = GRID_YEAR_START + timedelta(days=d, hours=h)
-            temp = grid.temperature_c(zone, at)
-            pue = pue_at(device, temp)
-            price = grid.price_usd_per_kwh(zone, at)
-            sums[:, h] += (grid.intensity_g_per_kwh(zone, at), np.nan if price is None else price,
-                           pue, wue_l_per_kwh_at(device, temp) + pue * grid_water_l_per_kwh(zone))
+            cond = device_conditions(grid, device, GRID_YEAR_START + timedelta(days=d, hours=h))
+            pue = pue_at(device, cond.temperature_c)
+            price = np.nan if cond.price_usd_per_kwh is None else cond.price_usd_per_kwh
+            water = wue_l_per_kwh_at(device, cond.temperature_c)
+            sums[:, h] += (cond.intensity_g_per_kwh, price, pue,
+                           water + pue * grid_water_l_per_kwh(device.zone))
     return tuple(sums / GRID_DAYS)
 
 
