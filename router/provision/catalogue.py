@@ -195,13 +195,18 @@ def _number(where: str, label: str, t: dict[str, Any], key: str, default: float)
     return float(value)
 
 
+PER_SITE_ZONE = "(per site)"
+"""The zone a device type is validated with; :func:`site_device` replaces it with a site's."""
+
+
 def _device_type(where: str, i: int, t: Any) -> DeviceType:
     if not isinstance(t, dict):
         raise ConfigError(f"{where}: device #{i + 1} is not a table")
     label = f"device #{i + 1}"
     fields = {k: v for k, v in t.items() if k not in SIM_KEYS and k not in PROVISION_KEYS}
     try:
-        device = Device.model_validate(fields)
+        # a type has no zone of its own: site_device() gives it each site's
+        device = Device.model_validate({"zone": PER_SITE_ZONE, **fields})
     except ValidationError as e:
         err = e.errors()[0]
         raise ConfigError(f"{where}: {label} field {'.'.join(map(str, err['loc']))!r}: "
