@@ -81,30 +81,9 @@ def summary_table(summaries: list[Any]) -> Table:
     for s in summaries:
         table.add_row(s.strategy, f"{s.served:,}", f"{s.missed:,}", f"{s.energy_kwh:.3f}",
                       f"{s.carbon_kg:.3f}", f"{s.embodied_kg:.3f}", f"{s.water_l:.1f}",
-                      _cost_cell(s), f"{s.p50_s:.2f}", f"{s.p95_s:.2f}", f"{s.p99_s:.2f}",
+                      s.cost_text(), f"{s.p50_s:.2f}", f"{s.p95_s:.2f}", f"{s.p99_s:.2f}",
                       f"{s.slo_misses:,}", f"{s.mean_utilisation:.1%}")
     return table
-
-
-def _cost_cell(s: Any) -> str:
-    if not s.priced:
-        return "no prices"
-    return f"{s.cost_usd:.3f}" + ("*" if s.unpriced_kwh > 0 else "")
-
-
-def cost_notes(summaries: list[Any], unpriced_zones: list[str]) -> list[str]:
-    """What the cost column leaves out: zones without price data, and each strategy's share
-    of energy run there."""
-    if not unpriced_zones:
-        return []
-    zones = ", ".join(unpriced_zones)
-    if all(not s.priced for s in summaries):
-        return [f"cost: no zone of the fleet has price data ({zones}); no cost is shown"]
-    shares = ", ".join(f"{s.strategy} {s.unpriced_kwh / s.energy_kwh:.0%}"
-                       for s in summaries if s.unpriced_kwh > 0 and s.energy_kwh > 0)
-    notes = [f"cost: {zones} without price data; * marks a cost that leaves out the energy "
-             f"run there"]
-    return notes + ([f"cost: energy left out: {shares}"] if shares else [])
 
 
 @click.command()
@@ -192,6 +171,7 @@ def _plan_order(text: str) -> tuple[str, ...]:
 def _report(console: Any, run: Any, result: Any, gap: bool) -> list[Any]:
     """Print the table, its notes and, with ``gap``, the lower bound; return the gaps."""
     from router.sim.compare import carbon_bound, gaps_to, unpriced_zones
+    from router.sim.metrics import cost_notes
 
     console.print(summary_table(result.summaries))
     for note in result.notes + cost_notes(result.summaries, unpriced_zones(run)):

@@ -72,6 +72,13 @@ class Summary:
         """Whether any of the energy ran where prices are known (else the cost is unknown)."""
         return self.unpriced_kwh < self.energy_kwh or self.energy_kwh == 0
 
+    def cost_text(self) -> str:
+        """The cost for a table: ``no prices`` where none of the energy was priced, and a
+        ``*`` where some of it ran in zones without price data (see :func:`cost_notes`)."""
+        if not self.priced:
+            return "no prices"
+        return f"{self.cost_usd:.3f}" + ("*" if self.unpriced_kwh > 0 else "")
+
     def row(self) -> dict[str, Any]:
         """Flat JSON/CSV-ready figures (utilisation as its mean)."""
         return {
@@ -84,6 +91,21 @@ class Summary:
             "slo_misses": self.slo_misses, "mean_utilisation": self.mean_utilisation,
             "wall_s": self.wall_s,
         }
+
+
+def cost_notes(summaries: list[Summary], unpriced_zones: list[str]) -> list[str]:
+    """What the cost figures leave out: zones without price data, and each strategy's share of
+    energy run there."""
+    if not unpriced_zones:
+        return []
+    zones = ", ".join(unpriced_zones)
+    if all(not s.priced for s in summaries):
+        return [f"cost: no zone of the fleet has price data ({zones}); no cost is shown"]
+    shares = ", ".join(f"{s.strategy} {s.unpriced_kwh / s.energy_kwh:.1%}"
+                       for s in summaries if s.unpriced_kwh > 0 and s.energy_kwh > 0)
+    notes = [f"cost: {zones} without price data; * marks a cost that leaves out the energy "
+             f"run there"]
+    return notes + ([f"cost: energy left out: {shares}"] if shares else [])
 
 
 def _arr(values: list[float]) -> NDArray[np.float64]:
