@@ -95,6 +95,11 @@ def worker(device_name: str, loglevel: str, **overrides: object) -> None:
 
     settings = build_settings(**overrides)
     device = checked_registry(settings).get(device_name)
+    if settings.backend != "echo":
+        from workers.gpu import pin_process
+
+        # Before anything in this process (or the pool it forks) initialises CUDA.
+        pin_process(device)
     verify_model(resolve_model_path(device.model or settings.model))  # fail before Celery starts
     connect(settings.require_redis_url()).close()  # so does a wrong host, password or CA
     app = create_app(settings)

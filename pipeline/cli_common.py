@@ -103,8 +103,9 @@ def routing_options(func: F) -> F:
                           "metric is min-max normalised over the candidate devices) "
                           "[env: ECOBATCH_WEIGHTS as JSON; default carbon=1,latency=1]."),
         click.option("--slo-s", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help="Latency target in seconds: a batch goes to the best device predicted "
-                          "to finish within it (backlog + batch latency) [env: ECOBATCH_SLO_S]."),
+                     help="Latency target in seconds from a prompt's arrival: a batch goes to "
+                          "the best device predicted to finish within it (wait so far + backlog "
+                          "+ batch latency) [env: ECOBATCH_SLO_S]."),
         click.option("--deadline", type=DeadlineType(), default=None,
                      help="When every answer is due, ISO 8601 with a zone, e.g. 2026-11-23T07:00Z."),
         click.option("--defer", is_flag=True,

@@ -25,15 +25,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 SIM_STRATEGIES = ("greedy", "round_robin", "carbon", "latency", "weighted", "optimal")
 
 
-def _arrivals(spec: str, hours: int, rate_scale: float, requests: int | None, seed: int) -> Any:
-    from router.sim.arrivals import poisson, read_trace, replay, scale_for_requests
+def _arrivals(spec: str, hours: int, rate_scale: float, requests: int | None, seed: int,
+              start: datetime | None = None) -> Any:
+    from router.sim.arrivals import diurnal, poisson, read_trace, replay, scale_for_requests
 
-    if spec.startswith("poisson:"):
+    kind, _, rate_text = spec.partition(":")
+    if kind in ("poisson", "diurnal") and rate_text:
         try:
-            rate = float(spec.removeprefix("poisson:"))
+            rate = float(rate_text)
         except ValueError as e:
-            raise ConfigError(f"--arrivals {spec!r}: expected poisson:RATE_PER_S") from e
-        return poisson(rate, hours, seed)
+            raise ConfigError(f"--arrivals {spec!r}: expected {kind}:RATE_PER_S") from e
+        if kind == "poisson":
+            return poisson(rate, hours, seed)
+        at = (start or datetime.fromisoformat(DEFAULT_START)).astimezone(UTC)
+        return diurnal(rate, hours, seed, start_hour_utc=at.hour + at.minute / 60.0)
     trace = read_trace(None if spec == "azure" else Path(spec))
     if requests is not None:
         rate_scale = scale_for_requests(trace, hours, requests)
@@ -45,8 +50,9 @@ def arrivals_options(about: str = "") -> Callable[[F], F]:
     options = [
         click.option("--arrivals", "arrivals_spec", default="azure", show_default=True,
                      help=about + "'azure' (packaged Azure LLM conversation trace), a CSV in its "
-                     "layout (TIMESTAMP, ContextTokens, GeneratedTokens), or poisson:RATE "
-                     "(requests/s)."),
+                     "layout (TIMESTAMP, ContextTokens, GeneratedTokens), poisson:RATE "
+                     "(requests/s) or diurnal:RATE (Poisson, mean RATE requests/s, rate "
+                     "swinging +-80% over the day, peak 14:00 UTC)."),
         click.option("--rate-scale", type=click.FloatRange(min=0, min_open=True), default=1.0,
                      show_default=True, help="Multiply the trace's arrival rate by this."),
         click.option("--requests", type=click.IntRange(min=1), help="Scale the trace to about "
@@ -75,7 +81,7 @@ def summary_table(summaries: list[Any]) -> Table:
     for s in summaries:
         table.add_row(s.strategy, f"{s.served:,}", f"{s.missed:,}", f"{s.energy_kwh:.3f}",
                       f"{s.carbon_kg:.3f}", f"{s.embodied_kg:.3f}", f"{s.water_l:.1f}",
-                      f"{s.cost_usd:.3f}", f"{s.p50_s:.2f}", f"{s.p95_s:.2f}", f"{s.p99_s:.2f}",
+                      s.cost_text(), f"{s.p50_s:.2f}", f"{s.p95_s:.2f}", f"{s.p99_s:.2f}",
                       f"{s.slo_misses:,}", f"{s.mean_utilisation:.1%}")
     return table
 
@@ -115,19 +121,23 @@ def summary_table(summaries: list[Any]) -> Table:
 @click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
               help="JSON of every figure, including utilisation per device.")
 @click.option("--gap/--no-gap", default=False, help="Also report each strategy's operational "
-              "carbon against the carbon-minimal LP on the same load.")
+              "carbon against a lower bound: the LP over the same batches, hours, zones and "
+              "device-hours, which no schedule can beat.")
+@click.option("--objective", "plan_objective", default="lex:cost,carbon,delay",
+              show_default=True, help="What the optimal strategy's plan optimises, "
+              "lexicographically: lex: then cost, carbon, delay, water in order.")
 @handle_errors
 def simulate(fleet_path: Path, arrivals_spec: str, rate_scale: float, requests: int | None,
              carbon_dir: Path | None, start: datetime, hours: int, strategy: str,
              compare: str | None, slo_s: float, seed: int, profiles_db: str | None,
-             plot_path: Path | None, output_path: Path | None, gap: bool,
+             plot_path: Path | None, output_path: Path | None, gap: bool, plan_objective: str,
              **overrides: Any) -> None:
     """Simulate a fleet with the live router's batching, strategies and predictors.
 
     Deterministic for given inputs and seed. Energy, carbon, water and cost are estimates from
     the fleet's profiles, not measurements.
     """
-    from router.sim.compare import SimRun, carbon_gap
+    from router.sim.compare import SimRun
     from router.sim.compare import compare as run_compare
     from router.sim.fleet import load_fleet
 
@@ -135,17 +145,12 @@ def simulate(fleet_path: Path, arrivals_spec: str, rate_scale: float, requests: 
     engine = _profiles_engine(fleet_path, profiles_db, settings.database_url)
     fleet = load_fleet(fleet_path, engine)
     grid = offline_grid(fleet.registry, carbon_dir or settings.grid_dir, f"fleet {fleet_path}")
-    arrivals = _arrivals(arrivals_spec, hours, rate_scale, requests, seed)
-    run = SimRun(fleet, arrivals, grid, settings, start.astimezone(UTC), hours, slo_s)
+    order = _plan_order(plan_objective)
+    arrivals = _arrivals(arrivals_spec, hours, rate_scale, requests, seed, start)
+    run = SimRun(fleet, arrivals, grid, settings, start.astimezone(UTC), hours, slo_s, order)
     result = run_compare(run, _names(strategy, compare))
     console = make_console()
-    console.print(summary_table(result.summaries))
-    for note in result.notes:
-        console.print(f"note: {note}")
-    gaps = [carbon_gap(run, s) for s in result.summaries] if gap else []
-    for g in gaps:
-        console.print(f"{g.strategy}: {g.online_kg:.3f} kgCO2e vs LP minimum {g.lp_kg:.3f} "
-                      f"(gap {g.gap:+.1%}; LP solved in {g.lp_solve_s:.3f} s)")
+    gaps = _report(console, run, result, gap)
     if plot_path is not None:
         from router.sim.plots import plot_series
 
@@ -155,6 +160,36 @@ def simulate(fleet_path: Path, arrivals_spec: str, rate_scale: float, requests: 
     if output_path is not None:
         _write_json(output_path, result, gaps)
         console.print(f"wrote {output_path}")
+
+
+def _plan_order(text: str) -> tuple[str, ...]:
+    order, weights = _parse_objective(text)
+    if weights:
+        raise ConfigError(f"--objective {text!r}: the simulator's plan is lexicographic "
+                          "(lex:cost,carbon,delay)")
+    return tuple(order)
+
+
+def _report(console: Any, run: Any, result: Any, gap: bool) -> list[Any]:
+    """Print the table, its notes and, with ``gap``, the lower bound; return the gaps."""
+    from router.sim.compare import carbon_bound, gaps_to, unpriced_zones
+    from router.sim.metrics import cost_notes
+
+    console.print(summary_table(result.summaries))
+    for note in result.notes + cost_notes(result.summaries, unpriced_zones(run)):
+        console.print(f"note: {note}")
+    if not gap:
+        return []
+    bound = carbon_bound(run, result)
+    console.print(f"LP lower bound on operational CO2e: {bound.value / 1000:.3f} kg (the same "
+                  f"{bound.batches:,} batches, hours, zones and device-hours, a batch starting "
+                  f"up to {bound.max_delay_s:.1f} s after routing as in these runs; no schedule "
+                  f"can beat it; solved in {bound.solve_s:.2f} s)")
+    gaps = gaps_to(bound, result.summaries)
+    for g in gaps:
+        console.print(f"{g.strategy}: {g.online_kg:.3f} kg vs LP lower bound "
+                      f"{g.bound_kg:.3f} (gap {g.gap:+.1%})")
+    return gaps
 
 
 def _profiles_engine(fleet_path: Path, profiles_db: str | None, default_url: str) -> Any:
@@ -171,8 +206,8 @@ def _write_json(path: Path, result: Any, gaps: list[Any]) -> None:
         "hourly": [{"strategy": s.strategy, "carbon_kg": s.carbon_kg.tolist(),
                     "p95_s": [None if np.isnan(v) else v for v in s.p95_s]}
                    for s in result.series],
-        "carbon_gap": [{"strategy": g.strategy, "online_kg": g.online_kg, "lp_kg": g.lp_kg,
-                        "gap": g.gap} for g in gaps],
+        "carbon_gap": [{"strategy": g.strategy, "online_kg": g.online_kg,
+                        "lp_bound_kg": g.bound_kg, "gap": g.gap} for g in gaps],
         "notes": result.notes,
         "energy": "estimated by the predictor from the fleet's profiles, not measured",
     }

@@ -5,7 +5,8 @@ A registry file holds one ``[[device]]`` table per device::
     [[device]]
     name = "ada2000"          # queue device.ada2000
     kind = "nvidia"           # nvidia | jetson | cpu
-    index = 0                 # GPU index (nvidia), ignored otherwise
+    index = 0                 # GPU index (nvidia, as nvidia-smi numbers it), ignored otherwise
+    uuid = "GPU-8f6b..."      # or the GPU's UUID (nvidia-smi -L), which wins over index
     host = "edge-1"           # informational
     memory_gb = 16.0
     tdp_w = 70.0
@@ -56,6 +57,7 @@ class Device(BaseModel):
     name: str
     kind: DeviceKind
     index: int = 0
+    uuid: str | None = Field(default=None, pattern=r"^GPU-[0-9A-Fa-f-]+$")  # wins over index
     host: str = "localhost"
     memory_gb: PositiveFloat = 8.0
     tdp_w: PositiveFloat = 65.0
@@ -213,6 +215,7 @@ def _detect_nvidia() -> list[Device]:
             tdp_w = 300.0
         devices.append(
             Device(name=f"gpu{i}", kind="nvidia", index=i, zone=DETECTED_ZONE,
+                   uuid=str(pynvml.nvmlDeviceGetUUID(h)),
                    memory_gb=mem / 1024**3, tdp_w=tdp_w,
                    n_gpu_layers=-1, max_batch_size=64, nominal_tokens_per_s=800.0,
                    embodied_kgco2e=150.0, pue=1.12)

@@ -64,8 +64,8 @@ class Settings(BaseSettings):
     )
     slo_s: PositiveFloat | None = Field(
         default=None,
-        description="Default latency target of a job: seconds from routing a batch to its "
-        "predicted finish; None means no target.",
+        description="Default latency target of a job: seconds from a prompt's arrival (its "
+        "wait to be batched counts) to its batch's predicted finish; None means no target.",
     )
     heartbeat_ttl_s: PositiveFloat = Field(
         default=15.0,

@@ -6,7 +6,9 @@ Order of rules:
    is never chosen.
 2. Among the others, the best score wins (ties: earlier in registry order).
 3. With a latency target (SLO), a best candidate predicted to finish after it gives way to the
-   best-scoring candidate that meets it; if none meets it, the earliest finisher is chosen.
+   best-scoring candidate that meets it; if none meets it, the earliest finisher is chosen. The
+   target runs from the batch's oldest prompt's arrival, so the time it already waited to be
+   batched (``waited_s``) comes off it; the device's queue is in each option's ``finish_s``.
 
 Every candidate's score and metrics go into :attr:`Decision.scores`, stored on the Batch row so
 ``ecobatch report`` can explain the choice afterwards.
@@ -34,8 +36,16 @@ class Decision:
 
 
 def decide(strategy: Strategy, options: Sequence[DeviceOption],
-           slo_s: float | None = None) -> Decision:
+           slo_s: float | None = None, waited_s: float = 0.0) -> Decision:
     """Choose among ``options`` with ``strategy`` under the hard limits and ``slo_s``.
+
+    Args:
+        strategy: scores the usable options.
+        options: every candidate, excluded ones included (for the record).
+        slo_s: latency target, seconds from a prompt's arrival to its batch's finish; None
+            for none.
+        waited_s: how long the batch's oldest prompt has already waited (to be batched and
+            routed); the batch must finish within ``slo_s - waited_s`` from now.
 
     Raises:
         UnroutableError: every option is excluded (or there are none); the message says why.
@@ -47,8 +57,9 @@ def decide(strategy: Strategy, options: Sequence[DeviceOption],
     ranked = sorted(range(len(usable)), key=lambda i: (scores[i], i))
     best = usable[ranked[0]]
     chosen, reason = best, f"{strategy.name}: best score"
-    if slo_s is not None and best.finish_s > slo_s:
-        chosen, reason = _meet_slo(strategy.name, [usable[i] for i in ranked], best, slo_s)
+    if slo_s is not None and best.finish_s > slo_s - waited_s:
+        chosen, reason = _meet_slo(strategy.name, [usable[i] for i in ranked], best,
+                                   slo_s, waited_s)
     strategy.chose(chosen)
     excluded = [f"{o.device.name} ({o.excluded})" for o in options if o.excluded]
     if excluded:
@@ -59,9 +70,12 @@ def decide(strategy: Strategy, options: Sequence[DeviceOption],
 
 
 def _meet_slo(name: str, ranked: list[DeviceOption], best: DeviceOption,
-              slo_s: float) -> tuple[DeviceOption, str]:
+              slo_s: float, waited_s: float) -> tuple[DeviceOption, str]:
+    budget_s = slo_s - waited_s
     late = f"{best.device.name} would finish in {best.finish_s:.1f} s > SLO {slo_s:g} s"
-    meeting = [o for o in ranked if o.finish_s <= slo_s]
+    if waited_s > 0:
+        late += f" less {waited_s:.1f} s already waited"
+    meeting = [o for o in ranked if o.finish_s <= budget_s]
     if meeting:
         chosen = meeting[0]
         return chosen, (f"{name}: {late}; {chosen.device.name} is the best-scoring device that "

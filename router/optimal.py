@@ -119,8 +119,10 @@ class Allocation:
 
 
 @dataclass
-class _Program:
-    """The LP in scipy's form; variables ordered x (S*H), g (S*H), b (H if deferring)."""
+class LinearProgram:
+    """An LP in scipy's form: one cost vector per objective, ``A_ub v <= b_ub``,
+    ``A_eq v = b_eq``, bounds per variable (for a :class:`Scenario`: x (S*H), g (S*H), then b
+    (H) when deferring)."""
 
     costs: dict[str, NDArray[np.float64]]
     a_ub: sp.csr_matrix
@@ -130,7 +132,7 @@ class _Program:
     bounds: list[tuple[float, float | None]]
 
 
-def _build(sc: Scenario) -> _Program:
+def _build(sc: Scenario) -> LinearProgram:
     sc.check()
     n_s, n_h = sc.shape
     n = n_s * n_h
@@ -161,11 +163,11 @@ def _build(sc: Scenario) -> _Program:
     cap = np.repeat(sc.capacity, n_h)
     bounds: list[tuple[float, float | None]] = [(0.0, float(c)) for c in cap]
     bounds += [(0.0, None)] * n + [(0.0, None)] * max(n_b - 1, 0) + [(0.0, 0.0)] * min(n_b, 1)
-    return _Program(costs, sp.vstack(rows_ub, format="csr"), np.concatenate(rhs_ub),
+    return LinearProgram(costs, sp.vstack(rows_ub, format="csr"), np.concatenate(rhs_ub),
                     sp.hstack(parts, format="csr"), sc.demand.astype(np.float64), bounds)
 
 
-def _solve(prog: _Program, c: NDArray[np.float64], extra_ub: list[tuple[NDArray[np.float64], float]]
+def _solve(prog: LinearProgram, c: NDArray[np.float64], extra_ub: list[tuple[NDArray[np.float64], float]]
            ) -> NDArray[np.float64]:
     a_ub, b_ub = prog.a_ub, prog.b_ub
     if extra_ub:
@@ -179,7 +181,7 @@ def _solve(prog: _Program, c: NDArray[np.float64], extra_ub: list[tuple[NDArray[
     return np.asarray(res.x, dtype=np.float64)
 
 
-def _allocation(sc: Scenario, prog: _Program, v: NDArray[np.float64], solve_s: float,
+def _allocation(sc: Scenario, prog: LinearProgram, v: NDArray[np.float64], solve_s: float,
                 solves: int) -> Allocation:
     n_s, n_h = sc.shape
     n = n_s * n_h
@@ -197,6 +199,18 @@ def solve_lexicographic(sc: Scenario, order: Sequence[str] = ("cost", "carbon", 
     _check_names(order)
     began = time.perf_counter()
     prog = _build(sc)
+    v = lexicographic(prog, order, rel_tol)
+    return _allocation(sc, prog, v, time.perf_counter() - began, len(order))
+
+
+def lexicographic(prog: LinearProgram, order: Sequence[str], rel_tol: float = 1e-6
+                  ) -> NDArray[np.float64]:
+    """Minimise ``prog.costs[order[0]]``, then each next one with the earlier ones held within
+    ``rel_tol`` of their optimum; returns the last solution.
+
+    Raises:
+        ConfigError: the LP is infeasible.
+    """
     held: list[tuple[NDArray[np.float64], float]] = []
     v = np.zeros(0)
     for name in order:
@@ -204,7 +218,7 @@ def solve_lexicographic(sc: Scenario, order: Sequence[str] = ("cost", "carbon", 
         v = _solve(prog, c, held)
         best = float(c @ v)
         held.append((c, best + rel_tol * abs(best) + 1e-9))
-    return _allocation(sc, prog, v, time.perf_counter() - began, len(order))
+    return v
 
 
 def solve_weighted(sc: Scenario, weights: Mapping[str, float],
@@ -231,7 +245,7 @@ def solve_weighted(sc: Scenario, weights: Mapping[str, float],
     return _allocation(sc, prog, v, time.perf_counter() - began, solves + 1)
 
 
-def objective_scales(sc: Scenario, prog: _Program | None = None,
+def objective_scales(sc: Scenario, prog: LinearProgram | None = None,
                      names: Sequence[str] = OBJECTIVES) -> dict[str, float]:
     """Each objective's minimum on its own (at least a tiny positive number)."""
     prog = prog or _build(sc)

@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import ConfigError
-from router.plan_strategy import PlanStrategy
+from router.plan_strategy import PlanStrategy, plan_order
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def load_plan(path: Path, now: datetime | None = None) -> PlanStrategy:
     if (now or datetime.now(UTC)) >= end:
         log.warning("plan file %s ended at %s; following its last hour until a new plan is "
                     "made (ecobatch optimise --plan-out)", path, f"{end:%Y-%m-%dT%H:%MZ}")
-    return PlanStrategy(doc.shares(), doc.site_of(), start)
+    return PlanStrategy(doc.shares(), doc.site_of(), start, plan_order(doc.objective))
 
 
 def _validate(raw: object, path: Path) -> PlanDoc:

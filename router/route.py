@@ -327,7 +327,9 @@ def _place(
                        sum(r.max_tokens for r in batch))
     options = options_for(ctx.registry, shape, ctx.predictor, ctx.grid, ctx.backlog_s,
                           alive=ctx.alive, memory_need=ctx.memory_need, allowed=policy.devices)
-    decision = decide(ctx.strategy_of(policy), options, policy.slo_s)
+    # The latency target runs from arrival: the oldest prompt's wait so far comes off it.
+    waited_s = max(0.0, at.timestamp() - min(r.enqueued_unix_s for r in batch))
+    decision = decide(ctx.strategy_of(policy), options, policy.slo_s, waited_s)
     choice = decision.option
     name = choice.device.name
     ctx.backlog_s[name] = ctx.backlog_s.get(name, 0.0) + choice.prediction.latency_s

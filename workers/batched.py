@@ -76,6 +76,7 @@ class BatchedLlamaBackend:
         model_path: str,
         *,
         n_gpu_layers: int = 0,
+        main_gpu: int | None = None,
         n_threads: int | None = None,
         n_ctx_per_seq: int = 1024,
         max_batch_size: int = 8,
@@ -90,6 +91,8 @@ class BatchedLlamaBackend:
         Args:
             model_path: path of a GGUF model file.
             n_gpu_layers: layers to offload to a GPU (0 on CPU, -1 for all).
+            main_gpu: CUDA number of the one GPU the whole model goes on (split mode none);
+                None keeps llama.cpp's default split (see :func:`workers.native.model_params`).
             n_threads: CPU threads; None uses every core this process may run on.
             n_ctx_per_seq: KV cells per sequence; prompt tokens + max_tokens must fit.
             max_batch_size: most sequences decoded together in the shared context.
@@ -117,7 +120,7 @@ class BatchedLlamaBackend:
         self._free_memory_bytes = free_memory_bytes or available_host_memory_bytes
         self._ctx_shape = (n_batch, n_ubatch, kv_unified, flash_attn)
         silence_llama_logs()
-        self._model: Any = load_model(self.model_path, n_gpu_layers)
+        self._model: Any = load_model(self.model_path, n_gpu_layers, main_gpu)
         self._vocab = Vocab(self._model)
         self._formatter = PromptFormatter(
             model_meta(self._model, "tokenizer.chat_template"),

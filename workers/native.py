@@ -41,15 +41,41 @@ def default_thread_count() -> int:
         return os.cpu_count() or 1
 
 
-def load_model(model_path: str, n_gpu_layers: int) -> Any:
+def model_params(n_gpu_layers: int, main_gpu: int | None = None,
+                 gpu_offload: bool | None = None) -> Any:
+    """llama.cpp model parameters: ``n_gpu_layers`` offloaded, all on GPU ``main_gpu``.
+
+    Args:
+        n_gpu_layers: layers to offload (0 none, -1 all).
+        main_gpu: the CUDA device number of the one GPU to use; None leaves llama.cpp's
+            default (layers split over every visible GPU), for a process without a GPU device.
+        gpu_offload: whether this llama.cpp build can offload to a GPU (asked by default). A
+            CPU-only build has no GPU to pin, and would refuse any ``main_gpu`` as invalid.
+    """
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = n_gpu_layers
+    if gpu_offload is None:
+        gpu_offload = main_gpu is not None and bool(llama_cpp.llama_supports_gpu_offload())
+    if main_gpu is not None and gpu_offload:
+        # A registry GPU device is one GPU, metered alone: no split over the others.
+        params.split_mode = llama_cpp.LLAMA_SPLIT_MODE_NONE
+        params.main_gpu = main_gpu
+    return params
+
+
+def load_model(model_path: str, n_gpu_layers: int, main_gpu: int | None = None) -> Any:
     """Load a GGUF model once; returns the native ``llama_model`` pointer.
+
+    Args:
+        model_path: the GGUF file.
+        n_gpu_layers: layers to offload to the GPU.
+        main_gpu: see :func:`model_params`.
 
     Raises:
         InferenceError: llama.cpp could not load the file.
     """
     llama_cpp.llama_backend_init()
-    params = llama_cpp.llama_model_default_params()
-    params.n_gpu_layers = n_gpu_layers
+    params = model_params(n_gpu_layers, main_gpu)
     model = llama_cpp.llama_model_load_from_file(model_path.encode("utf-8"), params)
     if not model:
         raise InferenceError(f"llama.cpp could not load model {model_path}")

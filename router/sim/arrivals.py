@@ -157,3 +157,33 @@ def poisson(rate_per_s: float, hours: float, seed: int, tokens_from: Arrivals | 
     t = np.sort(rng.uniform(0.0, horizon_s, n))
     pick = rng.integers(0, len(source), n)
     return Arrivals(t, source.prompt_tokens[pick], source.max_tokens[pick])
+
+
+DIURNAL_PEAK_HOUR_UTC = 14.0
+
+
+def diurnal(mean_rate_per_s: float, hours: float, seed: int, *, start_hour_utc: float = 0.0,
+            swing: float = 0.8, tokens_from: Arrivals | None = None) -> Arrivals:
+    """Poisson arrivals whose rate follows the day: ``mean x (1 + swing x cos)``, peaking at
+    14:00 UTC and lowest at 02:00 UTC, token counts drawn from a trace's requests.
+
+    Args:
+        mean_rate_per_s: the rate averaged over a day, requests/s.
+        hours: length of the process.
+        seed: the random seed; equal seeds give equal arrivals.
+        start_hour_utc: the UTC hour of day at time 0 (e.g. 10.5 for 10:30).
+        swing: relative amplitude of the daily swing, in [0, 1].
+        tokens_from: requests whose token pairs are sampled; the packaged trace when None.
+
+    Raises:
+        ConfigError: a non-positive rate or length, or a swing outside [0, 1].
+    """
+    if not 0.0 <= swing <= 1.0:
+        raise ConfigError(f"diurnal arrivals need 0 <= swing <= 1, got {swing}")
+    # Thinning (Lewis and Shedler): a Poisson process at the peak rate, each arrival kept with
+    # probability rate(t) / peak.
+    peak = poisson(mean_rate_per_s * (1.0 + swing), hours, seed, tokens_from)
+    hour_of_day = start_hour_utc + peak.t_s / 3600.0
+    rate = 1.0 + swing * np.cos((hour_of_day - DIURNAL_PEAK_HOUR_UTC) / 24.0 * 2.0 * np.pi)
+    keep = np.random.default_rng(seed + 1).uniform(0.0, 1.0 + swing, len(peak)) < rate
+    return Arrivals(peak.t_s[keep], peak.prompt_tokens[keep], peak.max_tokens[keep])

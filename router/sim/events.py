@@ -2,10 +2,12 @@
 
 Every routing step is the live router's own code: :func:`router.batching.plan_take` and
 :func:`~router.batching.cut_batches` decide what to take from the pending list at each router
-tick (whole batches at once, a partial batch after ``max_wait_s``), the options are the live
+tick (whole batches at once, a partial batch after ``max_wait_s``; see
+:mod:`router.sim.batches`, which cuts them once for every strategy), the options are the live
 :func:`router.options.options_for` priced once per class of identical devices
 (:class:`router.classoptions.DeviceClasses`), and :func:`router.decide.decide` applies the
-strategy with the hard limits (memory, the SLO). Each batch's energy, carbon, water and cost
+strategy with the hard limits (memory, the SLO counted from each batch's oldest arrival). Each
+batch's energy, carbon, water and cost
 come from :class:`pipeline.accounting.BatchAccount`, as on a worker.
 
 What is simulated: a device serves its queue first in, first out, one batch at a time, for the
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
@@ -29,16 +30,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.accounting import BatchAccount
+from pipeline.devices import Registry
 from pipeline.errors import ConfigError, UnroutableError
 from pipeline.grid import GridConditions
-from pipeline.queue import PromptRef
 from pipeline.settings import Settings
-from router.batching import cut_batches, effective_batch_size, plan_take
+from router.batching import effective_batch_size
 from router.classoptions import DeviceClasses
 from router.decide import decide
 from router.options import GridNow, grid_now
 from router.predictor import BatchShape
 from router.sim.arrivals import Arrivals
+from router.sim.batches import BatchTrace, cut_trace
 from router.sim.fleet import Fleet
 from router.strategies import Strategy
 
@@ -56,6 +58,7 @@ class Clocked(Protocol):
 class BatchLog:
     """Per-batch records, one list entry per dispatched batch."""
 
+    dispatch_s: list[float] = field(default_factory=list)
     start_s: list[float] = field(default_factory=list)
     device: list[int] = field(default_factory=list)
     size: list[int] = field(default_factory=list)
@@ -66,8 +69,10 @@ class BatchLog:
     water_l: list[float] = field(default_factory=list)
     cost_usd: list[float] = field(default_factory=list)  # NaN where the zone has no price
 
-    def add(self, start_s: float, device: int, size: int, acc: BatchAccount) -> None:
-        """Record one batch and its accounting."""
+    def add(self, start_s: float, device: int, size: int, acc: BatchAccount, *,
+            dispatch_s: float) -> None:
+        """Record one batch, routed at ``dispatch_s`` and started at ``start_s``."""
+        self.dispatch_s.append(dispatch_s)
         self.start_s.append(start_s)
         self.device.append(device)
         self.size.append(size)
@@ -144,19 +149,21 @@ class _Loop:
         self.grid_by_hour[hour] = read
         return read
 
-    def place(self, batch: Sequence[PromptRef], t_s: float) -> None:
-        """Decide a device for ``batch`` at time ``t_s`` and run it there."""
-        shape = BatchShape(len(batch), sum(r.prompt_tokens for r in batch),
-                           sum(r.max_tokens for r in batch))
+    def place(self, trace: BatchTrace, j: int) -> None:
+        """Decide a device for batch ``j`` of ``trace`` at its tick and run it there."""
+        t_s = float(trace.dispatch_s[j])
+        size = int(trace.size[j])
+        shape = BatchShape(size, int(trace.prompt_tokens[j]), int(trace.new_tokens[j]))
         free_at = self.free_at
         backlog = {d.name: max(0.0, free_at[k] - t_s) for k, d in enumerate(self.devices)}
         options = self.classes.options(shape, self.fleet.predictor, self.grid_now(t_s), backlog,
                                        memory_need=self.memory_need)
         try:
-            option = decide(self.strategy, options, self.settings.slo_s).option
+            option = decide(self.strategy, options, self.settings.slo_s,
+                            float(trace.waited_s[j])).option
         except UnroutableError as e:
             reason = str(e).split(":")[0]
-            self.missed[reason] = self.missed.get(reason, 0) + len(batch)
+            self.missed[reason] = self.missed.get(reason, 0) + size
             return
         k = self.index[option.device.name]
         begin_s = max(t_s, free_at[k])
@@ -164,15 +171,20 @@ class _Loop:
         free_at[k] = begin_s + duration_s
         acc = BatchAccount.compute(self.grid, option.device, option.prediction.energy_j,
                                    duration_s, self.start + timedelta(seconds=begin_s))
-        self.log.add(begin_s, k, len(batch), acc)
-        for r in batch:
-            i = int(r.prompt_id)
-            self.finish[i] = begin_s + duration_s
-            self.device_of[i] = k
+        self.log.add(begin_s, k, size, acc, dispatch_s=t_s)
+        first = int(trace.first[j])
+        self.finish[first : first + size] = begin_s + duration_s
+        self.device_of[first : first + size] = k
+
+
+def batch_trace(arrivals: Arrivals, settings: Settings, registry: Registry) -> BatchTrace:
+    """The batches the router cuts from ``arrivals`` with ``settings`` (whatever the strategy)."""
+    return cut_trace(arrivals, effective_batch_size(settings, registry), settings.max_wait_s,
+                     settings.router_interval_s)
 
 
 def simulate(fleet: Fleet, arrivals: Arrivals, grid: GridConditions, strategy: Strategy,
-             settings: Settings, start: datetime) -> SimOutcome:
+             settings: Settings, start: datetime, trace: BatchTrace | None = None) -> SimOutcome:
     """Run ``arrivals`` through the router's batching and ``strategy`` on ``fleet``.
 
     Args:
@@ -182,37 +194,21 @@ def simulate(fleet: Fleet, arrivals: Arrivals, grid: GridConditions, strategy: S
         strategy: a fresh strategy instance (stateful ones carry state through the run).
         settings: batch size, max wait, router interval, SLO.
         start: simulated time zero, timezone-aware UTC.
+        trace: the batches of ``arrivals`` (:func:`batch_trace`), when already cut.
 
     Raises:
         ConfigError: empty fleet, or a zone without grid data.
     """
     began = time.perf_counter()
     loop = _Loop(fleet, arrivals, grid, strategy, settings, start)
-    batch_size = effective_batch_size(settings, fleet.registry)
-    interval_s, wait_s = settings.router_interval_s, settings.max_wait_s
-    start_unix = start.timestamp()
-    t_arr, pt, mt = arrivals.t_s.tolist(), arrivals.prompt_tokens.tolist(), arrivals.max_tokens.tolist()
-    n, i, last_t = len(t_arr), 0, -math.inf
-    pending: list[PromptRef] = []
+    trace = trace if trace is not None else batch_trace(arrivals, settings, fleet.registry)
     clocked = strategy if isinstance(strategy, Clocked) else None
-    while i < n or pending:
-        due = min(t_arr[i] if i < n else math.inf,
-                  pending[0].enqueued_unix_s - start_unix + wait_s if pending else math.inf)
-        # The next tick at or after what is due; always later than the last one, so float
-        # rounding in "now - oldest >= max_wait" can never stall the loop.
-        t = max(math.ceil(due / interval_s - 1e-9) * interval_s, last_t + interval_s)
-        last_t = t
-        while i < n and t_arr[i] <= t:
-            pending.append(PromptRef(str(i), "sim", start_unix + t_arr[i], pt[i], mt[i]))
-            i += 1
-        plan = plan_take(pending, batch_size, wait_s, start_unix + t, list_end_seen=True)
-        if not plan.n_refs:
-            continue
-        taken, pending = pending[: plan.n_refs], pending[plan.n_refs :]
-        if clocked is not None:
-            clocked.advance_to(start + timedelta(seconds=t))
-        for batch in cut_batches(taken, batch_size):
-            loop.place(batch, t)
+    tick = math.nan
+    for j in range(len(trace)):
+        if clocked is not None and trace.dispatch_s[j] != tick:
+            tick = float(trace.dispatch_s[j])
+            clocked.advance_to(start + timedelta(seconds=tick))
+        loop.place(trace, j)
     return SimOutcome(strategy.name, start, [d.name for d in loop.devices], arrivals.t_s,
                       loop.finish, loop.device_of, loop.log, loop.missed,
                       time.perf_counter() - began)

@@ -23,8 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
@@ -39,6 +41,7 @@ MLENERGY_MODELS = {"qwen3-8b": "mlenergy_qwen3_8b.json", "qwen3-14b": "mlenergy_
                    "qwen3-32b": "mlenergy_qwen3_32b.json"}
 GIB = 1024**3
 MemoryNeed = Callable[[Device, BatchShape], int | None]
+T = TypeVar("T", int, NDArray[np.int64])
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,13 @@ class DeviceClass:
     model_bytes: int | None = None
     kv_bytes_per_token: int = 0
 
+    def need_bytes(self, tokens: T) -> T | None:
+        """Memory a batch of ``tokens`` (prompt + new; a number or an array) needs on a
+        member: weights plus KV cache; None when the model size is unknown."""
+        if self.model_bytes is None:
+            return None
+        return self.model_bytes + self.kv_bytes_per_token * tokens
+
 
 @dataclass
 class Fleet:
@@ -73,11 +83,7 @@ class Fleet:
             return None
 
         def need(device: Device, shape: BatchShape) -> int | None:
-            cls = by_name[device.name]
-            if cls.model_bytes is None:
-                return None
-            tokens = shape.prompt_tokens + shape.max_new_tokens
-            return cls.model_bytes + cls.kv_bytes_per_token * tokens
+            return by_name[device.name].need_bytes(shape.prompt_tokens + shape.max_new_tokens)
 
         return need
 

@@ -3,7 +3,8 @@
 Per-site PUE, water and prices come from the same accounting functions and grid traces as the
 live system (:func:`pipeline.accounting.pue_at`, ``wue_l_per_kwh_at``,
 ``grid_water_l_per_kwh``; :class:`pipeline.grid.GridTrace`). A zone without price data is given
-the mean price of the zones that have one, and the scenario says so in ``notes``.
+the dearest price of the zones that have one (missing data must never look cheap to a cost
+objective), and the scenario says so in ``notes``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from pipeline.grid import GridConditions, device_conditions
 from router.optimal import SECONDS_PER_HOUR, Scenario
 from router.predictor import BatchShape, Predictor
 from router.sim.arrivals import Arrivals
-from router.sim.fleet import Fleet
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,9 @@ def grid_arrays(sites: Sequence[SiteSpec], grid: GridConditions, start: datetime
             out["water"][s, h] = (wue_l_per_kwh_at(site.device, cond.temperature_c)
                                   + pue * grid_water_l_per_kwh(zone))
     priced = out["price"][~np.isnan(out["price"])]
-    fill = float(priced.mean()) if priced.size else 0.0
+    fill = float(priced.max()) if priced.size else 0.0
     out["price"] = np.where(np.isnan(out["price"]), fill, out["price"])
-    notes = [f"{z} has no price data: priced at the mean {fill:.4f} USD/kWh of the others"
+    notes = [f"{z} has no price data: priced at the dearest {fill:.4f} USD/kWh of the others"
              for z in sorted(missing)]
     return out, notes
 
@@ -90,24 +90,6 @@ def build_scenario(sites: Sequence[SiteSpec], demand: NDArray[np.float64], grid:
         water_l_per_kwh=arr["water"], latency_s=np.array([s.latency_s for s in sites]),
         renewable_kwh=renew, water_budget_l=water_budget_l, allow_defer=allow_defer)
     return sc, notes
-
-
-def fleet_sites(fleet: Fleet, arrivals: Arrivals, batch_size: int) -> list[SiteSpec]:
-    """One site per device class, its rate and J/token predicted for a batch of mean requests.
-
-    The predictor is the simulator's (and the router's), asked for a batch of ``batch_size``
-    requests of the trace's mean prompt and generated tokens; a class whose ``max_batch_size``
-    is smaller gets no capacity.
-    """
-    shape = mean_batch(arrivals, batch_size)
-    sites = []
-    for cls in fleet.classes:
-        device = cls.members[0]
-        tokens_per_s, j_per_token = device_rates(fleet.predictor, device, shape)
-        # A class that cannot take batches of this size gets no load.
-        count = len(cls.members) if batch_size <= device.max_batch_size else 0
-        sites.append(SiteSpec(device.name, device, count, tokens_per_s, j_per_token))
-    return sites
 
 
 def mean_batch(arrivals: Arrivals, batch_size: int) -> BatchShape:

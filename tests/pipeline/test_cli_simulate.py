@@ -27,6 +27,9 @@ def test_simulate_compare_writes_table_png_and_json(tmp_path: Path) -> None:
     assert [s["strategy"] for s in doc["strategies"]] == ["greedy", "carbon", "latency", "optimal"]
     assert all(s["served"] + s["missed"] == s["requests"] for s in doc["strategies"])
     assert set(doc["strategies"][0]["utilisation"]) == {"orin-nx", "ada2000"}
+    gaps = doc["carbon_gap"]
+    assert [g["strategy"] for g in gaps] == ["greedy", "carbon", "latency", "optimal"]
+    assert all(g["online_kg"] >= g["lp_bound_kg"] * (1 - 1e-6) for g in gaps)
 
 
 def test_simulate_is_deterministic(tmp_path: Path) -> None:

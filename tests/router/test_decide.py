@@ -60,3 +60,11 @@ def test_all_excluded_is_unroutable() -> None:
 
 def _excluded(o: DeviceOption, why: str) -> DeviceOption:
     return replace(o, excluded=why)
+
+
+def test_slo_counts_the_time_already_waited() -> None:
+    opts = [option("fast", 2.0, 9.0), option("clean", 5.0, 1.0)]
+    d = decide(get_strategy("carbon"), opts, slo_s=10.0, waited_s=6.0)
+    assert d.option.device.name == "fast"
+    assert "clean would finish in 5.0 s > SLO 10 s less 6.0 s already waited" in d.reason
+    assert decide(get_strategy("carbon"), opts, slo_s=10.0, waited_s=4.0).option.device.name == "clean"

@@ -134,3 +134,33 @@ def test_plan_strategy_follows_the_hourly_shares() -> None:
         opts = options_for(reg, BatchShape(1, 10, 10), NominalPredictor(), zones, {})
         chosen.append(decide(strategy, opts).option.device.name)
     assert chosen.count("a") == 6 and chosen.count("b") == 2
+
+
+def test_plan_strategy_falls_back_by_the_plans_objective_not_by_fewest_batches() -> None:
+    # The plan puts the hour on a slow site that cannot meet the SLO; the batch must then go to
+    # the cheapest (cost-first plan) or cleanest (carbon-first) of the others, whatever they
+    # were sent so far.
+    from pipeline.devices import Device, Registry
+    from router.decide import decide
+    from router.nominal import NominalPredictor
+    from router.options import options_for, zones_now
+    from router.plan_strategy import PlanStrategy, plan_order
+    from router.predictor import BatchShape
+
+    start = datetime(2024, 6, 1, 12, tzinfo=UTC)
+    reg = Registry(devices=[
+        Device(name="slow", kind="jetson", zone="DE-LU", nominal_tokens_per_s=1.0),
+        Device(name="ca", kind="nvidia", zone="US-CAL-CISO", nominal_tokens_per_s=500.0),
+        Device(name="au", kind="nvidia", zone="AU-NSW", nominal_tokens_per_s=500.0),
+        Device(name="gb", kind="nvidia", zone="GB", nominal_tokens_per_s=500.0)])
+    zones = zones_now(GridTrace(), {d.zone for d in reg.devices}, start)
+    shares = np.array([[1.0], [0.0], [0.0], [0.0]])
+    for objective, expected in (("lex:cost,carbon,delay", "ca"), ("lex:carbon,cost", "gb")):
+        strategy = PlanStrategy(shares, {"slow": 0, "ca": 1, "au": 2, "gb": 3}, start,
+                                plan_order(objective))
+        strategy.advance_to(start)
+        chosen = [decide(strategy, options_for(reg, BatchShape(1, 10, 100), NominalPredictor(),
+                                               zones, {}), slo_s=10.0).option.device.name
+                  for _ in range(3)]
+        assert chosen == [expected] * 3, objective
+    assert plan_order("weighted:carbon=1,cost=3") == ("cost", "carbon")

@@ -245,3 +245,22 @@ def test_each_job_is_routed_by_its_own_strategy_and_batches_never_mix_them(
     assert by_job["jgreedy"] == {("greedy", "gpu")}  # first in registry order
     assert {st for st, _ in by_job["jdefault"]} == {"latency"}  # no strategy: the router's
     assert all(b.size == 4 for b in batches(engine))
+
+
+def test_the_slo_counts_the_wait_before_routing(
+    engine: Engine, rclient: redis.Redis, registry: Registry, carbon: FixedCarbon,
+) -> None:
+    # The clean edge box finishes a batch in ~1.9 s, within a 10 s SLO counted from routing;
+    # but these prompts have already waited 9 s, so only the fast GPU still meets it.
+    seed_job(engine, rclient, "late", 4, enqueued_unix_s=NOW.timestamp() - 9.0)
+    seed_job(engine, rclient, "fresh", 4, enqueued_unix_s=NOW.timestamp() - 0.1)
+    settings = Settings(batch_size=4, strategy="carbon", slo_s=10.0)
+    report = route(settings, engine, rclient, registry, carbon, Recorder(engine))
+    assert report.batches == 2
+    with Session(engine) as s:
+        rows = s.execute(select(Prompt.job_id, Batch.device, Batch.reason)  # type: ignore[call-overload]
+                         .join(Batch, Batch.id == Prompt.batch_id)).all()
+    device = {job: (dev, reason) for job, dev, reason in rows}
+    assert device["fresh"][0] == "edge"
+    assert device["late"][0] == "gpu"
+    assert "less 9.0 s already waited" in device["late"][1]

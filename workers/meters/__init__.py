@@ -70,7 +70,7 @@ def make_meter(device: Device, *, rapl_root: Path = RAPL_ROOT) -> EnergyMeter:
         MeterError: an NVIDIA or Jetson device whose counters cannot be opened here.
     """
     if device.kind == "nvidia":
-        nvml_meter = NvmlMeter(device.index)
+        nvml_meter = NvmlMeter(device.index, uuid=device.uuid)
         nvml_meter.open()
         if device.host_share == 0:
             return nvml_meter

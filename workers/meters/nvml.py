@@ -33,7 +33,8 @@ class NvmlMeter:
     integrates it; ``source`` then reads ``"nvml-power-sampled"``. Both measure the whole GPU.
 
     Args:
-        index: GPU index.
+        index: GPU index (NVML's, which ignores ``CUDA_VISIBLE_DEVICES``).
+        uuid: the GPU's UUID; when given, the GPU is looked up by it and ``index`` is unused.
         nvml: the ``pynvml`` module (nvidia-ml-py) or an object with the same functions;
             imported on first use by default.
         sample_interval_s: power sampling period of the fallback.
@@ -43,10 +44,12 @@ class NvmlMeter:
 
     measured = True
 
-    def __init__(self, index: int = 0, *, nvml: Any | None = None,
+    def __init__(self, index: int = 0, *, uuid: str | None = None, nvml: Any | None = None,
                  sample_interval_s: float = 0.05, poll_interval_s: float = 1.0,
                  min_window_s: float = 0.1) -> None:
         self.index = index
+        self.uuid = uuid
+        self.gpu = uuid if uuid is not None else str(index)
         self.source = "nvml"
         self.min_window_s = min_window_s
         self._nvml = nvml
@@ -69,9 +72,10 @@ class NvmlMeter:
         nvml = self._nvml_module()
         try:
             nvml.nvmlInit()
-            handle = nvml.nvmlDeviceGetHandleByIndex(self.index)
+            handle = (nvml.nvmlDeviceGetHandleByIndex(self.index) if self.uuid is None
+                      else nvml.nvmlDeviceGetHandleByUUID(self.uuid))
         except nvml.NVMLError as e:
-            raise MeterError(f"NVML GPU {self.index}: {e}") from e
+            raise MeterError(f"NVML GPU {self.gpu}: {e}") from e
         if not self._has_counter(nvml, handle):
             self.source = "nvml-power-sampled"
             self._sampler = PowerSampler(lambda: self._power_w(nvml, handle),
@@ -113,7 +117,7 @@ class NvmlMeter:
             nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
         except nvml.NVMLError as e:
             if not self._unsupported(nvml, e):
-                raise MeterError(f"NVML energy counter of GPU {self.index}: {e}") from e
+                raise MeterError(f"NVML energy counter of GPU {self.gpu}: {e}") from e
             return False
         return True
 
@@ -130,7 +134,7 @@ class NvmlMeter:
         try:
             return [int(nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle))]
         except nvml.NVMLError as e:
-            raise MeterError(f"NVML energy counter of GPU {self.index}: {e}") from e
+            raise MeterError(f"NVML energy counter of GPU {self.gpu}: {e}") from e
 
     def _counter_delta(self, _i: int, before_mj: int, after_mj: int) -> int:
         if after_mj >= before_mj:
