@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -142,17 +142,30 @@ def test_unreadable_input_stays_an_input_error(tmp_path: Path) -> None:
         read_input(tmp_path, limit=fixed_limit(10, "t"))
 
 
+# The child reports its own high-water mark (VmHWM) at exit. wait4's ru_maxrss would not do:
+# Linux carries the parent's high-water mark into a vforked child at exec, so a child of a
+# large pytest process reports the parent's size.
+_REPORT_HWM = (
+    "import atexit, re, runpy, sys\n"
+    "def _hwm():\n"
+    "    text = open('/proc/self/status').read()\n"
+    "    sys.stderr.write('VmHWM_KB=' + re.search(r'VmHWM:\\s+(\\d+)', text).group(1) + '\\n')\n"
+    "atexit.register(_hwm)\n"
+    "sys.argv[0] = 'ecobatch'\n"
+    "runpy.run_module('pipeline.cli', run_name='__main__')\n"
+)
+
+
 def _peak_rss_bytes(args: list[str], stdin_path: Path, env: dict[str, str]) -> tuple[int, str]:
-    """Run a CLI child to its end; return its own peak RSS (wait4) and its stderr."""
+    """Run a CLI child to its end; return its own peak RSS (its VmHWM) and its stderr."""
     with stdin_path.open("rb") as stdin:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO_ROOT,
-                                env=env, stdin=stdin, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-        out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    assert proc.returncode == 1, (out, err)
-    return usage.ru_maxrss * 1024, err.decode()
+        proc = subprocess.run([sys.executable, "-c", _REPORT_HWM, *args], cwd=REPO_ROOT,
+                              env=env, stdin=stdin, capture_output=True, check=False)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    err = proc.stderr.decode()
+    match = re.search(r"VmHWM_KB=(\d+)", err)
+    assert match is not None, err
+    return int(match.group(1)) * 1024, err
 
 
 @pytest.mark.parametrize("source", ["file", "stdin"])

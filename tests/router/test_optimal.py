@@ -143,7 +143,7 @@ def test_plan_strategy_falls_back_by_the_plans_objective_not_by_fewest_batches()
     from pipeline.devices import Device, Registry
     from router.decide import decide
     from router.nominal import NominalPredictor
-    from router.options import options_for, zones_now
+    from router.options import grid_now, options_for
     from router.plan_strategy import PlanStrategy, plan_order
     from router.predictor import BatchShape
 
@@ -153,7 +153,7 @@ def test_plan_strategy_falls_back_by_the_plans_objective_not_by_fewest_batches()
         Device(name="ca", kind="nvidia", zone="US-CAL-CISO", nominal_tokens_per_s=500.0),
         Device(name="au", kind="nvidia", zone="AU-NSW", nominal_tokens_per_s=500.0),
         Device(name="gb", kind="nvidia", zone="GB", nominal_tokens_per_s=500.0)])
-    zones = zones_now(GridTrace(), {d.zone for d in reg.devices}, start)
+    zones = grid_now(GridTrace(), reg.devices, start)
     shares = np.array([[1.0], [0.0], [0.0], [0.0]])
     for objective, expected in (("lex:cost,carbon,delay", "ca"), ("lex:carbon,cost", "gb")):
         strategy = PlanStrategy(shares, {"slow": 0, "ca": 1, "au": 2, "gb": 3}, start,

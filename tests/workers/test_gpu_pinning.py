@@ -81,7 +81,7 @@ def gpus() -> Iterator[TwoGpus]:
 
 
 def gpu_b(**kw: Any) -> Device:
-    return Device(name="b", kind="nvidia", n_gpu_layers=-1, host_share=0.0, **kw)
+    return Device(name="b", kind="nvidia", zone="DE-LU", n_gpu_layers=-1, host_share=0.0, **kw)
 
 
 @pytest.mark.parametrize("names_gpu", [{"uuid": UUID_B}, {"index": 1},
