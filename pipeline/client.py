@@ -18,14 +18,14 @@ from typing import Any
 
 import redis
 
-from pipeline.db import make_engine
+from pipeline.broker.queue import connect
 from pipeline.errors import WaitTimeoutError
-from pipeline.intake import PromptIn, read_input, validate_records
-from pipeline.jobs import JobStatusView, iter_results, job_status
-from pipeline.limits import check_submission, line_limit
-from pipeline.queue import connect
+from pipeline.intake.limits import check_submission, line_limit
+from pipeline.intake.parse import PromptIn, read_input, validate_records
+from pipeline.intake.submit import submit_records
+from pipeline.ledger.db import make_engine
+from pipeline.ledger.jobs import JobStatusView, iter_results, job_status
 from pipeline.settings import Settings
-from pipeline.submit import submit_records
 
 
 class Client:
@@ -69,7 +69,7 @@ class Client:
             **routing: ``weights`` (dict over carbon, latency, energy, water, cost),
                 ``slo_s`` (latency target, seconds), ``deadline`` (timezone-aware datetime)
                 and ``deferred`` (True holds the job for the lowest-carbon window before
-                ``deadline``), as for :func:`pipeline.submit.submit_records`.
+                ``deadline``), as for :func:`pipeline.intake.submit.submit_records`.
 
         Raises:
             InputError: a record is invalid (``line`` is its 1-based number); nothing is sent.

@@ -1,6 +1,6 @@
 """What a job asks of the router: strategy names, weights of the weighted score and a latency SLO.
 
-The router (``router.strategies``) implements the strategies; this module only knows their names,
+The router (``router.scoring.strategies``) implements the strategies; this module only knows their names,
 so that settings, intake and the CLI can validate a job without importing the router. Built-in
 names are listed here; third-party strategies register under the entry-point group
 :data:`STRATEGY_GROUP` and are found by name the same way.

@@ -82,7 +82,7 @@ class Settings(BaseSettings):
         default=None,
         description="Folder of your own hourly grid files (Electricity Maps CSV, price CSV, "
         "Open-Meteo JSON, or grid_<ZONE>.csv) that adds zones to, and may override, the packaged "
-        "traces; the zone is the file name up to _<YEAR> (see pipeline/gridfiles.py).",
+        "traces; the zone is the file name up to _<YEAR> (see pipeline/grid/files.py).",
     )
     planner_interval_s: PositiveFloat = Field(
         default=60.0, description="How often the planner re-plans deferred jobs and releases them."
@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     latency_target_s: PositiveFloat = Field(
         default=30.0, description="Latency target used to recommend a batch size."
     )
-    # Live carbon data (pipeline/carbon_api.py); the packaged traces are used when unset.
+    # Live carbon data (pipeline/grid/carbon_api.py); the packaged traces are used when unset.
     carbon_api: str | None = Field(
         default=None, description="Live carbon intensity: 'electricitymaps' or 'watttime'."
     )

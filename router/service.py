@@ -16,24 +16,24 @@ from typing import Any, Protocol
 import redis
 from sqlalchemy import Engine
 
-from pipeline.devices import Registry
-from pipeline.grid import GridConditions
-from pipeline.heartbeat import alive_devices
+from pipeline.broker.alive import alive_devices
+from pipeline.fleet.devices import Registry
+from pipeline.grid.trace import GridConditions
 from pipeline.outage import failure_kind, outages_of
 from pipeline.settings import Settings
-from router.deferral import Planning, plan_pass
-from router.liveness import move_from_dead
-from router.lostwork import LostWorkerWatch, take_back_lost
-from router.memory import memory_need
-from router.planner import Forecast
-from router.predictor import Predictor
-from router.profiled import load_predictor
-from router.reconcile import republish_stale
-from router.recovery import recover_if_reset
-from router.route import PublishMany, RouteEnv, route_once
+from router.deferral.planner import Forecast
+from router.deferral.release import Planning, plan_pass
+from router.live.liveness import move_from_dead
+from router.live.memory import memory_need
+from router.live.route import PublishMany, RouteEnv, route_once
+from router.predict.predictor import Predictor
+from router.predict.profiled import load_predictor
+from router.recovery.lostwork import LostWorkerWatch, take_back_lost
+from router.recovery.recovery import recover_if_reset
+from router.recovery.requeue import republish_stale
 
 PREDICTOR_REFRESH_S = 60.0
-_PREDICTOR_KEY = "router.predictor"
+_PREDICTOR_KEY = "router.predict.predictor"
 _RECONCILED_KEY = "router.reconciled_at"
 _PLANNED_KEY = "router.planned_at"
 _ENV_KEY = "router.env"
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 class RouterContext(Protocol):
-    """What the router needs of a process context (``pipeline.context.AppContext``)."""
+    """What the router needs of a process context (``pipeline.app.context.AppContext``)."""
 
     settings: Settings
     cache: dict[str, Any]
@@ -87,9 +87,9 @@ def cached_predictor(ctx: RouterContext) -> Predictor:
 def route_pass(ctx: RouterContext, publish: PublishMany) -> dict[str, Any]:
     """One router beat: plan and release deferred jobs, move batches off dead devices, route.
 
-    Every ``planner_interval_s`` the planner (:func:`router.deferral.plan_pass`) runs first.
+    Every ``planner_interval_s`` the planner (:func:`router.deferral.release.plan_pass`) runs first.
     Every third of ``heartbeat_ttl_s`` running batches of workers whose heartbeat stopped are
-    taken back and published again (:mod:`router.lostwork`). Devices without a live worker
+    taken back and published again (:mod:`router.recovery.lostwork`). Devices without a live worker
     heartbeat are never chosen, and their queued batches are routed again. The router that
     held the lock also republishes, at most once per visibility timeout, batches dispatched
     more than a visibility timeout ago that still have no result.

@@ -41,7 +41,7 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.grid import TRACE_YEAR, USD_PER_CURRENCY, ZONE_PRICE_CURRENCY
+from pipeline.grid.trace import TRACE_YEAR, USD_PER_CURRENCY, ZONE_PRICE_CURRENCY
 
 ZONES = ("AU-NSW", "AU-VIC", "DE-LU", "GB", "US-CAL-CISO")
 LCA_COLUMN = "Carbon Intensity gCO₂eq/kWh (LCA)"
@@ -184,10 +184,10 @@ SOURCES_TAIL = """
   source floored them to the hour, which leaves one duplicate hour at each month boundary (the
   previous month's last interval); duplicates are averaged.
 - DE-LU has no prices for 2024-01-31 in the source; those hours repeat 2024-01-30.
-- Conversion to USD uses fixed rates (`pipeline.grid.USD_PER_CURRENCY`):
+- Conversion to USD uses fixed rates (`pipeline.grid.trace.USD_PER_CURRENCY`):
   {rates}; approximately the 2024 annual averages of the ECB and RBA reference rates.
 - Missing hours are filled with the same hour of the previous (else next) day; counts above.
-- The traces are for {year}; `pipeline.grid.GridTrace` replays them for any other year by month,
+- The traces are for {year}; `pipeline.grid.trace.GridTrace` replays them for any other year by month,
   day and hour ("trace replay").
 """
 

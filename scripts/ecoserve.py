@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.grid import GridTrace
+from pipeline.grid.trace import GridTrace
 from router.provision.catalogue import load_catalogue
 from router.provision.designs import reduction
 from router.provision.run import Study, StudyResult, run_study

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.grid import GridTrace
+from pipeline.grid.trace import GridTrace
 from pipeline.settings import Settings
 from router.sim.arrivals import Arrivals, poisson
 from router.sim.compare import SimRun, compare

@@ -17,9 +17,9 @@ import psutil
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
-from pipeline.children import Child, ChildGroup
+from pipeline.app.children import Child, ChildGroup
 from pipeline.client import Client
-from pipeline.models import Batch, BatchStatus, Prompt, Result
+from pipeline.ledger.models import Batch, BatchStatus, Prompt, Result
 from pipeline.settings import load_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -80,9 +80,9 @@ def clean_env() -> dict[str, str]:
 
 def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None,
             stdin: bytes | None = None, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m pipeline.cli ARGS`` to completion and capture its output."""
+    """Run ``python -m pipeline.app.cli.main ARGS`` to completion and capture its output."""
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env or clean_env(),
+        [sys.executable, "-m", "pipeline.app.cli.main", *args], cwd=cwd, env=env or clean_env(),
         input=stdin.decode() if stdin is not None else None, capture_output=True, text=True,
         timeout=timeout_s)
 

@@ -11,9 +11,9 @@ import redis
 from sqlalchemy import Engine, text
 from sqlmodel import SQLModel, create_engine
 
-from pipeline.db import make_engine, normalise_url
-from pipeline.modelfile import default_model_path
-from pipeline.queue import connect
+from pipeline.broker.queue import connect
+from pipeline.fleet.modelfile import default_model_path
+from pipeline.ledger.db import make_engine, normalise_url
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 TEST_REDIS_URL = os.environ.get("ECOBATCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")

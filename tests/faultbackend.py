@@ -20,10 +20,10 @@ import time
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from pipeline.devices import Device
+from pipeline.fleet.devices import Device
 from pipeline.settings import Settings
-from workers.backend import BatchOutput, GenerationRequest
-from workers.echo import EchoBackend, request_text
+from workers.backends.base import BatchOutput, GenerationRequest
+from workers.backends.echo import EchoBackend, request_text
 
 _SLEEP = re.compile(r"\[sleep ([0-9.]+)\]")
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pipeline.grid import HOURS_IN_TRACE, TRACE_YEAR, GridTrace
+from pipeline.grid.trace import HOURS_IN_TRACE, TRACE_YEAR, GridTrace
 
 EM_HEADER = ("Datetime (UTC),Country,Zone Name,Zone Id,Carbon Intensity gCO₂eq/kWh (direct),"
              "Carbon Intensity gCO₂eq/kWh (LCA),Low Carbon Percentage,Renewable Percentage,"

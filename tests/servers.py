@@ -18,7 +18,7 @@ from types import TracebackType
 import redis
 from sqlalchemy.engine import make_url
 
-from pipeline.embedded import redis_server_binary
+from pipeline.app.embedded import redis_server_binary
 
 
 def free_port() -> int:

@@ -20,11 +20,11 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from pipeline.children import ChildGroup
+from pipeline.app.children import ChildGroup
+from pipeline.broker.alive import alive_devices
+from pipeline.broker.queue import connect
 from pipeline.client import Client
-from pipeline.heartbeat import alive_devices
-from pipeline.models import Batch, Job, Result
-from pipeline.queue import connect
+from pipeline.ledger.models import Batch, Job, Result
 from pipeline.settings import Settings, load_settings
 
 GRID_AT = "2024-06-03T12:00:00+00:00"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.children import ChildGroup
+from pipeline.app.children import ChildGroup
 from pipeline.client import Client
-from pipeline.modelfile import default_model_path
+from pipeline.fleet.modelfile import default_model_path
 from pipeline.settings import load_settings
 from tests.cluster import fault_env, ledger_counts, run_cli, start_worker
 

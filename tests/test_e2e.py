@@ -14,10 +14,10 @@ from celery import Celery
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from pipeline.children import ChildGroup
+from pipeline.app.children import ChildGroup
 from pipeline.client import Client
-from pipeline.db import make_engine
-from pipeline.models import Result
+from pipeline.ledger.db import make_engine
+from pipeline.ledger.models import Result
 from pipeline.settings import load_settings
 from tests.cluster import clean_env, cluster_env, start_worker
 
@@ -80,7 +80,7 @@ def test_bare_celery_client_posts_by_task_name(cluster: dict[str, str]) -> None:
 
 def test_ecobatch_run_embedded_default_in_clean_directory(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", str(PROMPTS20), "-o", "out.jsonl"],
+        [sys.executable, "-m", "pipeline.app.cli.main", "run", str(PROMPTS20), "-o", "out.jsonl"],
         cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -101,7 +101,7 @@ def test_ecobatch_run_embedded_default_in_clean_directory(tmp_path: Path) -> Non
 def test_bad_settings_fail_clearly_before_anything_starts(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "pipeline.app.cli.main", *args], cwd=tmp_path,
                           env=clean_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert message in proc.stderr
@@ -111,7 +111,7 @@ def test_bad_settings_fail_clearly_before_anything_starts(
 def test_run_rejects_a_malformed_file_before_starting_anything(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "fine"}\n{"prompt": \n{"prompt": "also fine"}\n')
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(bad)], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "pipeline.app.cli.main", "run", str(bad)], cwd=tmp_path,
                           env=clean_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert "line 2" in proc.stderr

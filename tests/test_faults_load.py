@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from pipeline.children import ChildGroup
+from pipeline.app.children import ChildGroup
 from pipeline.client import Client
-from pipeline.models import Batch, BatchStatus
+from pipeline.ledger.models import Batch, BatchStatus
 from pipeline.settings import load_settings
 from tests.cluster import cluster_env, energy_counted_once, kill_all, ledger_counts, start_worker
 

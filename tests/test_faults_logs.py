@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.children import ChildGroup
+from pipeline.app.children import ChildGroup
 from pipeline.client import Client
 from pipeline.settings import load_settings
 from tests.cluster import fault_env, wait_until

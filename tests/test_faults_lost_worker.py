@@ -13,7 +13,7 @@ import pytest
 import redis
 from sqlmodel import Session
 
-from pipeline.models import Batch, BatchStatus
+from pipeline.ledger.models import Batch, BatchStatus
 from tests.cluster import (
     energy_counted_once,
     fault_env,

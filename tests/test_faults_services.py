@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from pipeline.broker.queue import PENDING_KEY
 from pipeline.client import Client
-from pipeline.queue import PENDING_KEY
 from tests.cluster import (
     energy_counted_once,
     fault_env,

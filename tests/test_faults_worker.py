@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from sqlmodel import Session
 
-from pipeline.celery_app import INFER_TASK, create_app
-from pipeline.cli import main
+from pipeline.app.celery_app import INFER_TASK, create_app
+from pipeline.app.cli.main import main
 from pipeline.client import Client
-from pipeline.models import Batch, BatchStatus, Prompt, PromptStatus
+from pipeline.ledger.models import Batch, BatchStatus, Prompt, PromptStatus
 from tests.cluster import (
     Cluster,
     energy_counted_once,

@@ -24,11 +24,11 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-from pipeline.children import ChildGroup
+from pipeline.app.children import ChildGroup
+from pipeline.broker.alive import alive_devices
+from pipeline.broker.queue import connect
 from pipeline.client import Client
-from pipeline.heartbeat import alive_devices
-from pipeline.models import Batch, Result
-from pipeline.queue import connect
+from pipeline.ledger.models import Batch, Result
 from pipeline.settings import Settings, load_settings
 from tests.cluster import clean_env, run_cli
 from tests.gridfiles import write_em_csv

@@ -12,23 +12,23 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from pipeline.children import ChildGroup
-from pipeline.cli import main
+from pipeline.app.children import ChildGroup
+from pipeline.app.cli.main import main
+from pipeline.broker.queue import PENDING_KEY
 from pipeline.client import Client
-from pipeline.db import make_engine
 from pipeline.errors import InputError
-from pipeline.intake import PromptIn, validate_records
-from pipeline.limits import (
+from pipeline.intake.limits import (
     RATE_WINDOW_S,
     byte_bound,
     check_prompt_sizes,
     check_submission,
     take_submit_token,
 )
-from pipeline.models import Job, JobStatus
-from pipeline.queue import PENDING_KEY
+from pipeline.intake.parse import PromptIn, validate_records
+from pipeline.intake.tokens import ModelTokenizer
+from pipeline.ledger.db import make_engine
+from pipeline.ledger.models import Job, JobStatus
 from pipeline.settings import load_settings
-from pipeline.tokens import ModelTokenizer
 from tests.cluster import cluster_env, wait_until
 
 LONG = "token " * 1500  # about 1500 tokens: over the 1024-token default context

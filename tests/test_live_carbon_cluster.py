@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.hourly import hour_start
-from pipeline.report import COLUMNS
+from pipeline.app.cli.main import main
+from pipeline.grid.hourly import hour_start
+from pipeline.report.sections import COLUMNS
 from tests.cluster import cluster_env, running_cluster
 from tests.replay_http import Replay, replay_server
 

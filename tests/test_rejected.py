@@ -19,9 +19,9 @@ from celery import Celery
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
-from pipeline.children import ChildGroup
-from pipeline.db import make_engine, normalise_url
-from pipeline.models import JobStatus
+from pipeline.app.children import ChildGroup
+from pipeline.ledger.db import make_engine, normalise_url
+from pipeline.ledger.models import JobStatus
 from tests.cluster import cluster_env, run_cli, wait_until
 
 HUGE_PROMPT = "word " * 1_000_000  # 5 MB: refused by its size, never tokenized

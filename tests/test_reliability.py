@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from pipeline.children import ChildGroup
+from pipeline.app.children import ChildGroup
 from pipeline.client import Client
-from pipeline.db import make_engine
-from pipeline.models import Batch, BatchStatus, Result
+from pipeline.ledger.db import make_engine
+from pipeline.ledger.models import Batch, BatchStatus, Result
 from pipeline.settings import load_settings
 from tests.cluster import cluster_env, kill_pool_children, start_worker, wait_for_running_batch
 

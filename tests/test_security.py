@@ -21,15 +21,15 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
-from pipeline.children import ChildGroup
-from pipeline.cli import main
+from pipeline.app.children import ChildGroup
+from pipeline.app.cli.main import main
+from pipeline.app.context import AppContext
+from pipeline.broker.queue import redact_url, secure_url
 from pipeline.client import Client
-from pipeline.context import AppContext
 from pipeline.errors import InputError
-from pipeline.models import Job, Prompt
-from pipeline.queue import redact_url, secure_url
+from pipeline.intake.submit import submit_task_payload
+from pipeline.ledger.models import Job, Prompt
 from pipeline.settings import load_settings
-from pipeline.submit import submit_task_payload
 from tests.cluster import cluster_env, fault_env, run_cli, start_worker, wait_until
 from tests.conftest import service_missing
 from tests.servers import RedisServer, free_port
@@ -218,8 +218,8 @@ _SQL_HEAD = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|COPY|ALTER|PRAGMA|CREA
 AUDITED_SQL_STRINGS = {
     # interpolate only constants: column names of PROMPT_COLUMNS, a busy timeout, and the
     # table, column and enum type names and enum labels of the SQLModel metadata
-    ("pipeline/db.py", "_sqlite_pragmas"), ("pipeline/db.py", "_add_missing_columns"),
-    ("pipeline/db.py", "_add_missing_enum_values"), ("pipeline/submit.py", "_bulk_insert"),
+    ("pipeline/ledger/db.py", "_sqlite_pragmas"), ("pipeline/ledger/db.py", "_add_missing_columns"),
+    ("pipeline/ledger/db.py", "_add_missing_enum_values"), ("pipeline/intake/submit.py", "_bulk_insert"),
 }
 
 

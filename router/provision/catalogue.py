@@ -7,7 +7,7 @@ A catalogue is a TOML file with three kinds of tables::
     zone = "DE-LU"
     pue = 1.2                # or pue_curve / pue_model, wue_l_per_kwh / wue_curve / wue_model
 
-    [[device]]               # a device type: the fleet format (pipeline.devices.Device fields plus
+    [[device]]               # a device type: the fleet format (pipeline.fleet.devices.Device fields plus
     name = "h100"            # profile, model_gb, kv_kib_per_token; see router/sim/fleet.py) plus:
     kind = "nvidia"
     profile = "mlenergy:qwen3-8b:H100"
@@ -43,8 +43,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pipeline.devices import Device
 from pipeline.errors import ConfigError
+from pipeline.fleet.devices import Device
 from router.provision.hardware import load_gpus, load_hosts
 from router.sim.fleet import GIB, SIM_KEYS
 

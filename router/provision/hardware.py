@@ -9,7 +9,7 @@ Two tables ship as package data (see ``router/data/hardware/SOURCES.md``):
   the row, and :func:`act_gpu_kgco2e` recomputes the figure from them.
 - ``embodied_hosts.csv``: per host (the server around the GPUs: CPU, DRAM, SSD, NIC, chassis,
   rack share), kgCO2e, either ``published`` (a vendor's product carbon footprint), or composed
-  from the GreenSKU part figures of :mod:`pipeline.embodied` (``parts``), or an ``estimate``.
+  from the GreenSKU part figures of :mod:`pipeline.accounting.embodied` (``parts``), or an ``estimate``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import io
 from dataclasses import dataclass
 from importlib.resources import files
 
-from pipeline.embodied import EmbodiedPart, load_parts
+from pipeline.accounting.embodied import EmbodiedPart, load_parts
 from pipeline.errors import ConfigError
 
 # ACT's Table 1 (facebookresearch/ACT, act/models/logic/*.yaml): fab energy per area (kWh/cm2),

@@ -2,7 +2,7 @@
 
 Totals over the horizon, 365 days a year. A device in service draws its idle and host watts
 all day; serving adds its predicted J/token above idle. Facility energy is IT energy x the
-hour's PUE; operational carbon, cost and water follow :mod:`pipeline.accounting`'s formulas
+hour's PUE; operational carbon, cost and water follow :mod:`pipeline.accounting.account`'s formulas
 (intensity and price on facility energy; water = IT kWh x (WUE + PUE x grid water)). Embodied
 carbon and purchase price are amortised linearly, per year in service, over the type's
 lifetime; an owned device past its lifetime carries neither.

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from pipeline.grid import GridConditions
+from pipeline.grid.trace import GridConditions
 from router.provision.catalogue import Catalogue
 from router.provision.designs import Design, PillarEffect, ablation, design_points, reduction
 from router.provision.milp import Problem

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.grid import GridConditions
+from pipeline.grid.trace import GridConditions
 from pipeline.settings import Settings
 from router.provision.catalogue import Catalogue, site_device
 from router.provision.designs import Design, FleetEntry

@@ -5,7 +5,7 @@
   offline batch share (served within ``deadline_h`` of arriving). The same day repeats every
   day of every year, scaled by ``(1 + growth_per_year) ** year``.
 - Grid: each site's intensity, price, PUE (from the hour's temperature) and water per kWh,
-  averaged per UTC hour of the day over the packaged year of :class:`pipeline.grid.GridTrace`
+  averaged per UTC hour of the day over the packaged year of :class:`pipeline.grid.trace.GridTrace`
   (seasons are averaged away; a zone without prices gets the mean of the others).
 - Devices: tokens/s and J/token of each type at each candidate batch size, predicted by the
   simulator's predictor for a batch of the trace's mean request
@@ -24,11 +24,11 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import Engine
 
-from pipeline.accounting import grid_water_l_per_kwh, pue_at, wue_l_per_kwh_at
-from pipeline.devices import Device
+from pipeline.accounting.account import grid_water_l_per_kwh, pue_at, wue_l_per_kwh_at
 from pipeline.errors import ConfigError
-from pipeline.grid import GridConditions, device_conditions
-from router.predictor import BatchShape
+from pipeline.fleet.devices import Device
+from pipeline.grid.trace import GridConditions, device_conditions
+from router.predict.predictor import BatchShape
 from router.provision.catalogue import DeviceType, Site, site_device
 from router.sim.arrivals import Arrivals
 from router.sim.fleet import DeviceClass, build_fleet

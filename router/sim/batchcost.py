@@ -1,7 +1,8 @@
 """What each batch of a run would cost on each device class: seconds, joules, and per-hour
 accounting factors, all from the simulator's own predictor and accounting.
 
-The predictors (:class:`router.nominal.NominalPredictor`, :class:`router.profiled.ProfilePredictor`)
+The predictors (:class:`router.predict.nominal.NominalPredictor`,
+:class:`router.predict.profiled.ProfilePredictor`)
 are linear in a batch's tokens at a given batch size: latency = prompt tokens / prefill rate +
 new tokens / decode rate, energy = power x latency. So a class's cost at a batch size is two
 coefficients per quantity, one per prompt token and one per new token, read off the predictor
@@ -16,10 +17,10 @@ from datetime import datetime, timedelta
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.accounting import JOULES_PER_KWH, BatchAccount
+from pipeline.accounting.account import JOULES_PER_KWH, BatchAccount
 from pipeline.errors import ConfigError
-from pipeline.grid import GridConditions
-from router.predictor import BatchShape, Prediction
+from pipeline.grid.trace import GridConditions
+from router.predict.predictor import BatchShape, Prediction
 from router.sim.batches import BatchTrace
 from router.sim.fleet import Fleet
 
@@ -138,7 +139,7 @@ class HourFactors:
 
 def hour_factors(fleet: Fleet, grid: GridConditions, start: datetime, hours: int) -> HourFactors:
     """Per-kWh carbon, cost and water of each class for ``hours`` hours from ``start``, by
-    :meth:`pipeline.accounting.BatchAccount.compute` itself (so exactly as a batch that starts
+    :meth:`pipeline.accounting.account.BatchAccount.compute` itself (so exactly as a batch that starts
     in that hour is accounted)."""
     shape = (len(fleet.classes), hours)
     carbon, cost, water = np.zeros(shape), np.zeros(shape), np.zeros(shape)

@@ -2,12 +2,12 @@
 
 Which requests go together, and when the router takes them, depends only on the arrivals and
 the batching settings (batch size, ``max_wait_s``, ``router_interval_s``), never on the
-strategy: :func:`router.batching.plan_take` looks at the pending list and the clock alone. So
+strategy: :func:`router.live.batching.plan_take` looks at the pending list and the clock alone. So
 every strategy of a comparison routes the very same batches, and the allocation LPs
 (:mod:`router.sim.batchlp`) can be built from them exactly: sizes, tokens and hours.
 
 A batch is a run of consecutive requests in arrival order (the pending list is first in, first
-out and :func:`~router.batching.cut_batches` cuts it in order), so it is stored as the index of
+out and :func:`~router.live.batching.cut_batches` cuts it in order), so it is stored as the index of
 its first request and its size.
 """
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.queue import PromptRef
-from router.batching import cut_batches, plan_take
+from pipeline.broker.queue import PromptRef
+from router.live.batching import cut_batches, plan_take
 from router.sim.arrivals import Arrivals
 
 

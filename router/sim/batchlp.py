@@ -32,10 +32,10 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from pipeline.accounting import JOULES_PER_KWH
+from pipeline.accounting.account import JOULES_PER_KWH
 from pipeline.errors import ConfigError
-from pipeline.grid import GridConditions
-from router.optimal import OBJECTIVES, LinearProgram, lexicographic
+from pipeline.grid.trace import GridConditions
+from router.allocation.lp import OBJECTIVES, LinearProgram, lexicographic
 from router.sim.batchcost import (
     SECONDS_PER_HOUR,
     BatchCosts,

@@ -1,7 +1,7 @@
 """Run several strategies on one scenario, and measure them against a lower bound.
 
-Strategies are the live ones (:func:`router.strategies.get_strategy`, weights from the settings);
-``optimal`` is :class:`router.plan_strategy.PlanStrategy` following the allocation LP solved
+Strategies are the live ones (:func:`router.scoring.strategies.get_strategy`, weights from the settings);
+``optimal`` is :class:`router.scoring.following.PlanStrategy` following the allocation LP solved
 for the very batches of the run (:func:`router.sim.batchlp.plan_batches`, one site per device
 class). Every strategy routes the same batches (:mod:`router.sim.batches`), cut once.
 """
@@ -14,16 +14,16 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from pipeline.grid import GridConditions
+from pipeline.grid.trace import GridConditions
 from pipeline.settings import Settings
-from router.plan_strategy import PlanStrategy
+from router.scoring.following import PlanStrategy
+from router.scoring.strategies import Strategy, get_strategy
 from router.sim.arrivals import Arrivals
 from router.sim.batches import BatchTrace
 from router.sim.batchlp import BatchPlan, Bound, RunCosts, lower_bound, plan_batches, run_costs
 from router.sim.events import SimOutcome, batch_trace, simulate
 from router.sim.fleet import Fleet
 from router.sim.metrics import Series, Summary, hourly, summarise
-from router.strategies import Strategy, get_strategy
 
 DEFAULT_PLAN_ORDER = ("cost", "carbon", "delay")
 

@@ -1,14 +1,14 @@
 """The discrete-event loop: arrivals -> the live batching rule -> the live decision -> devices.
 
-Every routing step is the live router's own code: :func:`router.batching.plan_take` and
-:func:`~router.batching.cut_batches` decide what to take from the pending list at each router
+Every routing step is the live router's own code: :func:`router.live.batching.plan_take` and
+:func:`~router.live.batching.cut_batches` decide what to take from the pending list at each router
 tick (whole batches at once, a partial batch after ``max_wait_s``; see
 :mod:`router.sim.batches`, which cuts them once for every strategy), the options are the live
-:func:`router.options.options_for` priced once per class of identical devices
-(:class:`router.classoptions.DeviceClasses`), and :func:`router.decide.decide` applies the
+:func:`router.scoring.options.options_for` priced once per class of identical devices
+(:class:`router.scoring.classoptions.DeviceClasses`), and :func:`router.scoring.decide.decide` applies the
 strategy with the hard limits (memory, the SLO counted from each batch's oldest arrival). Each
 batch's energy, carbon, water and cost
-come from :class:`pipeline.accounting.BatchAccount`, as on a worker.
+come from :class:`pipeline.accounting.account.BatchAccount`, as on a worker.
 
 What is simulated: a device serves its queue first in, first out, one batch at a time, for the
 predicted latency and power (the prediction is the ground truth here: there is no noise). The
@@ -29,20 +29,20 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.accounting import BatchAccount
-from pipeline.devices import Registry
+from pipeline.accounting.account import BatchAccount
 from pipeline.errors import ConfigError, UnroutableError
-from pipeline.grid import GridConditions
+from pipeline.fleet.devices import Registry
+from pipeline.grid.trace import GridConditions
 from pipeline.settings import Settings
-from router.batching import effective_batch_size
-from router.classoptions import DeviceClasses
-from router.decide import decide
-from router.options import GridNow, grid_now
-from router.predictor import BatchShape
+from router.live.batching import effective_batch_size
+from router.predict.predictor import BatchShape
+from router.scoring.classoptions import DeviceClasses
+from router.scoring.decide import decide
+from router.scoring.options import GridNow, grid_now
+from router.scoring.strategies import Strategy
 from router.sim.arrivals import Arrivals
 from router.sim.batches import BatchTrace, cut_trace
 from router.sim.fleet import Fleet
-from router.strategies import Strategy
 
 
 @runtime_checkable

@@ -1,6 +1,6 @@
 """A simulated fleet: the device registry format plus counts, profiles and model memory.
 
-A fleet file is a device registry (see :mod:`pipeline.devices`) whose ``[[device]]`` tables may
+A fleet file is a device registry (see :mod:`pipeline.fleet.devices`) whose ``[[device]]`` tables may
 carry four keys the simulator reads and the registry does not:
 
 - ``count``: how many identical devices the table describes (default 1); they are named
@@ -13,7 +13,7 @@ carry four keys the simulator reads and the registry does not:
   for the memory limit; without ``model_gb`` memory is not checked.
 
 Every device of a table shares one fitted curve, so the predictor is the live
-:class:`~router.profiled.ProfilePredictor` with its nominal fallback.
+:class:`~router.predict.profiled.ProfilePredictor` with its nominal fallback.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from numpy.typing import NDArray
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
-from pipeline.devices import Device, Registry, device_error, read_device_tables
 from pipeline.errors import ConfigError
-from pipeline.models import DeviceProfile
-from router.predictor import BatchShape, Predictor
-from router.profiled import DeviceCurve, ProfilePredictor, fit_curve, load_profiles
+from pipeline.fleet.devices import Device, Registry, device_error, read_device_tables
+from pipeline.ledger.models import DeviceProfile
+from router.predict.predictor import BatchShape, Predictor
+from router.predict.profiled import DeviceCurve, ProfilePredictor, fit_curve, load_profiles
 
 SIM_KEYS = ("count", "profile", "model_gb", "kv_kib_per_token")
 MLENERGY_MODELS = {"qwen3-8b": "mlenergy_qwen3_8b.json", "qwen3-14b": "mlenergy_qwen3_14b.json",

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.accounting import JOULES_PER_KWH
+from pipeline.accounting.account import JOULES_PER_KWH
 from router.sim.events import SimOutcome
 
 

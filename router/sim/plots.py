@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pipeline.errors import InputError
-from pipeline.figures import save_png
+from pipeline.report.figures import save_png
 from router.sim.metrics import Series, Summary
 
 

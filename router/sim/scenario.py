@@ -1,8 +1,8 @@
 """Allocation scenarios (sites x hours) built from a simulated fleet or generated for scale tests.
 
 Per-site PUE, water and prices come from the same accounting functions and grid traces as the
-live system (:func:`pipeline.accounting.pue_at`, ``wue_l_per_kwh_at``,
-``grid_water_l_per_kwh``; :class:`pipeline.grid.GridTrace`). A zone without price data is given
+live system (:func:`pipeline.accounting.account.pue_at`, ``wue_l_per_kwh_at``,
+``grid_water_l_per_kwh``; :class:`pipeline.grid.trace.GridTrace`). A zone without price data is given
 the dearest price of the zones that have one (missing data must never look cheap to a cost
 objective), and the scenario says so in ``notes``.
 """
@@ -17,11 +17,11 @@ from datetime import datetime, timedelta
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.accounting import JOULES_PER_KWH, grid_water_l_per_kwh, pue_at, wue_l_per_kwh_at
-from pipeline.devices import Device, Registry
-from pipeline.grid import GridConditions, device_conditions
-from router.optimal import SECONDS_PER_HOUR, Scenario
-from router.predictor import BatchShape, Predictor
+from pipeline.accounting.account import JOULES_PER_KWH, grid_water_l_per_kwh, pue_at, wue_l_per_kwh_at
+from pipeline.fleet.devices import Device, Registry
+from pipeline.grid.trace import GridConditions, device_conditions
+from router.allocation.lp import SECONDS_PER_HOUR, Scenario
+from router.predict.predictor import BatchShape, Predictor
 from router.sim.arrivals import Arrivals
 
 
@@ -77,7 +77,7 @@ UTC_OFFSET_H = {"AU-NSW": 10.0, "AU-VIC": 10.0, "DE-LU": 1.0, "GB": 0.0, "US-CAL
 def build_scenario(sites: Sequence[SiteSpec], demand: NDArray[np.float64], grid: GridConditions,
                    start: datetime, *, water_budget_l: float | None = None,
                    allow_defer: bool = False) -> tuple[Scenario, list[str]]:
-    """A :class:`~router.optimal.Scenario` of ``sites`` over ``len(demand)`` hours."""
+    """A :class:`~router.allocation.lp.Scenario` of ``sites`` over ``len(demand)`` hours."""
     hours = int(demand.shape[0])
     arr, notes = grid_arrays(sites, grid, start, hours)
     renew = np.array([solar_kwh(s.solar_peak_kwh, start, hours,

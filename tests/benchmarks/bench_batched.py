@@ -4,7 +4,7 @@ Run with ``python -m tests.benchmarks.bench_batched`` (not collected by pytest).
 set it measures, interleaved round by round so that machine noise hits every configuration:
 
 - ``plain``: ``llama_cpp.Llama.create_completion`` per prompt, one after another;
-- ``ours-b1``: :class:`workers.batched.BatchedLlamaBackend` with one prompt per batch;
+- ``ours-b1``: :class:`workers.backends.llama.batched.BatchedLlamaBackend` with one prompt per batch;
 - ``ours-bN``: the same backend with N prompts per batch.
 
 All runs decode greedily with the same attention kernels, so they produce the same tokens
@@ -24,10 +24,10 @@ from typing import Any
 
 import llama_cpp
 
-from pipeline.modelfile import resolve_model_path
-from workers.backend import GenerationRequest
-from workers.batched import BatchedLlamaBackend
-from workers.native import default_thread_count
+from pipeline.fleet.modelfile import resolve_model_path
+from workers.backends.base import GenerationRequest
+from workers.backends.llama.batched import BatchedLlamaBackend
+from workers.backends.llama.native import default_thread_count
 
 PROMPTS = (
     "What is the capital of Australia, and why was it chosen over Sydney?",

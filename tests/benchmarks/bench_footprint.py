@@ -3,8 +3,8 @@
 For the bundled SmolLM2-135M (49k tokens) and a synthetic model with a 150k-token vocabulary
 and as many merges (``tests.ggufmodels``), prints the best of ``--repeats`` wall times of
 ``gguf.GGUFReader`` (what the router used before: it builds every field, vocabulary
-included), of :func:`router.memory.read_footprint` (the header reader) and of a
-:class:`router.memory.FootprintCache` lookup in a new process's cache that finds the
+included), of :func:`router.live.memory.read_footprint` (the header reader) and of a
+:class:`router.live.memory.FootprintCache` lookup in a new process's cache that finds the
 footprint in Redis (a restarted router). Goal: header read under 0.2 s for both.
 
 Run: ``python -m tests.benchmarks.bench_footprint [--repeats N]`` (Redis: db 13 unless
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import gguf
 
-from pipeline.devices import Device
-from pipeline.modelfile import default_model_path
-from pipeline.queue import connect
-from router.memory import FootprintCache, file_key, read_footprint
+from pipeline.broker.queue import connect
+from pipeline.fleet.devices import Device
+from pipeline.fleet.modelfile import default_model_path
+from router.live.memory import FootprintCache, file_key, read_footprint
 from tests.ggufmodels import write_synthetic_gguf
 
 GOAL_S = 0.2

@@ -30,11 +30,11 @@ import redis
 from sqlalchemy import Engine, insert
 from sqlmodel import SQLModel
 
-from pipeline.db import make_engine, normalise_url
-from pipeline.intake import read_input
-from pipeline.models import Job, JobStatus, Prompt, utc_now
-from pipeline.queue import PENDING_KEY
-from pipeline.submit import PROMPT_COLUMNS, _write_sql, new_job_id, submit_file
+from pipeline.broker.queue import PENDING_KEY
+from pipeline.intake.parse import read_input
+from pipeline.intake.submit import PROMPT_COLUMNS, _write_sql, new_job_id, submit_file
+from pipeline.ledger.db import make_engine, normalise_url
+from pipeline.ledger.models import Job, JobStatus, Prompt, utc_now
 
 GOAL_PER_S = 20_000
 TOPICS = ["photosynthesis", "grid carbon intensity", "PUE", "batch inference", "KV caches",

@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from pipeline.grid import GridTrace
-from router.moo.compare import compare_fronts, sweep_front
-from router.moo.instance import MooInstance, instance_from_scenario, linear_instance
-from router.moo.nsga import nsga2_front
+from pipeline.grid.trace import GridTrace
+from router.allocation.moo.compare import compare_fronts, sweep_front
+from router.allocation.moo.instance import MooInstance, instance_from_scenario, linear_instance
+from router.allocation.moo.nsga import nsga2_front
 from router.sim.scenario import build_scenario, synthetic_sites
 
 

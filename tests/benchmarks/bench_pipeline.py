@@ -23,15 +23,15 @@ from llama_cpp import Llama
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from pipeline.children import ChildGroup
-from pipeline.db import make_engine
-from pipeline.embedded import EmbeddedRedis
-from pipeline.modelfile import default_model_path
-from pipeline.models import Result
-from pipeline.queue import connect
-from pipeline.submit import submit_file
-from workers.backend import GenerationRequest
-from workers.batched import BatchedLlamaBackend
+from pipeline.app.children import ChildGroup
+from pipeline.app.embedded import EmbeddedRedis
+from pipeline.broker.queue import connect
+from pipeline.fleet.modelfile import default_model_path
+from pipeline.intake.submit import submit_file
+from pipeline.ledger.db import make_engine
+from pipeline.ledger.models import Result
+from workers.backends.base import GenerationRequest
+from workers.backends.llama.batched import BatchedLlamaBackend
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "prompts.jsonl"
 

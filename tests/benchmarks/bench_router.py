@@ -27,14 +27,14 @@ import redis
 from celery import Celery
 from sqlalchemy import Engine, insert
 
-from pipeline.db import make_engine
-from pipeline.devices import Device, Registry
-from pipeline.grid import GridTrace
-from pipeline.models import Job, Prompt, PromptStatus
-from pipeline.queue import PromptRef, connect, pending_count, push_refs
+from pipeline.broker.queue import PromptRef, connect, pending_count, push_refs
+from pipeline.fleet.devices import Device, Registry
+from pipeline.grid.trace import GridTrace
+from pipeline.ledger.db import make_engine
+from pipeline.ledger.models import Job, Prompt, PromptStatus
 from pipeline.settings import Settings
-from router.nominal import NominalPredictor
-from router.route import Dispatch, PublishMany, publish_each, route_once
+from router.live.route import Dispatch, PublishMany, publish_each, route_once
+from router.predict.nominal import NominalPredictor
 
 INFER_TASK = "ecobatch.infer_batch"
 GOAL_PROMPTS_PER_S = 5_000.0

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.grid import GridTrace
+from pipeline.grid.trace import GridTrace
 from pipeline.settings import Settings
-from router.optimal import solve_lexicographic
+from router.allocation.lp import solve_lexicographic
 from router.sim.arrivals import read_trace, replay, scale_for_requests
 from router.sim.compare import SimRun, carbon_bound, compare, gaps_to
 from router.sim.fleet import load_fleet

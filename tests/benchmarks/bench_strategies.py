@@ -16,8 +16,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from pipeline.cli_common import make_console
-from pipeline.embedded import EmbeddedRedis
+from pipeline.app.cli.common import make_console
+from pipeline.app.embedded import EmbeddedRedis
 from tests.strategy_run import StrategyFigures, run_strategy, two_zone_cluster
 
 RUNS = (("greedy", None), ("round_robin", None), ("carbon", None), ("latency", None),

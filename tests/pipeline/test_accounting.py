@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline.accounting import (
+from pipeline.accounting.account import (
     DEFAULT_GRID_WATER_L_PER_KWH,
     BatchAccount,
     account_batch,
@@ -21,10 +21,10 @@ from pipeline.accounting import (
     pue_at,
     water_l,
 )
-from pipeline.devices import Device
 from pipeline.errors import ConfigError
-from pipeline.grid import GridTrace
-from pipeline.models import Result
+from pipeline.fleet.devices import Device
+from pipeline.grid.trace import GridTrace
+from pipeline.ledger.models import Result
 
 AT = datetime(2025, 3, 4, 15, 20, tzinfo=UTC)
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.carbon_api import (
+from pipeline.errors import ConfigError, DataSourceError
+from pipeline.grid.carbon_api import (
     G_PER_KWH_PER_LBS_PER_MWH,
     ElectricityMapsApi,
     LiveCarbon,
@@ -21,10 +22,9 @@ from pipeline.carbon_api import (
     carbon_api_from_settings,
     grid_from_settings,
 )
-from pipeline.errors import ConfigError, DataSourceError
-from pipeline.forecast import Forecaster
-from pipeline.grid import GridTrace
-from pipeline.http_json import HttpJson
+from pipeline.grid.forecast import Forecaster
+from pipeline.grid.http_json import HttpJson
+from pipeline.grid.trace import GridTrace
 from pipeline.settings import load_settings
 from tests.replay_http import Replay, replay_server
 

@@ -15,16 +15,16 @@ from typing import Any
 import pytest
 import redis
 
-from pipeline.accounting import BatchAccount
-from pipeline.carbon_api import ElectricityMapsApi, LiveCarbon, WattTimeApi
-from pipeline.carbon_cache import MemoryStore, RedisStore, ZoneHourCache
-from pipeline.devices import Device
+from pipeline.accounting.account import BatchAccount
 from pipeline.errors import DataSourceError
-from pipeline.grid import GridTrace
-from pipeline.gridclock import PinnedGrid
-from pipeline.hourly import ElectricityMapsFolder
-from pipeline.http_json import HttpJson, retry_after_s
-from pipeline.intensity_signal import IntensityReading, read_intensity
+from pipeline.fleet.devices import Device
+from pipeline.grid.carbon_api import ElectricityMapsApi, LiveCarbon, WattTimeApi
+from pipeline.grid.carbon_cache import MemoryStore, RedisStore, ZoneHourCache
+from pipeline.grid.clock import PinnedGrid
+from pipeline.grid.hourly import ElectricityMapsFolder
+from pipeline.grid.http_json import HttpJson, retry_after_s
+from pipeline.grid.signal import IntensityReading, read_intensity
+from pipeline.grid.trace import GridTrace
 from tests.cluster import REPO_ROOT, clean_env
 from tests.replay_http import Replay, replay_server
 
@@ -56,8 +56,8 @@ def http(**kw: Any) -> tuple[HttpJson, list[float]]:
 READ_ONE_ZONE = """
 import sys
 from datetime import UTC, datetime
-from pipeline.context import AppContext
-from pipeline.intensity_signal import read_intensity
+from pipeline.app.context import AppContext
+from pipeline.grid.signal import read_intensity
 from pipeline.settings import load_settings
 reading = read_intensity(AppContext(load_settings()).grid, sys.argv[1], datetime.now(UTC))
 print(reading.g_per_kwh, reading.signal)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.celery_app import INFER_TASK, ROUTE_TASK, SUBMIT_TASK, create_app, reliability_conf
+from pipeline.app.celery_app import INFER_TASK, ROUTE_TASK, SUBMIT_TASK, create_app, reliability_conf
 from pipeline.errors import ConfigError
 from pipeline.settings import load_settings
 

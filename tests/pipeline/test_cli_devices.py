@@ -8,11 +8,11 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlmodel import col, select
 
-from pipeline.cli_devices import bench, devices, parse_batch_sizes
-from pipeline.db import make_engine, session_scope
-from pipeline.devices import detect_local
-from pipeline.models import DeviceProfile
-from workers.bench import ProfileRow, store_profile
+from pipeline.app.cli.devices import bench, devices, parse_batch_sizes
+from pipeline.fleet.devices import detect_local
+from pipeline.ledger.db import make_engine, session_scope
+from pipeline.ledger.models import DeviceProfile
+from workers.bench.run import ProfileRow, store_profile
 
 REGISTRY = """
 [[device]]

@@ -10,10 +10,10 @@ import redis
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from pipeline.cli_jobs import reconcile_pending, results, status, submit
-from pipeline.db import make_engine
-from pipeline.models import Job
-from pipeline.queue import PENDING_KEY
+from pipeline.app.cli.jobs import reconcile_pending, results, status, submit
+from pipeline.broker.queue import PENDING_KEY
+from pipeline.ledger.db import make_engine
+from pipeline.ledger.models import Job
 
 
 def _services(redis_url: str, db_url: str) -> list[str]:

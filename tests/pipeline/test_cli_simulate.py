@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from pipeline.cli import main
+from pipeline.app.cli.main import main
 
 EDGE = Path(__file__).parents[2] / "examples" / "edge_cluster.toml"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, inspect, text
 
-from pipeline.db import make_engine, normalise_url
+from pipeline.ledger.db import make_engine, normalise_url
 
 
 def test_sqlite_ledger_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from pipeline.celery_app import reliability_conf, retry_delay_s, soft_time_limit_s
-from pipeline.db import make_engine
-from pipeline.dbretry import retry_db
+from pipeline.app.celery_app import reliability_conf, retry_delay_s, soft_time_limit_s
+from pipeline.ledger.db import make_engine
+from pipeline.ledger.retry import retry_db
 from pipeline.settings import load_settings
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.devices import load_registry
 from pipeline.errors import ConfigError, UnknownDeviceError
+from pipeline.fleet.devices import load_registry
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

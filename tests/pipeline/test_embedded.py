@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import redis
 
-from pipeline.embedded import EmbeddedRedis
-from pipeline.queue import connect
+from pipeline.app.embedded import EmbeddedRedis
+from pipeline.broker.queue import connect
 
 
 def test_embedded_redis_serves_on_a_private_socket_and_stops() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.grid import (
+from pipeline.grid.trace import (
     HOURS_IN_TRACE,
     USD_PER_CURRENCY,
     ZONE_PRICE_CURRENCY,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.devices import Device, Registry, load_registry
 from pipeline.errors import ConfigError
-from pipeline.grid import GridTrace, device_conditions
-from pipeline.griddata import GridData, check_registry, checked_registry
+from pipeline.fleet.devices import Device, Registry, load_registry
+from pipeline.grid.data import GridData, check_registry, checked_registry
+from pipeline.grid.trace import GridTrace, device_conditions
 from pipeline.settings import load_settings
 from tests.gridfiles import (
     packaged_layout_rows,

@@ -11,9 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.forecast import same_hour_forecast
-from pipeline.grid import GridTrace
-from pipeline.hourly import (
+from pipeline.grid.forecast import same_hour_forecast
+from pipeline.grid.hourly import (
     ElectricityMapsFolder,
     HourlySeries,
     PriceFolder,
@@ -22,6 +21,7 @@ from pipeline.hourly import (
     read_open_meteo_json,
     read_price_csv,
 )
+from pipeline.grid.trace import GridTrace
 
 HOURLY = Path(__file__).resolve().parents[1] / "fixtures" / "hourly"
 H0 = datetime(2024, 1, 1, tzinfo=UTC)

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pipeline.hourly import PriceFolder, read_price_csv
+from pipeline.grid.hourly import PriceFolder, read_price_csv
 
 HOURLY = Path(__file__).resolve().parents[1] / "fixtures" / "hourly"
 HOUR = timedelta(hours=1)

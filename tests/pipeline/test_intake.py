@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from pipeline.db import make_engine
+from pipeline.broker.queue import PENDING_KEY
 from pipeline.errors import InputError
-from pipeline.intake import (
+from pipeline.intake.parse import (
     MAX_TOKENS_CAP,
     PromptIn,
     detect_format,
@@ -25,9 +25,9 @@ from pipeline.intake import (
     sniff_format,
     validate_records,
 )
-from pipeline.models import Job, Prompt
-from pipeline.queue import PENDING_KEY
-from pipeline.submit import submit_file
+from pipeline.intake.submit import submit_file
+from pipeline.ledger.db import make_engine
+from pipeline.ledger.models import Job, Prompt
 
 # --- good input -------------------------------------------------------------------------------
 

@@ -14,8 +14,9 @@ from sqlmodel import SQLModel
 
 from pipeline.client import Client
 from pipeline.errors import NotFoundError, WaitTimeoutError
-from pipeline.intake import validate_records
-from pipeline.jobs import (
+from pipeline.intake.parse import validate_records
+from pipeline.intake.submit import submit_records
+from pipeline.ledger.jobs import (
     EXPORT_FIELDS,
     derive_status,
     iter_results,
@@ -23,9 +24,8 @@ from pipeline.jobs import (
     refresh_job_status,
     write_results,
 )
-from pipeline.models import JobStatus, PromptStatus, Result
+from pipeline.ledger.models import JobStatus, PromptStatus, Result
 from pipeline.settings import load_settings
-from pipeline.submit import submit_records
 
 pytestmark = pytest.mark.service
 PROMPTS = SQLModel.metadata.tables["prompt"]

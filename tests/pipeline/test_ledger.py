@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from pipeline.db import make_engine, session_scope
-from pipeline.ledger import claim_batch, complete_batch, dead_letter
-from pipeline.models import Batch, BatchStatus, Job, JobStatus, Prompt, PromptStatus, Result
+from pipeline.ledger.batches import claim_batch, complete_batch, dead_letter
+from pipeline.ledger.db import make_engine, session_scope
+from pipeline.ledger.models import Batch, BatchStatus, Job, JobStatus, Prompt, PromptStatus, Result
 
 
 def _seed(db_url: str, n: int = 3):  # type: ignore[no-untyped-def]

@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.intake import PromptIn, read_input, read_stream, validate_records
-from pipeline.limits import (
+from pipeline.intake.limits import (
     JSON_BYTES_PER_BYTE,
     RECORD_SLACK_BYTES,
     check_prompt_sizes,
     line_limit,
     model_token_bytes,
 )
-from pipeline.lines import LineLimit, bounded_lines, fixed_limit
+from pipeline.intake.lines import LineLimit, bounded_lines, fixed_limit
+from pipeline.intake.parse import PromptIn, read_input, read_stream, validate_records
+from pipeline.intake.tokens import ModelTokenizer
 from pipeline.settings import load_settings
-from pipeline.tokens import ModelTokenizer
 from tests.cluster import REPO_ROOT, clean_env
 
 HUGE_BYTES = 50_000_000  # the single-line file of issue 11, item 4
@@ -152,7 +152,7 @@ _REPORT_HWM = (
     "    sys.stderr.write('VmHWM_KB=' + re.search(r'VmHWM:\\s+(\\d+)', text).group(1) + '\\n')\n"
     "atexit.register(_hwm)\n"
     "sys.argv[0] = 'ecobatch'\n"
-    "runpy.run_module('pipeline.cli', run_name='__main__')\n"
+    "runpy.run_module('pipeline.app.cli.main', run_name='__main__')\n"
 )
 
 

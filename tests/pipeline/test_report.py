@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 from sqlmodel import Session
 
-from pipeline.cli import main
-from pipeline.db import make_engine
-from pipeline.models import Batch, Job, Result
-from pipeline.report import (
+from pipeline.app.cli.main import main
+from pipeline.ledger.db import make_engine
+from pipeline.ledger.models import Batch, Job, Result
+from pipeline.report.sections import (
     COLUMNS,
     SECTION_BUILDERS,
     ReportData,

@@ -12,13 +12,13 @@ from click.testing import CliRunner
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from pipeline.cli import main
+from pipeline.app.cli.main import main
 from pipeline.errors import ConfigError, InputError
-from pipeline.intake import validate_records
-from pipeline.models import Job, JobStatus
+from pipeline.intake.parse import validate_records
+from pipeline.intake.submit import submit_records, submit_task_payload
+from pipeline.ledger.models import Job, JobStatus
 from pipeline.policy import check_deadline
 from pipeline.settings import load_settings
-from pipeline.submit import submit_records, submit_task_payload
 
 
 def _submit(engine: Engine, rclient: redis.Redis, **kw: Any) -> str:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.grid import GridTrace
+from pipeline.app.cli.main import main
+from pipeline.grid.trace import GridTrace
 from tests.gridfiles import packaged_layout_rows, write_em_csv, write_rows
 
 START = "2024-06-03T00:00Z"

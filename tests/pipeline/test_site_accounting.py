@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline.accounting import BatchAccount, pue_at, wue_l_per_kwh_at
-from pipeline.devices import Device
-from pipeline.embodied import GREENSKU_LIFETIME_YEARS, device_embodied_kgco2e, load_parts
+from pipeline.accounting.account import BatchAccount, pue_at, wue_l_per_kwh_at
+from pipeline.accounting.embodied import GREENSKU_LIFETIME_YEARS, device_embodied_kgco2e, load_parts
+from pipeline.accounting.site import PUE_MODELS, WUE_MODELS, model
 from pipeline.errors import ConfigError
-from pipeline.site import PUE_MODELS, WUE_MODELS, model
+from pipeline.fleet.devices import Device
 from tests.pipeline.test_accounting import FixedGrid
 
 AT = datetime(2024, 7, 1, 14, tzinfo=UTC)

@@ -14,20 +14,20 @@ from redis.retry import Retry
 from sqlalchemy import Engine, func, select, text, update
 from sqlmodel import SQLModel
 
-from pipeline.db import make_engine
+from pipeline.broker.queue import PENDING_KEY, PromptRef
+from pipeline.broker.restore import reconcile
 from pipeline.errors import InputError, ServiceError
-from pipeline.intake import validate_records
-from pipeline.models import Job, JobStatus, Prompt, PromptStatus
-from pipeline.queue import PENDING_KEY, PromptRef
-from pipeline.reconcile import reconcile
-from pipeline.settings import Settings, load_settings
-from pipeline.submit import (
+from pipeline.intake.parse import validate_records
+from pipeline.intake.submit import (
     SubmitReceipt,
     estimate_prompt_tokens,
     submit_file,
     submit_records,
     submit_task_payload,
 )
+from pipeline.ledger.db import make_engine
+from pipeline.ledger.models import Job, JobStatus, Prompt, PromptStatus
+from pipeline.settings import Settings, load_settings
 
 pytestmark = pytest.mark.service
 JOBS = SQLModel.metadata.tables["job"]

@@ -8,10 +8,10 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
 from pipeline.errors import NotFoundError
-from pipeline.jobs import job_status
-from pipeline.models import Job, JobStatus
+from pipeline.intake.submit_call import SubmitCall, record_rejection, rejection_of, take_submit_call
+from pipeline.ledger.jobs import job_status
+from pipeline.ledger.models import Job, JobStatus
 from pipeline.settings import load_settings
-from pipeline.submit_call import SubmitCall, record_rejection, rejection_of, take_submit_call
 
 
 class Ctx:

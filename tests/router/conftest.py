@@ -9,9 +9,9 @@ import redis
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from pipeline.devices import Device, Registry
-from pipeline.models import Job, Prompt
-from pipeline.queue import PromptRef, push_refs
+from pipeline.broker.queue import PromptRef, push_refs
+from pipeline.fleet.devices import Device, Registry
+from pipeline.ledger.models import Job, Prompt
 
 
 class FixedCarbon:

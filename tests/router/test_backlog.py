@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from pipeline.models import Batch, BatchStatus
-from router.backlog import read_backlog_s
+from pipeline.ledger.models import Batch, BatchStatus
+from router.live.backlog import read_backlog_s
 
 
 @pytest.mark.service

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import redis
 
-from pipeline.devices import Device, Registry
+from pipeline.broker.queue import PENDING_KEY, PromptRef, pending_count, push_refs
 from pipeline.errors import ConfigError
-from pipeline.queue import PENDING_KEY, PromptRef, pending_count, push_refs
+from pipeline.fleet.devices import Device, Registry
 from pipeline.settings import Settings
-from router.batching import (
+from router.live.batching import (
     cut_batches,
     effective_batch_size,
     peek_size,

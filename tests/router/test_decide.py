@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 
 from pipeline.errors import UnroutableError
-from router.decide import decide
-from router.options import DeviceOption
-from router.strategies import get_strategy
+from router.scoring.decide import decide
+from router.scoring.options import DeviceOption
+from router.scoring.strategies import get_strategy
 from tests.router.test_strategies import option
 
 

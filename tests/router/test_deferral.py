@@ -15,17 +15,17 @@ from click.testing import CliRunner
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from pipeline.accounting import operational_carbon_g
-from pipeline.cli import main
-from pipeline.context import AppContext
-from pipeline.devices import Device, Registry
-from pipeline.intake import validate_records
-from pipeline.models import Job, JobPlan, JobStatus
-from pipeline.queue import pending_count
+from pipeline.accounting.account import operational_carbon_g
+from pipeline.app.cli.main import main
+from pipeline.app.context import AppContext
+from pipeline.broker.queue import pending_count
+from pipeline.fleet.devices import Device, Registry
+from pipeline.intake.parse import validate_records
+from pipeline.intake.submit import submit_records
+from pipeline.ledger.models import Job, JobPlan, JobStatus
 from pipeline.settings import Settings, load_settings
-from pipeline.submit import submit_records
-from router.deferral import Planning, plan_pass
-from router.nominal import NominalPredictor
+from router.deferral.release import Planning, plan_pass
+from router.predict.nominal import NominalPredictor
 from tests.cluster import wait_until
 
 HOUR = timedelta(hours=1)

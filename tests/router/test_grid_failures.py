@@ -13,17 +13,17 @@ import redis
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
-from pipeline.devices import Device, Registry
-from pipeline.forecast import Forecaster
-from pipeline.griddata import GridData
-from pipeline.intake import validate_records
-from pipeline.models import Batch, Job, JobPlan, JobStatus
+from pipeline.fleet.devices import Device, Registry
+from pipeline.grid.data import GridData
+from pipeline.grid.forecast import Forecaster
+from pipeline.intake.parse import validate_records
+from pipeline.intake.submit import submit_records
+from pipeline.ledger.models import Batch, Job, JobPlan, JobStatus
 from pipeline.settings import Settings
-from pipeline.submit import submit_records
-from router.deferral import Planning, plan_pass
-from router.nominal import NominalPredictor
-from router.planner import JobWork, device_forecast, plan_job
-from router.route import RouteEnv, route_once
+from router.deferral.planner import JobWork, device_forecast, plan_job
+from router.deferral.release import Planning, plan_pass
+from router.live.route import RouteEnv, route_once
+from router.predict.nominal import NominalPredictor
 from tests.gridfiles import write_em_csv
 from tests.router.conftest import seed_job
 

@@ -10,14 +10,14 @@ import redis
 from click.testing import CliRunner
 from sqlalchemy import Engine
 
-from pipeline.cli_jobs import reconcile_pending, status
-from pipeline.db import session_scope
-from pipeline.heartbeat import beat, worker_key
-from pipeline.jobs import job_status
-from pipeline.ledger import claim_batch, complete_batch
-from pipeline.models import Batch, BatchStatus, Job, Prompt, PromptStatus
-from router.lostwork import Claim, LostWorkerWatch, take_back, take_back_lost
-from router.route import Dispatch
+from pipeline.app.cli.jobs import reconcile_pending, status
+from pipeline.broker.alive import beat, worker_key
+from pipeline.ledger.batches import claim_batch, complete_batch
+from pipeline.ledger.db import session_scope
+from pipeline.ledger.jobs import job_status
+from pipeline.ledger.models import Batch, BatchStatus, Job, Prompt, PromptStatus
+from router.live.route import Dispatch
+from router.recovery.lostwork import Claim, LostWorkerWatch, take_back, take_back_lost
 from tests.cluster import wait_until
 
 pytestmark = pytest.mark.service

@@ -11,13 +11,13 @@ import pytest
 import redis
 from llama_cpp import Llama
 
-from pipeline.devices import Device
-from pipeline.kvgeometry import KvGeometry
+from pipeline.fleet.devices import Device
+from pipeline.fleet.kvgeometry import KvGeometry
 from pipeline.settings import Settings
-from router.memory import FootprintCache, ModelFootprint, file_key, memory_need, read_footprint
-from router.predictor import BatchShape
+from router.live.memory import FootprintCache, ModelFootprint, file_key, memory_need, read_footprint
+from router.predict.predictor import BatchShape
 from tests.ggufmodels import write_synthetic_gguf
-from workers.kvmemory import kv_geometry
+from workers.backends.llama.kvmemory import kv_geometry
 
 BIG_VOCAB = 150_000
 

@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.grid import GridTrace
-from router.moo.compare import compare_fronts, lp_scenario, sweep_front
-from router.moo.instance import (
+from pipeline.app.cli.main import main
+from pipeline.grid.trace import GridTrace
+from router.allocation.lp import Scenario, solve_weighted
+from router.allocation.moo.compare import compare_fronts, lp_scenario, sweep_front
+from router.allocation.moo.instance import (
     decode,
     encode,
     evaluate,
     instance_from_scenario,
     linear_instance,
 )
-from router.moo.nsga import nsga2_front
-from router.optimal import Scenario, solve_weighted
+from router.allocation.moo.nsga import nsga2_front
 from router.sim.scenario import build_scenario, synthetic_sites
 
 START = datetime(2024, 6, 1, tzinfo=UTC)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.grid import GridTrace
-from router.admm import solve_admm
-from router.optimal import Scenario, objective_scales, solve_lexicographic, solve_weighted
-from router.pareto import dominates, non_dominated, pareto_front
+from pipeline.grid.trace import GridTrace
+from router.allocation.admm import solve_admm
+from router.allocation.lp import Scenario, objective_scales, solve_lexicographic, solve_weighted
+from router.allocation.pareto import dominates, non_dominated, pareto_front
 from router.sim.scenario import build_scenario, synthetic_sites
 
 
@@ -116,12 +116,12 @@ def test_non_dominated_filter() -> None:
 
 
 def test_plan_strategy_follows_the_hourly_shares() -> None:
-    from pipeline.devices import Device, Registry
-    from router.decide import decide
-    from router.nominal import NominalPredictor
-    from router.options import grid_now, options_for
-    from router.plan_strategy import PlanStrategy
-    from router.predictor import BatchShape
+    from pipeline.fleet.devices import Device, Registry
+    from router.predict.nominal import NominalPredictor
+    from router.predict.predictor import BatchShape
+    from router.scoring.decide import decide
+    from router.scoring.following import PlanStrategy
+    from router.scoring.options import grid_now, options_for
 
     start = datetime(2024, 6, 1, tzinfo=UTC)
     reg = Registry(devices=[Device(name="a", kind="cpu", zone="DE-LU"),
@@ -140,12 +140,12 @@ def test_plan_strategy_falls_back_by_the_plans_objective_not_by_fewest_batches()
     # The plan puts the hour on a slow site that cannot meet the SLO; the batch must then go to
     # the cheapest (cost-first plan) or cleanest (carbon-first) of the others, whatever they
     # were sent so far.
-    from pipeline.devices import Device, Registry
-    from router.decide import decide
-    from router.nominal import NominalPredictor
-    from router.options import grid_now, options_for
-    from router.plan_strategy import PlanStrategy, plan_order
-    from router.predictor import BatchShape
+    from pipeline.fleet.devices import Device, Registry
+    from router.predict.nominal import NominalPredictor
+    from router.predict.predictor import BatchShape
+    from router.scoring.decide import decide
+    from router.scoring.following import PlanStrategy, plan_order
+    from router.scoring.options import grid_now, options_for
 
     start = datetime(2024, 6, 1, 12, tzinfo=UTC)
     reg = Registry(devices=[

@@ -14,15 +14,15 @@ import redis
 from click.testing import CliRunner
 from sqlalchemy import Engine
 
-from pipeline.cli import main
-from pipeline.devices import Registry
+from pipeline.app.cli.main import main
 from pipeline.errors import ConfigError
+from pipeline.fleet.devices import Registry
 from pipeline.settings import Settings, load_settings
-from router.nominal import NominalPredictor
-from router.plan_file import load_plan, read_plan, save_plan
-from router.plan_strategy import PlanStrategy
-from router.route import route_once
-from router.strategies import get_strategy
+from router.allocation.allocation_file import read_plan, save_plan
+from router.live.route import route_once
+from router.predict.nominal import NominalPredictor
+from router.scoring.following import PlanStrategy, load_plan
+from router.scoring.strategies import get_strategy
 from tests.router.conftest import FixedCarbon, seed_job
 from tests.router.test_route import Recorder, batches
 

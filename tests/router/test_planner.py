@@ -7,12 +7,12 @@ from itertools import combinations
 
 import pytest
 
-from pipeline.devices import Device, Registry
-from pipeline.forecast import Forecaster
-from pipeline.grid import GridTrace
-from router.nominal import NominalPredictor
-from router.planner import Forecast, JobWork, plan_job
-from router.predictor import BatchShape
+from pipeline.fleet.devices import Device, Registry
+from pipeline.grid.forecast import Forecaster
+from pipeline.grid.trace import GridTrace
+from router.deferral.planner import Forecast, JobWork, plan_job
+from router.predict.nominal import NominalPredictor
+from router.predict.predictor import BatchShape
 
 MINUTE = timedelta(minutes=1)
 WORK = JobWork(n_prompts=2000, prompt_tokens=2000 * 30, max_new_tokens=2000 * 64)

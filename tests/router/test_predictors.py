@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from pipeline.devices import Device, Registry
-from pipeline.models import DeviceProfile
-from router.nominal import NominalPredictor, tokens_per_s_at
-from router.predictor import BatchShape
-from router.profiled import (
+from pipeline.fleet.devices import Device, Registry
+from pipeline.ledger.models import DeviceProfile
+from router.predict.nominal import NominalPredictor, tokens_per_s_at
+from router.predict.predictor import BatchShape
+from router.predict.profiled import (
     ProfilePredictor,
     load_predictor,
     profile_status,

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
+from pipeline.app.cli.main import main
 from pipeline.errors import ConfigError
-from pipeline.grid import GridTrace
+from pipeline.grid.trace import GridTrace
 from router.provision.catalogue import load_catalogue
 from router.provision.designs import ablation, design_points, solve_design
 from router.provision.hardware import (

@@ -10,14 +10,14 @@ import redis
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
-from pipeline.devices import Registry
-from pipeline.models import Batch, BatchStatus, Job, Prompt, PromptStatus, Result
-from pipeline.queue import ROUTER_LOCK_KEY, pending_count, push_refs
+from pipeline.broker.queue import ROUTER_LOCK_KEY, pending_count, push_refs
+from pipeline.fleet.devices import Registry
+from pipeline.ledger.models import Batch, BatchStatus, Job, Prompt, PromptStatus, Result
 from pipeline.settings import Settings
-from router.nominal import NominalPredictor
-from router.predictor import BatchShape, Prediction
-from router.reconcile import republish_stale
-from router.route import Dispatch, RouteReport, publish_each, route_once
+from router.live.route import Dispatch, RouteReport, publish_each, route_once
+from router.predict.nominal import NominalPredictor
+from router.predict.predictor import BatchShape, Prediction
+from router.recovery.requeue import republish_stale
 from tests.router.conftest import FixedCarbon, seed_job
 
 pytestmark = pytest.mark.service

@@ -13,13 +13,13 @@ import redis
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from pipeline.devices import Registry
-from pipeline.heartbeat import beat, stop_beating
-from pipeline.models import Batch, BatchStatus
-from pipeline.queue import pending_count
+from pipeline.broker.alive import beat, stop_beating
+from pipeline.broker.queue import pending_count
+from pipeline.fleet.devices import Registry
+from pipeline.ledger.models import Batch, BatchStatus
 from pipeline.settings import Settings
-from router.profiled import ProfilePredictor
-from router.route import Dispatch
+from router.live.route import Dispatch
+from router.predict.profiled import ProfilePredictor
 from router.service import cached_predictor, route_pass
 from tests.router.conftest import FixedCarbon, seed_job
 

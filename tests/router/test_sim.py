@@ -8,18 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.devices import Device, Registry
 from pipeline.errors import ConfigError
-from pipeline.grid import GridTrace
+from pipeline.fleet.devices import Device, Registry
+from pipeline.grid.trace import GridTrace
 from pipeline.settings import Settings
-from router.classoptions import DeviceClasses
-from router.options import grid_now, options_for
-from router.predictor import BatchShape
+from router.predict.predictor import BatchShape
+from router.scoring.classoptions import DeviceClasses
+from router.scoring.options import grid_now, options_for
+from router.scoring.strategies import get_strategy
 from router.sim.arrivals import Arrivals, poisson, read_trace, replay, scale_for_requests
 from router.sim.events import simulate
 from router.sim.fleet import load_fleet, mlenergy_rows
 from router.sim.metrics import hourly, summarise
-from router.strategies import get_strategy
 
 START = datetime(2024, 6, 1, tzinfo=UTC)
 EDGE = Path(__file__).parents[2] / "examples" / "edge_cluster.toml"

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipeline.accounting import BatchAccount
-from pipeline.cli import main
-from pipeline.grid import GridTrace
+from pipeline.accounting.account import BatchAccount
+from pipeline.app.cli.main import main
+from pipeline.grid.trace import GridTrace
 from pipeline.settings import Settings
 from router.sim.arrivals import Arrivals, diurnal, poisson, read_trace, replay
 from router.sim.compare import SimRun, carbon_bound, compare

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.accounting import embodied_carbon_g
-from pipeline.devices import Device, Registry
+from pipeline.accounting.account import embodied_carbon_g
 from pipeline.errors import ConfigError
-from pipeline.grid import Conditions
+from pipeline.fleet.devices import Device, Registry
+from pipeline.grid.trace import Conditions
 from pipeline.policy import BUILTIN_STRATEGIES, parse_weights
-from router.nominal import NominalPredictor
-from router.options import DeviceOption, GridNow, options_for
-from router.predictor import BatchShape, Prediction
-from router.strategies import get_strategy, strategy_names
+from router.predict.nominal import NominalPredictor
+from router.predict.predictor import BatchShape, Prediction
+from router.scoring.options import DeviceOption, GridNow, options_for
+from router.scoring.strategies import get_strategy, strategy_names
 from tests.router.conftest import make_registry
 
 ZONES = {"DIRTY": Conditions(700.0, 0.10, 20.0), "CLEAN": Conditions(20.0, None, 20.0)}

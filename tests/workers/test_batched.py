@@ -14,10 +14,10 @@ import llama_cpp
 import pytest
 
 from pipeline.errors import InputError, MemoryBudgetError
-from workers.backend import GenerationRequest, GenerationResult, InferenceBackend
-from workers.batched import BatchedLlamaBackend
-from workers.chat import PromptFormatter
-from workers.kvmemory import split_sizes
+from workers.backends.base import GenerationRequest, GenerationResult, InferenceBackend
+from workers.backends.llama.batched import BatchedLlamaBackend
+from workers.backends.llama.chat import PromptFormatter
+from workers.backends.llama.kvmemory import split_sizes
 
 N_CTX_PER_SEQ = 512
 PROMPTS = (

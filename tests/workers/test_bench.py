@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from pipeline.db import make_engine, session_scope
-from pipeline.devices import Device, Registry
 from pipeline.errors import InputError
-from pipeline.models import DeviceProfile
+from pipeline.fleet.devices import Device, Registry
+from pipeline.ledger.db import make_engine, session_scope
+from pipeline.ledger.models import DeviceProfile
 from pipeline.settings import Settings
-from workers.backend import BatchOutput, GenerationRequest, GenerationResult
-from workers.bench import (
+from workers.backends.base import BatchOutput, GenerationRequest, GenerationResult
+from workers.bench.plot import plot_profile
+from workers.bench.run import (
     ProfileRow,
     default_prompts,
     describe_energy_source,
@@ -23,8 +24,7 @@ from workers.bench import (
     run_bench,
     store_profile,
 )
-from workers.energy import EnergyReading
-from workers.plot import plot_profile
+from workers.meters.base import EnergyReading
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -185,9 +185,9 @@ def test_plot_profile_needs_rows(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_real_bench_on_small_model(model_path: Path, sqlite_url: str, tmp_path: Path) -> None:
-    from router.profiled import profile_status
+    from router.predict.profiled import profile_status
+    from workers.backends.factory import build_backend
     from workers.meters import make_meter
-    from workers.runtime import build_backend
 
     device = Device(name="cpu", kind="cpu", zone="DE-LU", max_batch_size=4, tdp_w=20.0)
     backend = build_backend(device, Settings(model=model_path, n_ctx_per_seq=256))

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.devices import Device
 from pipeline.errors import ConfigError
+from pipeline.fleet.devices import Device
 from pipeline.settings import load_settings
 from tests.cluster import clean_env, run_cli
-from workers.backend import GenerationRequest, InferenceBackend
-from workers.echo import EchoBackend
-from workers.runtime import build_backend
+from workers.backends.base import GenerationRequest, InferenceBackend
+from workers.backends.echo import EchoBackend
+from workers.backends.factory import build_backend
 
 
 def test_echo_answers_deterministically_with_word_tokens() -> None:

@@ -19,12 +19,19 @@ import llama_cpp
 import pynvml
 import pytest
 
-from pipeline.devices import Device, detect_local
 from pipeline.errors import ConfigError
-from workers.gpu import CUDA_ORDER, CUDA_VISIBLE, PCI_ORDER, cuda_ordinal, gpu_handle, pin_process
+from pipeline.fleet.devices import Device, detect_local
+from workers.backends.factory import main_gpu
+from workers.backends.llama.gpu import (
+    CUDA_ORDER,
+    CUDA_VISIBLE,
+    PCI_ORDER,
+    cuda_ordinal,
+    gpu_handle,
+    pin_process,
+)
+from workers.backends.llama.native import load_model, model_params
 from workers.meters import NvmlMeter, make_meter
-from workers.native import load_model, model_params
-from workers.runtime import main_gpu
 
 UUID_A = "GPU-aaaa0000-1111-2222-3333-444444444444"
 UUID_B = "GPU-bbbb0000-1111-2222-3333-444444444444"

@@ -8,12 +8,12 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-from pipeline.context import AppContext
-from pipeline.db import session_scope
-from pipeline.jobs import iter_results
-from pipeline.models import Batch, BatchStatus, Job, Prompt, PromptStatus, Result
+from pipeline.app.context import AppContext
+from pipeline.ledger.db import session_scope
+from pipeline.ledger.jobs import iter_results
+from pipeline.ledger.models import Batch, BatchStatus, Job, Prompt, PromptStatus, Result
 from pipeline.settings import load_settings
-from workers.infer import run_batch
+from workers.service.infer import run_batch
 
 pytestmark = pytest.mark.slow
 

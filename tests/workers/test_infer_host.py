@@ -9,14 +9,14 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-from pipeline.context import AppContext
-from pipeline.db import session_scope
-from pipeline.models import Batch, Job, Prompt, PromptStatus, Result
+from pipeline.app.context import AppContext
+from pipeline.ledger.db import session_scope
+from pipeline.ledger.models import Batch, Job, Prompt, PromptStatus, Result
 from pipeline.settings import load_settings
 from tests.workers.test_meter_counters import FixedMeter
-from workers.energy import EnergyReading
-from workers.infer import run_batch
 from workers.meters import HostShareMeter
+from workers.meters.base import EnergyReading
+from workers.service.infer import run_batch
 
 
 def test_host_share_is_written_apart(db_url: str, tmp_path: Path) -> None:

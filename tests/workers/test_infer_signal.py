@@ -11,13 +11,13 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-from pipeline.context import AppContext
-from pipeline.db import session_scope
-from pipeline.jobs import iter_results
-from pipeline.models import Batch, Job, Prompt, PromptStatus, Result
+from pipeline.app.context import AppContext
+from pipeline.ledger.db import session_scope
+from pipeline.ledger.jobs import iter_results
+from pipeline.ledger.models import Batch, Job, Prompt, PromptStatus, Result
 from pipeline.settings import load_settings
 from tests.replay_http import Replay, replay_server
-from workers.infer import run_batch
+from workers.service.infer import run_batch
 
 EM = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "carbon_api" /
                  "electricitymaps.json").read_text())

@@ -14,10 +14,8 @@ from unittest import mock
 import pynvml
 import pytest
 
-from pipeline.cpu_tdp import CpuTdpTable, local_cpu_name, normalise_cpu_name
-from pipeline.devices import Device
 from pipeline.errors import ConfigError
-from workers.energy import EnergyReading
+from pipeline.fleet.devices import Device
 from workers.meters import (
     CpuEstimateMeter,
     HostShareMeter,
@@ -30,6 +28,8 @@ from workers.meters import (
     make_meter,
     rapl_domains,
 )
+from workers.meters.base import EnergyReading
+from workers.meters.cpu_tdp import CpuTdpTable, local_cpu_name, normalise_cpu_name
 from workers.meters.jetson import board_and_gpu_w, gpu_rail_name
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.devices import Device
 from pipeline.errors import MeterError
-from workers.energy import EnergyMeter, EnergyReading
+from pipeline.fleet.devices import Device
 from workers.meters import (
     CpuEstimateMeter,
     HostShareMeter,
@@ -26,6 +25,7 @@ from workers.meters import (
     rapl_package_domains,
     wrapped_delta_uj,
 )
+from workers.meters.base import EnergyMeter, EnergyReading
 
 # --- NVML --------------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Energy meters: NVML, RAPL and jetson-stats where a counter exists, a TDP estimate where not.
 
-Every meter implements :class:`workers.energy.EnergyMeter`. Vendor errors are wrapped in
+Every meter implements :class:`workers.meters.base.EnergyMeter`. Vendor errors are wrapped in
 :class:`pipeline.errors.MeterError`. Vendor libraries are imported on first use, never at import
 time, and each meter takes its vendor boundary as an argument (an NVML module, a sysfs root, a
 jtop factory) so that its logic can be exercised without the hardware.
@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.cpu_tdp import local_cpu_name
-from pipeline.devices import Device
-from workers.energy import EnergyMeter
+from pipeline.fleet.devices import Device
+from workers.meters.base import EnergyMeter
 from workers.meters.cpu import CpuEstimateMeter
+from workers.meters.cpu_tdp import local_cpu_name
 from workers.meters.host import HostShareMeter, cpu_tdp_w, host_meter_for
 from workers.meters.jetson import JetsonMeter
 from workers.meters.nvml import NvmlMeter

@@ -8,7 +8,7 @@ import time
 import psutil
 
 from pipeline.errors import MeterError
-from workers.energy import EnergyReading
+from workers.meters.base import EnergyReading
 
 
 class CpuEstimateMeter:

@@ -12,10 +12,10 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline.cpu_tdp import CpuTdpTable, local_cpu_name
-from pipeline.devices import Device
-from workers.energy import EnergyMeter, EnergyReading
+from pipeline.fleet.devices import Device
+from workers.meters.base import EnergyMeter, EnergyReading
 from workers.meters.cpu import CpuEstimateMeter
+from workers.meters.cpu_tdp import CpuTdpTable, local_cpu_name
 from workers.meters.rapl import RAPL_ROOT, RaplMeter
 
 NOMINAL_W_PER_CORE = 10.0  # where the CPU is not in the TDP table (a conservative server core)

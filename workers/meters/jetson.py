@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pipeline.errors import MeterError
-from workers.energy import EnergyReading
+from workers.meters.base import EnergyReading
 from workers.meters.sampling import PowerSampler
 
 # GPU-only rails first: a combined rail is used only where the module has no GPU-only one.

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from pipeline.errors import MeterError
-from workers.energy import EnergyReading
+from workers.meters.base import EnergyReading
 from workers.meters.sampling import CounterPoller, PowerSampler
 
 _NVML_UNSUPPORTED = ("NVML_ERROR_NOT_SUPPORTED", "NVML_ERROR_FUNCTION_NOT_FOUND")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import MeterError
-from workers.energy import EnergyReading
+from workers.meters.base import EnergyReading
 from workers.meters.sampling import CounterPoller
 
 RAPL_ROOT = Path("/sys/class/powercap")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from pipeline.errors import EcobatchError, MeterError
-from workers.energy import EnergyMeter, EnergyReading
+from workers.meters.base import EnergyMeter, EnergyReading
 
 
 class PowerSampler:

@@ -1,0 +1,1 @@
+"""Energy into carbon (operational and embodied), water and cost."""

@@ -1,0 +1,1 @@
+"""The `ecobatch` command line: one module per group of commands; shared options in `common`."""

@@ -1,0 +1,1 @@
+"""The device registry and what a device's model costs in memory."""

@@ -1,0 +1,1 @@
+"""Taking prompts in: parsing files and streams, limits, the one submission path."""

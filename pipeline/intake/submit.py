@@ -1,0 +1,352 @@
+"""Producer side: write a job and its prompts to SQL, then enqueue references in Redis.
+
+SQL is written and committed first; only then are references pushed to Redis. If the push
+fails the prompts stay ``pending`` in SQL, and :func:`reconcile` re-enqueues every pending
+prompt of a queued or running job that is missing from the Redis list.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO, Protocol, cast
+
+import redis
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import Connection, Engine, Table, insert, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from pipeline.broker.queue import PromptRef, push_refs
+from pipeline.broker.restore import reconcile
+from pipeline.errors import ConfigError, InputError, ServiceError
+from pipeline.intake.limits import check_submission
+from pipeline.intake.lines import LineLimit
+from pipeline.intake.parse import (
+    MAX_TOKENS_CAP,
+    PromptIn,
+    external_id,
+    read_input,
+    storable_text,
+    validate_records,
+)
+from pipeline.ledger.models import MAX_JOB_ID_CHARS, Job, JobStatus, Prompt, PromptStatus, utc_now
+from pipeline.policy import check_deadline, check_strategy, normalise_weights
+from pipeline.settings import Settings
+
+SQL_CHUNK_ROWS = 10_000
+CHARS_PER_TOKEN_EST = 4
+MESSAGE_OVERHEAD_TOKENS_EST = 4
+PROMPT_COLUMNS = ("id", "job_id", "position", "external_id", "prompt", "messages", "max_tokens",
+                  "metadata", "prompt_tokens_est", "status")
+_MAX_TOKENS = PROMPT_COLUMNS.index("max_tokens")
+_TOKENS_EST = PROMPT_COLUMNS.index("prompt_tokens_est")
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitReceipt:
+    """What a submission wrote.
+
+    Attributes:
+        job_id: id of the new job (32 hex characters).
+        n_prompts: prompts written to SQL.
+        deferred: True when the job waits in SQL for the planner instead of going to Redis.
+    """
+
+    job_id: str
+    n_prompts: int
+    deferred: bool = False
+
+
+def estimate_prompt_tokens(record: PromptIn) -> int:
+    """A cheap prompt-size estimate in tokens: about four characters per token.
+
+    Tokenising every prompt with the model would dominate submission time; the router only
+    needs a size estimate, and the worker records the true count in the result.
+    """
+    if record.messages is not None:
+        chars = sum(len(m["content"]) for m in record.messages)
+        overhead = MESSAGE_OVERHEAD_TOKENS_EST * len(record.messages)
+    else:
+        chars = len(record.prompt or "")
+        overhead = 0
+    return max(1, -(-chars // CHARS_PER_TOKEN_EST) + overhead)
+
+
+def new_job_id() -> str:
+    """A fresh job id: uuid4 as 32 hex characters."""
+    return uuid.uuid4().hex
+
+
+def submit_records(
+    engine: Engine,
+    redis_client: redis.Redis,
+    records: Sequence[PromptIn],
+    *,
+    source: str,
+    strategy: str,
+    default_max_tokens: int,
+    deferred: bool = False,
+    job_id: str | None = None,
+    weights: Mapping[str, float] | None = None,
+    slo_s: float | None = None,
+    deadline: datetime | None = None,
+) -> SubmitReceipt:
+    """Write a job and its prompts to SQL in one transaction, then enqueue them in Redis.
+
+    Args:
+        engine: SQL ledger.
+        redis_client: broker client (``pipeline.broker.queue.connect``).
+        records: validated prompts, in order; position is the 1-based index.
+        source: where they came from: a file name, ``-`` or ``client``.
+        strategy: routing strategy name for the job.
+        default_max_tokens: new-token limit for prompts that give none, in tokens.
+        deferred: keep the job in SQL as ``deferred`` for the planner; push nothing to Redis.
+        job_id: id to use (at most 32 characters) instead of a fresh one. If that job already
+            exists (a redelivered task) nothing is written again: its missing references are
+            re-enqueued and its receipt returned, so the call is idempotent.
+        weights: the job's weights for the ``weighted`` strategy (None: the router's).
+        slo_s: the job's latency target in seconds (None: the router's default).
+        deadline: when every answer is due (timezone-aware); required with ``deferred``, where
+            the planner picks the lowest-carbon window that still meets it.
+
+    Raises:
+        InputError: ``records`` is empty, ``strategy`` or ``weights`` bad, ``deadline``
+            missing for a deferred job or already past, or ``job_id`` too long.
+        ServiceError: SQL could not be written (nothing was), or Redis could not be written
+            (the job is in SQL and :func:`reconcile` will enqueue it).
+    """
+    if not records:
+        raise InputError("no prompts to submit")
+    policy = _job_policy(strategy, weights, slo_s, deadline, deferred)
+    if job_id is not None:
+        existing = _existing_job(engine, redis_client, job_id)
+        if existing is not None:
+            return existing
+    job_id = job_id or new_job_id()
+    job_row = {"id": job_id, "created_at": utc_now(), "source": source,
+               "n_prompts": len(records), **policy,
+               "max_tokens": default_max_tokens,
+               "status": JobStatus.DEFERRED if deferred else JobStatus.QUEUED}
+    rows = _write_sql(engine, job_row, records, default_max_tokens)
+    if not deferred:
+        _enqueue(redis_client, job_id, rows)
+    return SubmitReceipt(job_id=job_id, n_prompts=len(records), deferred=deferred)
+
+
+def _job_policy(strategy: str, weights: Mapping[str, float] | None, slo_s: float | None,
+                deadline: datetime | None, deferred: bool) -> dict[str, Any]:
+    """The routing columns of a job row, validated; errors name the field."""
+    try:
+        check_strategy(strategy)
+    except ConfigError as e:
+        raise InputError(str(e), field="strategy") from e
+    try:
+        clean_weights = normalise_weights(weights) if weights is not None else None
+    except ConfigError as e:
+        raise InputError(str(e), field="weights") from e
+    if slo_s is not None and not slo_s > 0:
+        raise InputError(f"latency target must be > 0 seconds, got {slo_s}", field="slo_s")
+    if deferred and deadline is None:
+        raise InputError("a deferred job needs a deadline", field="deadline")
+    if deadline is not None:
+        try:
+            deadline = check_deadline(deadline, utc_now())
+        except ConfigError as e:
+            raise InputError(str(e), field="deadline") from e
+    return {"strategy": strategy, "weights": clean_weights, "slo_s": slo_s, "deadline": deadline}
+
+
+def submit_file(
+    engine: Engine,
+    redis_client: redis.Redis,
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    stdin: BinaryIO | None = None,
+    strategy: str,
+    default_max_tokens: int,
+    deferred: bool = False,
+    weights: Mapping[str, float] | None = None,
+    slo_s: float | None = None,
+    deadline: datetime | None = None,
+    limit: LineLimit | None = None,
+) -> SubmitReceipt:
+    """Parse and validate a whole file (``-`` is ``stdin``), then :func:`submit_records` it.
+
+    ``limit`` is the longest line read (see :func:`pipeline.intake.limits.line_limit`); None: any.
+
+    Raises:
+        InputError: the file is unreadable or any record is bad; nothing is written.
+        ServiceError: as for :func:`submit_records`.
+    """
+    records = read_input(path, fmt, stdin=stdin, limit=limit)
+    return submit_records(engine, redis_client, records, source=str(path), strategy=strategy,
+                          default_max_tokens=default_max_tokens, deferred=deferred,
+                          weights=weights, slo_s=slo_s, deadline=deadline)
+
+
+def _existing_job(engine: Engine, redis_client: redis.Redis, job_id: str) -> SubmitReceipt | None:
+    if not 0 < len(job_id) <= MAX_JOB_ID_CHARS:
+        raise InputError(f"job id must have 1 to {MAX_JOB_ID_CHARS} characters", field="job_id")
+    job = _table(Job)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(select(job.c.n_prompts, job.c.status)
+                               .where(job.c.id == job_id)).first()
+    except SQLAlchemyError as e:
+        raise ServiceError(f"cannot read job {job_id}: {e}") from e
+    if row is None:
+        return None
+    deferred = row[1] == JobStatus.DEFERRED
+    if not deferred:
+        reconcile(engine, redis_client, job_id=job_id)
+    return SubmitReceipt(job_id=job_id, n_prompts=int(row[0]), deferred=deferred)
+
+
+def _table(model: Any) -> Table:
+    return cast(Table, model.__table__)
+
+
+def _prompt_rows(job_id: str, records: Sequence[PromptIn], default_max_tokens: int,
+                 pending_db_value: object) -> list[tuple[Any, ...]]:
+    """Rows in :data:`PROMPT_COLUMNS` order, JSON already serialised, status as stored."""
+    dumps = json.dumps
+    return [
+        (f"{job_id}:{position}", job_id, position, external_id(rec, position), rec.prompt,
+         None if rec.messages is None else dumps(rec.messages),
+         rec.max_tokens or default_max_tokens,
+         None if rec.metadata is None else dumps(rec.metadata),
+         estimate_prompt_tokens(rec), pending_db_value)
+        for position, rec in enumerate(records, start=1)
+    ]
+
+
+def _write_sql(engine: Engine, job_row: dict[str, Any], records: Sequence[PromptIn],
+               default_max_tokens: int) -> list[tuple[Any, ...]]:
+    """Insert the job and its prompts in one transaction; return the prompt rows written."""
+    dialect = engine.dialect
+    status_type = _table(Prompt).c.status.type
+    to_db = status_type.bind_processor(dialect) or (lambda v: v)
+    rows = _prompt_rows(job_row["id"], records, default_max_tokens, to_db(PromptStatus.PENDING))
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(_table(Job)), [job_row])
+            _bulk_insert(conn, rows)
+    except (SQLAlchemyError, dialect.loaded_dbapi.Error) as e:
+        raise ServiceError(f"cannot write job {job_row['id']} to the database: {e}") from e
+    return rows
+
+
+def _bulk_insert(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """COPY on PostgreSQL, a driver-level executemany on SQLite.
+
+    Rows are prepared by hand (JSON text, stored enum value) because SQLAlchemy's per-row
+    parameter processing costs more than the insert itself at 100k rows.
+    """
+    names = ", ".join(PROMPT_COLUMNS)
+    dialect = conn.dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        raise ConfigError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
+    cursor = conn.connection.cursor()
+    try:
+        if dialect == "postgresql":
+            with cursor.copy(f"COPY prompt ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join("?" * len(PROMPT_COLUMNS))
+            sql = f"INSERT INTO prompt ({names}) VALUES ({marks})"
+            for i in range(0, len(rows), SQL_CHUNK_ROWS):
+                cursor.executemany(sql, rows[i : i + SQL_CHUNK_ROWS])
+    finally:
+        cursor.close()
+
+
+def _enqueue(redis_client: redis.Redis, job_id: str, rows: list[tuple[Any, ...]]) -> None:
+    now_s = time.time()
+    refs = (PromptRef(r[0], job_id, now_s, r[_TOKENS_EST], r[_MAX_TOKENS]) for r in rows)
+    try:
+        push_refs(redis_client, refs)
+    except ServiceError as e:
+        raise ServiceError(
+            f"job {job_id} is saved in the database ({len(rows)} prompts pending) but could "
+            f"not be enqueued in Redis ({e.__cause__ or e}); run `ecobatch reconcile` once "
+            "Redis is back"
+        ) from e
+
+
+class SubmitContext(Protocol):
+    """What :func:`submit_task_payload` needs of a process context (e.g. ``AppContext``)."""
+
+    settings: Settings
+
+    @property
+    def engine(self) -> Engine:
+        """The SQL ledger."""
+        ...
+
+    @property
+    def redis(self) -> redis.Redis:
+        """The broker's Redis."""
+        ...
+
+
+class SubmitOptions(BaseModel):
+    """Options of the ``ecobatch.submit`` task (JSON object, every key optional).
+
+    Attributes:
+        max_tokens: default new-token limit per prompt, in tokens.
+        strategy: routing strategy name (see ``ecobatch submit --help``).
+        source: label stored on the job.
+        weights: weights of the weighted strategy, e.g. ``{"carbon": 3, "latency": 1}``.
+        slo_s: latency target in seconds.
+        deadline: ISO 8601 time with a zone by which the job must be done.
+        defer: hold the job for the lowest-carbon window before ``deadline``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens: Annotated[int, Field(gt=0, le=MAX_TOKENS_CAP, strict=True)] | None = None
+    strategy: str | None = None
+    source: Annotated[str, Field(max_length=200), AfterValidator(storable_text)] = "celery"
+    weights: dict[str, float] | None = None
+    slo_s: Annotated[float, Field(gt=0)] | None = None
+    deadline: AwareDatetime | None = None
+    defer: bool = False
+
+
+def submit_task_payload(ctx: SubmitContext, prompts: Any, options: dict[str, Any], *,
+                        job_id: str | None = None) -> SubmitReceipt:
+    """Validate and submit the JSON arguments of an ``ecobatch.submit`` task call.
+
+    Args:
+        ctx: the process's engine, Redis client and settings.
+        prompts: a list of strings or JSONL-style records.
+        options: see :class:`SubmitOptions`.
+        job_id: the task id, so that a redelivered task does not submit twice.
+
+    Raises:
+        InputError: bad prompts or options (``line`` is the 1-based record number).
+        ServiceError: SQL or Redis failed.
+    """
+    try:
+        opts = SubmitOptions.model_validate(options)
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in err["loc"]) or None
+        raise InputError(f"bad submit option: {err['msg']}", field=field) from e
+    if not isinstance(prompts, list):
+        raise InputError(f"prompts must be a list, got {type(prompts).__name__}")
+    records = validate_records(prompts)
+    check_submission(records, opts.max_tokens or ctx.settings.max_tokens, ctx.settings)
+    return submit_records(
+        ctx.engine, ctx.redis, records, source=opts.source,
+        strategy=opts.strategy or ctx.settings.strategy,
+        default_max_tokens=opts.max_tokens or ctx.settings.max_tokens, job_id=job_id,
+        weights=opts.weights, slo_s=opts.slo_s, deadline=opts.deadline, deferred=opts.defer,
+    )

@@ -1,0 +1,135 @@
+"""The work of one ``ecobatch.submit`` task call: accept it, or keep its refusal in the ledger.
+
+A service posting by task name gets no reply (there is no result backend), so a refusal is
+kept where it can look: a job in state ``rejected`` under the call's job id, with the reason in
+``Job.error``, which ``ecobatch status`` shows. A refused call delivered again stays rejected
+with its first reason, and takes no rate-limit token.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from pipeline.errors import ConfigError, InputError, ServiceError
+from pipeline.intake.limits import take_submit_token
+from pipeline.intake.submit import SubmitContext, submit_task_payload
+from pipeline.ledger.db import session_scope
+from pipeline.ledger.models import MAX_JOB_ID_CHARS, Job, JobStatus
+from pipeline.ledger.retry import is_permanent
+
+MAX_ERROR_CHARS = 2000
+MAX_SOURCE_CHARS = 200
+_JOB = Job.__table__.c  # type: ignore[attr-defined]
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SubmitCall:
+    """Who sent one ``ecobatch.submit`` message, and whether it was delivered before.
+
+    Attributes:
+        job_id: the task id without dashes, which is the job id; None if the message had none.
+        client: who sent it, for the rate limit.
+        redelivered: the message came before (a retry or a redelivery), so its rate-limit
+            token is already taken.
+    """
+
+    job_id: str | None
+    client: str
+    redelivered: bool
+
+
+def take_submit_call(ctx: SubmitContext, prompts: Any, options: dict[str, Any],
+                     call: SubmitCall) -> dict[str, Any]:
+    """Submit the call's prompts, or record why not as a rejected job.
+
+    Returns:
+        ``{"job_id", "n_prompts"}`` when accepted, ``{"job_id", "error"}`` when refused.
+
+    Raises:
+        ServiceError: SQL or Redis cannot be reached; the caller retries the whole call.
+    """
+    previous = rejection_of(ctx.engine, call.job_id)
+    if previous is not None:
+        log.warning("ecobatch.submit: job %s stays rejected: %s", call.job_id, previous)
+        return {"job_id": call.job_id, "error": previous}
+    try:
+        if not call.redelivered:
+            take_submit_token(ctx.redis, call.client, ctx.settings.submit_rate_per_min)
+        receipt = submit_task_payload(ctx, prompts, options, job_id=call.job_id)
+    except (InputError, ConfigError) as e:
+        return _reject(ctx.engine, call.job_id, str(e), options)
+    except ServiceError as e:
+        if not is_permanent(e):  # SQL or Redis away: the call is tried again later
+            raise
+        return _reject(ctx.engine, call.job_id, str(e), options)  # the database refuses the data
+    return {"job_id": receipt.job_id, "n_prompts": receipt.n_prompts}
+
+
+def _reject(engine: Engine, job_id: str | None, error: str,
+            options: dict[str, Any]) -> dict[str, Any]:
+    reason = record_rejection(engine, job_id, error, _source_of(options))
+    log.warning("ecobatch.submit: job %s rejected: %s", job_id, reason)
+    return {"job_id": job_id, "error": reason}
+
+
+def record_rejection(engine: Engine, job_id: str | None, error: str, source: str) -> str:
+    """Keep a refused call as job ``job_id`` in state ``rejected``; return the reason kept.
+
+    Idempotent: a call refused before keeps its first reason. Nothing is written for an id no
+    job can have, nor over a job already accepted under the same id.
+
+    Raises:
+        ServiceError: the database cannot be written.
+    """
+    reason = _storable(error)
+    if not _is_job_id(job_id):
+        return reason
+    try:
+        with session_scope(engine) as session:
+            session.add(Job(id=job_id, source=source, status=JobStatus.REJECTED, error=reason))
+    except IntegrityError:
+        pass  # refused before (a redelivery), or accepted under this id: either way, keep it
+    except SQLAlchemyError as e:
+        raise ServiceError(f"cannot record the refusal of job {job_id}: {e}") from e
+    return rejection_of(engine, job_id) or reason
+
+
+def rejection_of(engine: Engine, job_id: str | None) -> str | None:
+    """Why job ``job_id`` was rejected, or None if it was not (or does not exist).
+
+    Raises:
+        ServiceError: the database cannot be read.
+    """
+    if not _is_job_id(job_id):
+        return None
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(select(_JOB.status, _JOB.error).where(_JOB.id == job_id)).first()
+    except SQLAlchemyError as e:
+        raise ServiceError(f"cannot read job {job_id}: {e}") from e
+    if row is None or JobStatus(row[0]) != JobStatus.REJECTED:
+        return None
+    return str(row[1] or "rejected")
+
+
+def _is_job_id(job_id: str | None) -> TypeGuard[str]:
+    return job_id is not None and 0 < len(job_id) <= MAX_JOB_ID_CHARS and job_id.isprintable()
+
+
+def _storable(text: str) -> str:
+    """``text`` as SQL can store it: no NUL or lone surrogate, at most MAX_ERROR_CHARS."""
+    clean = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    return clean if len(clean) <= MAX_ERROR_CHARS else clean[: MAX_ERROR_CHARS - 3] + "..."
+
+
+def _source_of(options: Any) -> str:
+    source = options.get("source") if isinstance(options, dict) else None
+    if isinstance(source, str) and 0 < len(source) <= MAX_SOURCE_CHARS:
+        return _storable(source)
+    return "celery"

@@ -1,0 +1,193 @@
+"""Write side of the ledger for device workers: batch state changes and idempotent result upserts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col
+
+from pipeline.errors import NotFoundError
+from pipeline.ledger.db import session_scope
+from pipeline.ledger.models import (
+    Batch,
+    BatchStatus,
+    Prompt,
+    PromptStatus,
+    Result,
+    utc_now,
+)
+
+SETTLED_BATCH = frozenset({BatchStatus.DONE, BatchStatus.DEAD, BatchStatus.MOVED})
+
+
+@dataclass(frozen=True)
+class ClaimedBatch:
+    """A batch a worker is about to run, with its prompts in position order."""
+
+    batch: Batch
+    prompts: list[Prompt]
+    lost_before: bool = False
+    """The previous attempt never finished (its worker died): back off before running again,
+    as after a failure that raised; this delivery was not counted."""
+
+    @property
+    def dead(self) -> bool:
+        """True when the attempt limit was exceeded and the batch was dead-lettered."""
+        return self.batch.status == BatchStatus.DEAD
+
+    @property
+    def already_done(self) -> bool:
+        """True when an earlier delivery already wrote every result."""
+        return self.batch.status == BatchStatus.DONE
+
+    @property
+    def settled(self) -> bool:
+        """True when there is nothing to run: done, dead-lettered or moved to another device."""
+        return self.batch.status in SETTLED_BATCH
+
+
+def claim_batch(engine: Engine, batch_id: str, max_attempts: int,
+                worker_id: str | None = None) -> ClaimedBatch:
+    """Count one more attempt at ``batch_id`` in SQL; dead-letter it past ``max_attempts``.
+
+    A batch set running records ``worker_id`` (the claiming worker's identity), so that a
+    router can take it back if that worker's heartbeat stops (``router.recovery.lostwork``).
+
+    The attempt is counted by one ``UPDATE ... SET attempts = attempts + 1``, so two deliveries
+    claiming at once both count, on SQLite as on PostgreSQL. A batch found ``running`` was
+    left by an attempt that never finished (its worker was killed, crashed or hit the time
+    limit), or is running elsewhere right now (a duplicate delivery); that is noted as the
+    batch's error, which the dead-letter reason repeats, and the claim comes back
+    ``lost_before`` without counting, so the caller backs off and tries again later.
+
+    Raises:
+        NotFoundError: no such batch.
+    """
+    with session_scope(engine) as s:
+        s.execute(update(Batch).where(col(Batch.id) == batch_id,
+                                      col(Batch.status).not_in(SETTLED_BATCH))
+                  .values(attempts=col(Batch.attempts) + 1))
+        batch = s.get(Batch, batch_id, with_for_update=_lock_ok(engine), populate_existing=True)
+        if batch is None:
+            raise NotFoundError(f"batch {batch_id} not found")
+        prompts = list(s.execute(
+            select(Prompt).where(col(Prompt.batch_id) == batch_id).order_by(col(Prompt.position))
+        ).scalars())
+        if batch.status in SETTLED_BATCH:
+            return ClaimedBatch(batch, prompts)
+        if batch.status == BatchStatus.RUNNING and _back_off_lost(batch, max_attempts):
+            s.add(batch)
+            return ClaimedBatch(batch, prompts, lost_before=True)
+        if batch.attempts > max_attempts:
+            _dead_letter(s, batch, f"gave up after {max_attempts} attempts; last error: "
+                                   f"{batch.error or 'none recorded'}")
+        else:
+            batch.status = BatchStatus.RUNNING
+            batch.started_at = utc_now()
+            batch.worker_id = worker_id
+        s.add(batch)
+        return ClaimedBatch(batch, prompts)
+
+
+def _back_off_lost(batch: Batch, max_attempts: int) -> bool:
+    """Note that the attempt before never finished; True when another is still allowed, in
+    which case this delivery is not counted and the batch waits again."""
+    batch.error = (f"attempt {batch.attempts - 1} did not finish: its worker was killed, "
+                   "crashed or hit the time limit")
+    if batch.attempts > max_attempts:
+        return False
+    batch.attempts -= 1
+    batch.status = BatchStatus.DISPATCHED
+    return True
+
+
+def _lock_ok(engine: Engine) -> bool:
+    return engine.dialect.name != "sqlite"
+
+
+def _dead_letter(s: Session, batch: Batch, reason: str) -> None:
+    batch.status = BatchStatus.DEAD
+    batch.error = reason
+    batch.finished_at = utc_now()
+    s.execute(update(Prompt).where(col(Prompt.batch_id) == batch.id).values(
+        status=PromptStatus.DEAD, error=reason))
+
+
+def dead_letter(engine: Engine, batch_id: str, reason: str) -> None:
+    """Move a batch and its prompts to the dead-letter state with ``reason``."""
+    with session_scope(engine) as s:
+        batch = s.get(Batch, batch_id)
+        if batch is None:
+            raise NotFoundError(f"batch {batch_id} not found")
+        _dead_letter(s, batch, reason)
+        s.add(batch)
+    refresh_jobs(engine, batch_id)
+
+
+def record_failure(engine: Engine, batch_id: str, reason: str) -> None:
+    """Note an error on a batch that will be retried, and mark it waiting again.
+
+    Back in ``dispatched``, the next claim does not mistake this attempt for a lost one, nor
+    ``status`` for a batch whose worker was lost (its worker is cleared).
+    """
+    with session_scope(engine) as s:
+        s.execute(update(Batch).where(col(Batch.id) == batch_id,
+                                      col(Batch.status).not_in(SETTLED_BATCH))
+                  .values(error=reason, status=BatchStatus.DISPATCHED, worker_id=None))
+
+
+def upsert_results(s: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert results, or overwrite them when the prompt already has one (redelivery)."""
+    if not rows:
+        return
+    dialect = s.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(Result).values(list(rows))
+    keys = [k for k in rows[0] if k != "prompt_id"]
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["prompt_id"], set_={k: stmt.excluded[k] for k in keys}
+    )
+    s.execute(stmt)
+
+
+def reject_prompts(engine: Engine, reasons: dict[str, str]) -> None:
+    """Dead-letter single prompts (by id) with the reason each cannot run."""
+    with session_scope(engine) as s:
+        for prompt_id, reason in reasons.items():
+            s.execute(update(Prompt).where(col(Prompt.id) == prompt_id).values(
+                status=PromptStatus.DEAD, error=reason))
+
+
+def complete_batch(engine: Engine, batch_id: str, batch_values: dict[str, Any],
+                   result_rows: Sequence[dict[str, Any]]) -> None:
+    """Upsert the batch's results and mark it and the answered prompts done, in one transaction."""
+    answered = [r["prompt_id"] for r in result_rows]
+    with session_scope(engine) as s:
+        upsert_results(s, result_rows)
+        s.execute(update(Batch).where(col(Batch.id) == batch_id).values(
+            status=BatchStatus.DONE, finished_at=utc_now(), error=None, **batch_values))
+        if answered:
+            s.execute(update(Prompt).where(col(Prompt.id).in_(answered)).values(
+                status=PromptStatus.DONE))
+    refresh_jobs(engine, batch_id)
+
+
+def refresh_jobs(engine: Engine, batch_id: str) -> None:
+    """Bring a job's status up to date once none of its prompts is still open.
+
+    The cheap indexed existence check runs per batch; the full status derivation (which
+    aggregates the job's results) runs only when the job may have finished.
+    """
+    from pipeline.ledger.jobs import refresh_job_status
+
+    open_states = (PromptStatus.PENDING, PromptStatus.BATCHED)
+    with Session(engine) as s:
+        job_ids = set(s.execute(select(col(Prompt.job_id)).where(col(Prompt.batch_id) == batch_id)).scalars())
+        finished = [j for j in job_ids if s.execute(select(col(Prompt.id)).where(
+            col(Prompt.job_id) == j, col(Prompt.status).in_(open_states)).limit(1)).first() is None]
+    for job_id in finished:
+        refresh_job_status(engine, job_id)

@@ -1,0 +1,1 @@
+"""Reports and summaries of jobs, with their plots."""

@@ -1,0 +1,1 @@
+"""The live routing pass: batching pending prompts, hard limits (liveness, memory), publishing batches."""

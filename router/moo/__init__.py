@@ -1,7 +1,0 @@
-"""Multi-objective search after SLIT: NSGA-II over allocation and model choice.
-
-:mod:`router.moo.instance` holds an allocation scenario with a model menu, a fixed charge for
-waking a site and queueing in the time to first token; :mod:`router.moo.nsga` searches it with
-pymoo's NSGA-II; :mod:`router.moo.compare` measures that front against the weighted-sum LP sweep
-of :mod:`router.pareto` on the same instance.
-"""

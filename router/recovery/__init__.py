@@ -1,0 +1,1 @@
+"""Getting lost work back: Redis losses, unpublished batches, batches of lost workers."""

@@ -1,0 +1,3 @@
+"""The batched llama.cpp backend: native bindings, sequences and KV streams, chat templates, memory
+checks, GPU pinning.
+"""

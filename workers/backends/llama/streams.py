@@ -1,0 +1,63 @@
+"""Moving and sharing whole sequences between the KV streams of one llama.cpp context.
+
+With one KV stream per sequence (``kv_unified=False``), llama.cpp copies a sequence to another
+stream only whole (it asserts on partial cross-stream copies) and defers the buffer copy to
+the start of the next ``llama_decode``. Copies are bit-exact, so moved or shared sequences
+decode exactly as they would have in place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import llama_cpp
+
+from workers.backends.llama.sequence import Sequence
+
+# Below this many shared prompt tokens, copying a whole stream is not worth it.
+MIN_SHARED_PREFIX_TOKENS = 8
+
+
+def copy_sequence(memory: Any, src: int, dst: int) -> None:
+    """Make ``dst`` a copy of sequence ``src`` (whole-sequence bounds, as llama.cpp requires)."""
+    llama_cpp.llama_memory_seq_cp(memory, src, dst, -1, -1)
+
+
+def shareable_prefix_len(seqs: list[Sequence]) -> int:
+    """Prompt tokens every sequence starts with, leaving each at least one of its own.
+
+    Each sequence must still feed one token after the shared part so that llama.cpp
+    computes the logits of its last prompt token in its own stream. Returns 0 when sharing
+    would not pay.
+    """
+    if len(seqs) < 2:
+        return 0
+    prompts = [seq.prompt_tokens for seq in seqs]
+    limit = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    n = 0
+    while n < limit and all(p[n] == first[n] for p in prompts):
+        n += 1
+    return n if n >= MIN_SHARED_PREFIX_TOKENS else 0
+
+
+def compact(memory: Any, running: list[Sequence]) -> None:
+    """Move sequences so the running ones hold consecutive ids from 0; sorts ``running``.
+
+    With one KV stream per sequence, llama.cpp puts only consecutive sequence ids in one
+    compute graph, so holes left by finished sequences would split every later step into
+    several graphs (measured on 2 CPU cores: 4 running of 8 took 37 ms a step with holes,
+    21 ms without).
+    """
+    running.sort(key=lambda seq: seq.seq_id)
+    n = len(running)
+    if not running or running[-1].seq_id - running[0].seq_id + 1 == n:
+        return
+    taken = {seq.seq_id for seq in running}
+    holes = [i for i in range(n) if i not in taken]
+    movers = [seq for seq in running if seq.seq_id >= n]
+    for hole, seq in zip(holes, movers, strict=True):
+        copy_sequence(memory, seq.seq_id, hole)
+        llama_cpp.llama_memory_seq_rm(memory, seq.seq_id, -1, -1)
+        seq.seq_id = hole
+    running.sort(key=lambda seq: seq.seq_id)

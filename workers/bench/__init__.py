@@ -1,0 +1,1 @@
+"""Device benchmarking (`ecobatch bench`) and its plots."""
