@@ -20,6 +20,7 @@ from pipeline.ledger.models import (
     Result,
     utc_now,
 )
+from pipeline.ledger.outcome import attempts_exhausted
 
 SETTLED_BATCH = frozenset({BatchStatus.DONE, BatchStatus.DEAD, BatchStatus.MOVED})
 
@@ -82,7 +83,7 @@ def claim_batch(engine: Engine, batch_id: str, max_attempts: int,
         if batch.status == BatchStatus.RUNNING and _back_off_lost(batch, max_attempts):
             s.add(batch)
             return ClaimedBatch(batch, prompts, lost_before=True)
-        if batch.attempts > max_attempts:
+        if attempts_exhausted(batch.attempts, max_attempts):
             _dead_letter(s, batch, f"gave up after {max_attempts} attempts; last error: "
                                    f"{batch.error or 'none recorded'}")
         else:
@@ -98,7 +99,7 @@ def _back_off_lost(batch: Batch, max_attempts: int) -> bool:
     which case this delivery is not counted and the batch waits again."""
     batch.error = (f"attempt {batch.attempts - 1} did not finish: its worker was killed, "
                    "crashed or hit the time limit")
-    if batch.attempts > max_attempts:
+    if attempts_exhausted(batch.attempts, max_attempts):
         return False
     batch.attempts -= 1
     batch.status = BatchStatus.DISPATCHED

@@ -6,6 +6,7 @@ context, a :class:`WorkerContext`), never per batch.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -13,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Engine
 
 from pipeline.accounting.account import account_batch
-from pipeline.errors import EcobatchError, InferenceError, MemoryBudgetError
+from pipeline.errors import DeadLetterError, InferenceError, RetryableError
 from pipeline.fleet.devices import Device, Registry
 from pipeline.grid.trace import GridConditions
 from pipeline.ledger.batches import (
@@ -25,6 +26,7 @@ from pipeline.ledger.batches import (
     reject_prompts,
 )
 from pipeline.ledger.models import Prompt, utc_now
+from pipeline.ledger.outcome import Action, Outcome, failure_reason
 from pipeline.ledger.retry import retry_db
 from pipeline.outage import SERVICES, failure_kind, outages_of
 from pipeline.settings import Settings
@@ -34,6 +36,7 @@ from workers.meters import make_meter
 from workers.meters.base import EnergyMeter, EnergyReading
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class WorkerContext(Protocol):
@@ -57,18 +60,6 @@ class WorkerContext(Protocol):
     def grid(self) -> GridConditions:
         """Grid conditions by zone and hour."""
         ...
-
-
-class RetryableError(EcobatchError):
-    """A batch failed in a way another attempt may not; attempts are counted in SQL.
-
-    Attributes:
-        attempts: attempts counted so far, which sets the backoff before the next one.
-    """
-
-    def __init__(self, message: str, attempts: int = 0) -> None:
-        super().__init__(message)
-        self.attempts = attempts
 
 
 def _per_process(ctx: WorkerContext, key: str, build: Callable[[], T]) -> T:
@@ -101,8 +92,10 @@ def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:
     with its reason, and its batch-mates are still answered.
 
     Raises:
-        RetryableError: decoding failed in a way worth another attempt, or the previous
-            attempt was lost (its worker died): the caller backs off before the next.
+        RetryableError: decoding failed in a way worth another attempt (the failure is
+            recorded), or the previous attempt was lost (its worker died): the caller backs
+            off before the next.
+        DeadLetterError: another attempt would fail the same way (the KV cache cannot fit).
     """
     claimed = claim_batch(ctx.engine, batch_id, ctx.settings.max_attempts, ctx.worker_id)
     outages_of(ctx.cache, "worker").succeeded("database")  # the claim reached it
@@ -122,11 +115,10 @@ def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:
         return {"batch_id": batch_id, "status": "done", "rejected": len(claimed.prompts)}
     try:
         output, reading, started = _decode(backend, meter_for(ctx, device), requests)
-    except MemoryBudgetError as e:
-        dead_letter(ctx.engine, batch_id, str(e))  # another attempt would fail the same way
-        return {"batch_id": batch_id, "status": "dead", "error": str(e)}
+    except DeadLetterError:
+        raise  # the policy dead-letters it (pipeline.ledger.outcome.decide)
     except Exception as e:  # llama.cpp raises RuntimeError/ValueError too; attempts are capped
-        reason = str(e) if isinstance(e, InferenceError) else f"{type(e).__name__}: {e}"
+        reason = str(e) if isinstance(e, InferenceError) else failure_reason(e)
         record_failure(ctx.engine, batch_id, reason)
         raise RetryableError(reason, attempts=claimed.batch.attempts) from e
     rows = _result_rows(ctx, device, claimed.batch.id, prompts, output, reading, started)
@@ -135,6 +127,28 @@ def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:
              total_s=ctx.settings.db_retry_s, outages=outages_of(ctx.cache, "worker"))
     return {"batch_id": batch_id, "status": "done", "energy_j": reading.energy_j,
             "rejected": len(claimed.prompts) - len(prompts)}
+
+
+def settle_failure(ctx: WorkerContext, batch_id: str, exc: BaseException,
+                   outcome: Outcome) -> dict[str, Any] | None:
+    """Write in the ledger what ``outcome`` means for the batch whose attempt raised ``exc``.
+
+    Returns:
+        The task's reply when the message is done with (acknowledged or dead-lettered); None
+        when it is to be retried after ``outcome.delay_s``.
+    """
+    if outcome.action == Action.ACK:
+        log.error("batch %s: %s", batch_id, outcome.reason)
+        return {"batch_id": batch_id, "status": "unknown", "error": outcome.reason}
+    if outcome.action == Action.DEAD_LETTER:
+        try:
+            dead_letter(ctx.engine, batch_id, outcome.reason)
+        except Exception as e:  # the database is away: retried, the next attempt decides again
+            note_failure(ctx, batch_id, e)
+            return None
+        return {"batch_id": batch_id, "status": "dead", "error": outcome.reason}
+    note_failure(ctx, batch_id, exc)
+    return None
 
 
 def note_failure(ctx: WorkerContext, batch_id: str, exc: BaseException) -> None:
@@ -151,7 +165,7 @@ def note_failure(ctx: WorkerContext, batch_id: str, exc: BaseException) -> None:
     if isinstance(exc, RetryableError):
         return
     try:
-        record_failure(ctx.engine, batch_id, f"{type(exc).__name__}: {exc}")
+        record_failure(ctx.engine, batch_id, failure_reason(exc))
     except Exception as e:  # the failure being noted may be the database itself
         outages.failed(e)
 
