@@ -50,6 +50,10 @@ class UnroutableError(EcobatchError):
     """
 
 
+class StateError(EcobatchError):
+    """A status change the life cycle does not allow (``pipeline.ledger.state``): a bug."""
+
+
 class NotFoundError(EcobatchError):
     """A job, batch or prompt id does not exist in the ledger."""
 

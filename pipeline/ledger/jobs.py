@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TextIO, cast
 
-from sqlalchemy import Connection, Engine, Table, exists, func, select, update
+from sqlalchemy import Connection, Engine, Table, exists, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.errors import InputError, NotFoundError, ServiceError
@@ -23,6 +23,7 @@ from pipeline.ledger.models import (
     PromptStatus,
     Result,
 )
+from pipeline.ledger.state import set_job_status
 
 OutputFormat = Literal["jsonl", "csv"]
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("jsonl", "csv")
@@ -160,12 +161,10 @@ def refresh_job_status(engine: Engine, job_id: str) -> JobStatus:
         NotFoundError: no job with this id.
         ServiceError: the database cannot be written.
     """
-    job = _t(Job)
     try:
         with engine.begin() as conn:
             view = _status_view(conn, job_id)
-            conn.execute(update(job).where(job.c.id == job_id, job.c.status != view.status)
-                         .values(status=view.status))
+            set_job_status(conn, job_id, view.status)
     except SQLAlchemyError as e:
         raise ServiceError(f"cannot update job {job_id}: {e}") from e
     return view.status

@@ -25,6 +25,7 @@ from pipeline.errors import ConfigError, ServiceError, UnroutableError
 from pipeline.fleet.devices import Registry
 from pipeline.grid.trace import CarbonSource
 from pipeline.ledger.models import Job, JobPlan, JobStatus, Prompt, PromptStatus
+from pipeline.ledger.state import release_job
 from pipeline.settings import Settings
 from router.deferral.planner import Forecast, JobWork, Plan, plan_job
 from router.predict.predictor import Predictor
@@ -147,10 +148,7 @@ def _store(engine: Engine, job_id: str, deadline: datetime, plan: Plan, now: dat
 def _release(engine: Engine, redis_client: redis.Redis, job_id: str, now: datetime, plan: Plan,
              report: PlanPassReport) -> None:
     with engine.begin() as conn:
-        hit = conn.execute(update(_JOB).where(_JOB.c.id == job_id,
-                                              _JOB.c.status == JobStatus.DEFERRED)
-                           .values(status=JobStatus.QUEUED))
-        if hit.rowcount != 1:
+        if not release_job(conn, job_id):
             return  # another planner released it
         conn.execute(update(_PLAN).where(_PLAN.c.job_id == job_id).values(released_at=now))
     reconcile(engine, redis_client, job_id=job_id)

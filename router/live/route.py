@@ -25,7 +25,7 @@ from uuid import uuid4
 import redis
 from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.broker.queue import ROUTER_LOCK_KEY, PromptRef
@@ -33,6 +33,7 @@ from pipeline.errors import ConfigError, ServiceError, UnroutableError
 from pipeline.fleet.devices import Registry
 from pipeline.grid.trace import GridConditions
 from pipeline.ledger.models import Batch, BatchStatus, Prompt, PromptStatus
+from pipeline.ledger.state import mark_prompts_batched
 from pipeline.settings import Settings
 from router.live.backlog import read_backlog_s
 from router.live.batching import PEEK_REFS, cut_batches, effective_batch_size, return_refs, take_refs
@@ -273,7 +274,7 @@ def _commit_pass(
                                                                       report)
             if batch_rows:
                 conn.execute(insert(_BATCH), batch_rows)
-                conn.execute(_MARK_BATCHED, assignments)
+                mark_prompts_batched(conn, assignments)
     except SQLAlchemyError as e:
         raise ServiceError(f"cannot record batches in the ledger: {e}") from e
     for row in batch_rows:
@@ -281,13 +282,6 @@ def _commit_pass(
     report.batches += len(batch_rows)
     report.prompts += len(assignments)
     return dispatches, unroutable
-
-
-_MARK_BATCHED = (
-    update(Prompt.__table__)  # type: ignore[attr-defined]
-    .where(_PROMPT.id == bindparam("pid"))
-    .values(status=PromptStatus.BATCHED, batch_id=bindparam("bid"))
-)
 
 
 def _assign(
