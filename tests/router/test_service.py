@@ -6,7 +6,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 import redis
@@ -20,7 +19,7 @@ from pipeline.ledger.models import Batch, BatchStatus
 from pipeline.settings import Settings
 from router.live.route import Dispatch
 from router.predict.profiled import ProfilePredictor
-from router.service import cached_predictor, route_pass
+from router.service import RouterState, cached_predictor, route_pass
 from tests.router.conftest import FixedCarbon, seed_job
 
 pytestmark = pytest.mark.service
@@ -33,7 +32,7 @@ class Ctx:
     redis: redis.Redis
     registry: Registry
     grid: FixedCarbon
-    cache: dict[str, Any] = field(default_factory=dict)
+    router_state: RouterState = field(default_factory=RouterState)
 
     @property
     def forecast(self) -> FixedCarbon:

@@ -1,13 +1,14 @@
 """The body of ``ecobatch.infer_batch``: claim, decode, meter, account, write.
 
-The model and the meter are built once per worker process (cached on the process's
-context, a :class:`WorkerContext`), never per batch.
+The model and the meter are built once per worker process (kept in the process's
+:class:`WorkerState`, held by its context), never per batch.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -28,7 +29,7 @@ from pipeline.ledger.batches import (
 from pipeline.ledger.models import Prompt, utc_now
 from pipeline.ledger.outcome import Action, Outcome, failure_reason
 from pipeline.ledger.retry import retry_db
-from pipeline.outage import SERVICES, failure_kind, outages_of
+from pipeline.outage import SERVICES, Outages, failure_kind
 from pipeline.settings import Settings
 from workers.backends.base import BatchOutput, GenerationRequest, InferenceBackend
 from workers.backends.factory import build_backend
@@ -39,12 +40,27 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class WorkerState:
+    """What a worker process keeps from one batch to the next (held by its context)."""
+
+    backends: dict[str, InferenceBackend] = field(default_factory=dict)
+    """Loaded models by device name."""
+    meters: dict[str, EnergyMeter] = field(default_factory=dict)
+    """Energy meters by device name."""
+    outages: Outages = field(default_factory=lambda: Outages("worker"))
+
+
 class WorkerContext(Protocol):
-    """What a worker process provides its batches (``pipeline.app.context.WorkerContext``)."""
+    """What a worker process provides its batches (``pipeline.app.context.AppContext``)."""
 
     settings: Settings
-    cache: dict[str, Any]
     worker_id: str | None
+
+    @property
+    def worker_state(self) -> WorkerState:
+        """What this process keeps between batches."""
+        ...
 
     @property
     def engine(self) -> Engine:
@@ -62,21 +78,21 @@ class WorkerContext(Protocol):
         ...
 
 
-def _per_process(ctx: WorkerContext, key: str, build: Callable[[], T]) -> T:
-    if key not in ctx.cache:
-        ctx.cache[key] = build()
-    value: T = ctx.cache[key]
-    return value
+def _per_device(kept: dict[str, T], device: Device, build: Callable[[], T]) -> T:
+    if device.name not in kept:
+        kept[device.name] = build()
+    return kept[device.name]
 
 
 def backend_for(ctx: WorkerContext, device: Device) -> InferenceBackend:
     """The device's backend, loading the model on first use in this process."""
-    return _per_process(ctx, f"backend:{device.name}", lambda: build_backend(device, ctx.settings))
+    return _per_device(ctx.worker_state.backends, device,
+                       lambda: build_backend(device, ctx.settings))
 
 
 def meter_for(ctx: WorkerContext, device: Device) -> EnergyMeter:
     """The device's energy meter, built once per process."""
-    return _per_process(ctx, f"meter:{device.name}", lambda: make_meter(device))
+    return _per_device(ctx.worker_state.meters, device, lambda: make_meter(device))
 
 
 def to_request(p: Prompt, temperature: float) -> GenerationRequest:
@@ -98,7 +114,7 @@ def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:
         DeadLetterError: another attempt would fail the same way (the KV cache cannot fit).
     """
     claimed = claim_batch(ctx.engine, batch_id, ctx.settings.max_attempts, ctx.worker_id)
-    outages_of(ctx.cache, "worker").succeeded("database")  # the claim reached it
+    ctx.worker_state.outages.succeeded("database")  # the claim reached it
     if claimed.settled:
         if claimed.dead:  # the attempt limit was passed just now: the job may be finished
             refresh_jobs(ctx.engine, batch_id)
@@ -124,7 +140,7 @@ def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:
     rows = _result_rows(ctx, device, claimed.batch.id, prompts, output, reading, started)
     # The answers are in memory: keep them through a database outage rather than decode again.
     retry_db(lambda: complete_batch(ctx.engine, batch_id, _batch_values(output, reading), rows),
-             total_s=ctx.settings.db_retry_s, outages=outages_of(ctx.cache, "worker"))
+             total_s=ctx.settings.db_retry_s, outages=ctx.worker_state.outages)
     return {"batch_id": batch_id, "status": "done", "energy_j": reading.energy_j,
             "rejected": len(claimed.prompts) - len(prompts)}
 
@@ -158,7 +174,7 @@ def note_failure(ctx: WorkerContext, batch_id: str, exc: BaseException) -> None:
     is down nothing can be recorded: the process's outage log says so once (not once per
     attempt of every batch) and the retry goes ahead all the same.
     """
-    outages = outages_of(ctx.cache, "worker")
+    outages = ctx.worker_state.outages
     if failure_kind(exc) in SERVICES:
         outages.failed(exc)
         return
