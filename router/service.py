@@ -21,7 +21,7 @@ from pipeline.broker.alive import alive_devices
 from pipeline.fleet.devices import Registry
 from pipeline.grid.trace import GridConditions
 from pipeline.outage import Outages, failure_kind
-from pipeline.settings import Settings
+from router.config import RouterConfig
 from router.deferral.planner import Forecast
 from router.deferral.release import Planning, plan_pass
 from router.live.liveness import move_from_dead
@@ -72,7 +72,10 @@ class RouterState:
 class RouterContext(Protocol):
     """What the router needs of a process context (``pipeline.app.context.AppContext``)."""
 
-    settings: Settings
+    @property
+    def router_config(self) -> RouterConfig:
+        """The router's part of the settings."""
+        ...
 
     @property
     def router_state(self) -> RouterState:
@@ -128,12 +131,12 @@ def route_pass(ctx: RouterContext, publish: PublishMany) -> dict[str, Any]:
         ConfigError: bad strategy or empty registry.
         ServiceError: Redis or the database failed.
     """
-    s, state = ctx.settings, ctx.router_state
+    s, state = ctx.router_config, ctx.router_state
     predictor = cached_predictor(ctx)
     now = datetime.now(UTC)
     out: dict[str, Any] = {}
     if state.planned.due(s.planner_interval_s):
-        planning = Planning(ctx.registry, predictor, ctx.forecast, s, ctx.grid)
+        planning = Planning(ctx.registry, predictor, ctx.forecast, s.batch_size, ctx.grid)
         out["planner"] = plan_pass(ctx.engine, ctx.redis, planning, now).as_dict()
     recovered = recover_if_reset(ctx.engine, ctx.redis, publish, s.task_time_limit_s)
     if recovered is not None:  # first start, or Redis lost its data: restore it from SQL
@@ -197,7 +200,8 @@ def _env(ctx: RouterContext, alive: set[str]) -> RouteEnv:
     """This call's route environment; strategy state and memory sizing persist in the state."""
     state = ctx.router_state
     if state.env is None:
-        state.env = RouteEnv(memory_need=memory_need(ctx.settings, ctx.redis))
+        cfg = ctx.router_config
+        state.env = RouteEnv(memory_need=memory_need(cfg.model, cfg.n_ctx_per_seq, ctx.redis))
     kept = state.env
     return RouteEnv(alive=alive, memory_need=kept.memory_need, strategies=kept.strategies,
                     grid_warnings=kept.grid_warnings)

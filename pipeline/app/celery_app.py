@@ -81,12 +81,6 @@ def soft_time_limit_s(hard_s: int) -> int:
     return max(1, hard_s - max(1, min(30, hard_s // 5)))
 
 
-def batch_policy(settings: Settings) -> RetryPolicy:
-    """A batch's retries: any failure is retried after a backoff, the attempts counted in SQL
-    capped by ``max_attempts``."""
-    return RetryPolicy(max_attempts=settings.max_attempts)
-
-
 def create_app(settings: Settings) -> EcobatchCelery:
     """Build the app for ``settings`` and register the three tasks on it."""
     broker = secure_url(settings.require_redis_url())
@@ -164,7 +158,7 @@ def _infer_batch(self: Task, batch_id: str) -> dict[str, Any]:
     try:
         return run_batch(ctx, batch_id)
     except Exception as e:
-        outcome = decide(e, self.request.retries + 1, batch_policy(ctx.settings))
+        outcome = decide(e, self.request.retries + 1, ctx.worker_config.retry_policy)
         reply = settle_failure(ctx, batch_id, e, outcome)
         if reply is not None:
             return reply

@@ -24,7 +24,9 @@ from pipeline.ledger.db import make_engine
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
+    from router.config import RouterConfig
     from router.service import RouterState
+    from workers.config import WorkerConfig
     from workers.service.infer import WorkerState
 
 
@@ -89,3 +91,17 @@ class AppContext:
         from workers.service.infer import WorkerState
 
         return WorkerState()
+
+    @cached_property
+    def router_config(self) -> RouterConfig:
+        """The router's part of the settings, built here at the entry layer and passed down."""
+        from router.config import RouterConfig
+
+        return RouterConfig.from_settings(self.settings)
+
+    @cached_property
+    def worker_config(self) -> WorkerConfig:
+        """A device worker's part of the settings, built here and passed down."""
+        from workers.config import WorkerConfig
+
+        return WorkerConfig.from_settings(self.settings)

@@ -26,7 +26,6 @@ from pipeline.fleet.devices import Registry
 from pipeline.grid.trace import CarbonSource
 from pipeline.ledger.models import Job, JobPlan, JobStatus, Prompt, PromptStatus
 from pipeline.ledger.state import release_job
-from pipeline.settings import Settings
 from router.deferral.planner import Forecast, JobWork, Plan, plan_job
 from router.predict.predictor import Predictor
 
@@ -60,7 +59,7 @@ class Planning:
     registry: Registry
     predictor: Predictor
     forecast: Forecast
-    settings: Settings
+    batch_size: int
     grid: CarbonSource | None = None
 
 
@@ -93,9 +92,8 @@ def ensure_plan(engine: Engine, planning: Planning, job_id: str, deadline: datet
     with engine.connect() as conn:
         work = job_work(conn, job_id)
         stored = conn.execute(select(_PLAN).where(_PLAN.c.job_id == job_id)).mappings().first()
-    s = planning.settings
     plan = plan_job(work, planning.registry, planning.predictor, planning.forecast,
-                    s.batch_size, now, deadline, planning.grid)
+                    planning.batch_size, now, deadline, planning.grid)
     if stored is not None and stored["forecast_digest"] == plan.forecast_digest:
         return stored_plan(stored)
     _store(engine, job_id, deadline, plan, now, replace=stored is not None)

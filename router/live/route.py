@@ -34,7 +34,7 @@ from pipeline.fleet.devices import Registry
 from pipeline.grid.trace import GridConditions
 from pipeline.ledger.models import Batch, BatchStatus, Prompt, PromptStatus
 from pipeline.ledger.state import mark_prompts_batched
-from pipeline.settings import Settings
+from router.config import RouterConfig
 from router.live.backlog import read_backlog_s
 from router.live.batching import PEEK_REFS, cut_batches, effective_batch_size, return_refs, take_refs
 from router.live.jobpolicy import JobPolicy, job_policies, strategy_for
@@ -107,7 +107,7 @@ class RouteReport:
 class _Pass:
     """Everything a routing pass needs besides the refs."""
 
-    settings: Settings
+    config: RouterConfig
     engine: Engine
     registry: Registry
     predictor: Predictor
@@ -123,8 +123,8 @@ class _Pass:
         try:
             return strategy_for(policy, self.strategies)
         except ConfigError as e:
-            log.warning("%s; routing with %s instead", e, self.settings.strategy)
-            return strategy_for(JobPolicy.default(self.settings), self.strategies)
+            log.warning("%s; routing with %s instead", e, self.config.strategy)
+            return strategy_for(JobPolicy.default(self.config), self.strategies)
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ class RouteEnv:
 
 
 def route_once(
-    settings: Settings,
+    config: RouterConfig,
     engine: Engine,
     redis_client: redis.Redis,
     registry: Registry,
@@ -172,7 +172,7 @@ def route_once(
     at once with ``locked_out=True``.
 
     Args:
-        settings: batch size, max wait and strategy.
+        config: batch size, max wait and the default job policy.
         engine: the SQL ledger.
         redis_client: holds the pending list and the router lock.
         registry: the devices.
@@ -191,9 +191,9 @@ def route_once(
     """
     started = time.monotonic()
     env = env or RouteEnv()
-    ctx = _Pass(settings, engine, registry, predictor, effective_batch_size(settings, registry),
+    ctx = _Pass(config, engine, registry, predictor, effective_batch_size(config.batch_size, registry),
                 {}, env.strategies, env.alive, env.memory_need)
-    strategy_for(JobPolicy.default(settings), ctx.strategies)  # a bad default fails here
+    strategy_for(JobPolicy.default(config), ctx.strategies)  # a bad default fails here
     lock = redis_client.lock(ROUTER_LOCK_KEY, timeout=LOCK_TTL_S, blocking=False)
     try:
         acquired = lock.acquire(blocking=False)
@@ -234,7 +234,7 @@ def _route_locked(
     while True:
         at = now or datetime.now(UTC)
         ctx.grid = grid.now(ctx, at)
-        refs, plan = take_refs(client, ctx.batch_size, ctx.settings.max_wait_s, at.timestamp(),
+        refs, plan = take_refs(client, ctx.batch_size, ctx.config.max_wait_s, at.timestamp(),
                                peek_refs_max=peek_refs_max)
         report.waiting_refs = plan.waiting_partial
         if not refs:
@@ -269,7 +269,7 @@ def _commit_pass(
         with ctx.engine.begin() as conn:
             fresh = _still_pending(conn, refs)
             report.skipped_refs += len(refs) - len(fresh)
-            policies = job_policies(conn, {r.job_id for r in fresh}, ctx.settings)
+            policies = job_policies(conn, {r.job_id for r in fresh}, JobPolicy.default(ctx.config))
             batch_rows, assignments, dispatches, unroutable = _assign(ctx, fresh, policies, at,
                                                                       report)
             if batch_rows:
@@ -294,7 +294,7 @@ def _assign(
     assignments: list[dict[str, str]] = []
     dispatches: list[Dispatch] = []
     unroutable: list[PromptRef] = []
-    default = JobPolicy.default(ctx.settings)
+    default = JobPolicy.default(ctx.config)
     groups: dict[JobPolicy, list[PromptRef]] = {}
     for r in refs:
         groups.setdefault(policies.get(r.job_id, default), []).append(r)

@@ -179,7 +179,7 @@ class _Loop:
 
 def batch_trace(arrivals: Arrivals, settings: Settings, registry: Registry) -> BatchTrace:
     """The batches the router cuts from ``arrivals`` with ``settings`` (whatever the strategy)."""
-    return cut_trace(arrivals, effective_batch_size(settings, registry), settings.max_wait_s,
+    return cut_trace(arrivals, effective_batch_size(settings.batch_size, registry), settings.max_wait_s,
                      settings.router_interval_s)
 
 

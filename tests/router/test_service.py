@@ -17,6 +17,7 @@ from pipeline.broker.queue import pending_count
 from pipeline.fleet.devices import Registry
 from pipeline.ledger.models import Batch, BatchStatus
 from pipeline.settings import Settings
+from router.config import RouterConfig
 from router.live.route import Dispatch
 from router.predict.profiled import ProfilePredictor
 from router.service import RouterState, cached_predictor, route_pass
@@ -33,6 +34,10 @@ class Ctx:
     registry: Registry
     grid: FixedCarbon
     router_state: RouterState = field(default_factory=RouterState)
+
+    @property
+    def router_config(self) -> RouterConfig:
+        return RouterConfig.from_settings(self.settings)
 
     @property
     def forecast(self) -> FixedCarbon:

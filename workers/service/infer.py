@@ -33,6 +33,7 @@ from pipeline.outage import SERVICES, Outages, failure_kind
 from pipeline.settings import Settings
 from workers.backends.base import BatchOutput, GenerationRequest, InferenceBackend
 from workers.backends.factory import build_backend
+from workers.config import WorkerConfig
 from workers.meters import make_meter
 from workers.meters.base import EnergyMeter, EnergyReading
 
@@ -55,7 +56,13 @@ class WorkerContext(Protocol):
     """What a worker process provides its batches (``pipeline.app.context.AppContext``)."""
 
     settings: Settings
+    """Handed whole to the backend factory only (backend plugins are written against it)."""
     worker_id: str | None
+
+    @property
+    def worker_config(self) -> WorkerConfig:
+        """The worker's part of the settings."""
+        ...
 
     @property
     def worker_state(self) -> WorkerState:
@@ -113,7 +120,7 @@ def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:
             off before the next.
         DeadLetterError: another attempt would fail the same way (the KV cache cannot fit).
     """
-    claimed = claim_batch(ctx.engine, batch_id, ctx.settings.max_attempts, ctx.worker_id)
+    claimed = claim_batch(ctx.engine, batch_id, ctx.worker_config.max_attempts, ctx.worker_id)
     ctx.worker_state.outages.succeeded("database")  # the claim reached it
     if claimed.settled:
         if claimed.dead:  # the attempt limit was passed just now: the job may be finished
@@ -140,7 +147,7 @@ def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:
     rows = _result_rows(ctx, device, claimed.batch.id, prompts, output, reading, started)
     # The answers are in memory: keep them through a database outage rather than decode again.
     retry_db(lambda: complete_batch(ctx.engine, batch_id, _batch_values(output, reading), rows),
-             total_s=ctx.settings.db_retry_s, outages=ctx.worker_state.outages)
+             total_s=ctx.worker_config.db_retry_s, outages=ctx.worker_state.outages)
     return {"batch_id": batch_id, "status": "done", "energy_j": reading.energy_j,
             "rejected": len(claimed.prompts) - len(prompts)}
 
@@ -189,7 +196,7 @@ def note_failure(ctx: WorkerContext, batch_id: str, exc: BaseException) -> None:
 def _screen(ctx: WorkerContext, backend: InferenceBackend,
             prompts: list[Prompt]) -> tuple[list[Prompt], list[GenerationRequest]]:
     """Dead-letter the prompts the backend refuses; return the others and their requests."""
-    requests = [to_request(p, ctx.settings.temperature) for p in prompts]
+    requests = [to_request(p, ctx.worker_config.temperature) for p in prompts]
     reasons = {r.request_id: reason for r in requests
                if (reason := backend.check(r)) is not None}
     if reasons:

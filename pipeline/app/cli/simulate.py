@@ -361,7 +361,7 @@ def _registry_plan(path: Path, hours: int, grid_dir: Path | None, *, seed: int,
 
     registry = load_registry(path)
     offline_grid(registry, grid_dir, f"device registry {path}")
-    size = effective_batch_size(build_settings(batch_size=batch_size), registry)
+    size = effective_batch_size(build_settings(batch_size=batch_size).batch_size, registry)
     predictor: Any = NominalPredictor()
     if profiles_db is not None:
         from pipeline.ledger.db import make_engine
