@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Engine, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -16,6 +15,7 @@ from pipeline.ledger import state
 from pipeline.ledger.db import session_scope
 from pipeline.ledger.models import Batch, BatchStatus, Prompt, PromptStatus, Result
 from pipeline.ledger.outcome import attempts_exhausted
+from pipeline.ledger.rows import BatchFigures, ResultRow
 from pipeline.ledger.state import (
     dead_letter_batch,
     mark_batch_done,
@@ -132,13 +132,13 @@ def record_failure(engine: Engine, batch_id: str, reason: str) -> None:
         requeue_batch(s, batch_id, reason)
 
 
-def upsert_results(s: Session, rows: Sequence[dict[str, Any]]) -> None:
+def upsert_results(s: Session, rows: Sequence[ResultRow]) -> None:
     """Insert results, or overwrite them when the prompt already has one (redelivery)."""
     if not rows:
         return
     dialect = s.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(Result).values(list(rows))
+    stmt = insert(Result).values([dict(r) for r in rows])
     keys = [k for k in rows[0] if k != "prompt_id"]
     stmt = stmt.on_conflict_do_update(
         index_elements=["prompt_id"], set_={k: stmt.excluded[k] for k in keys}
@@ -152,13 +152,14 @@ def reject_prompts(engine: Engine, reasons: dict[str, str]) -> None:
         state.reject_prompts(s, reasons)
 
 
-def complete_batch(engine: Engine, batch_id: str, batch_values: dict[str, Any],
-                   result_rows: Sequence[dict[str, Any]]) -> None:
-    """Upsert the batch's results and mark it and the answered prompts done, in one transaction."""
+def complete_batch(engine: Engine, batch_id: str, batch_values: BatchFigures | None,
+                   result_rows: Sequence[ResultRow]) -> None:
+    """Upsert the batch's results and mark it and the answered prompts done, in one transaction
+    (``batch_values`` None: nothing was measured, every prompt was refused)."""
     answered = [r["prompt_id"] for r in result_rows]
     with session_scope(engine) as s:
         upsert_results(s, result_rows)
-        mark_batch_done(s, batch_id, batch_values, answered)
+        mark_batch_done(s, batch_id, batch_values or {}, answered)
     refresh_jobs(engine, batch_id)
 
 

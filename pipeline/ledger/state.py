@@ -10,7 +10,7 @@ An answer is kept whenever it arrives (results are the record), so ``done`` may 
 from any state but ``rejected``. New rows start in their first state where they are written:
 a job queued or deferred (``pipeline.intake.submit``) or rejected
 (``pipeline.intake.submit_call``), its prompts pending, a batch dispatched
-(``router.live.route``).
+(:func:`add_batches`, called by ``router.live.route``).
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from collections.abc import Collection, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, CursorResult, Update, bindparam, update
+from sqlalchemy import Connection, CursorResult, Update, bindparam, insert, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from pipeline.errors import StateError
 from pipeline.ledger.models import Batch, BatchStatus, Job, JobStatus, Prompt, PromptStatus, utc_now
+from pipeline.ledger.rows import BatchRow
 
 S = TypeVar("S", bound=StrEnum)
 Executor = Session | Connection
@@ -122,6 +123,18 @@ def move_batch(ex: Executor, batch_id: str, reason: str) -> list[str]:
                                            col(Prompt.status) == _P.BATCHED)
                       .values(status=_P.PENDING, batch_id=None).returning(col(Prompt.job_id)))
     return [str(j) for j in jobs.scalars()]
+
+
+def add_batches(ex: Executor, rows: Sequence[BatchRow]) -> None:
+    """New batches, each in its first state (``dispatched``).
+
+    Raises:
+        StateError: a row starts in another state.
+    """
+    if any(row["status"] != _B.DISPATCHED for row in rows):
+        raise StateError("a new batch starts dispatched")
+    if rows:
+        ex.execute(insert(Batch), [dict(row) for row in rows])
 
 
 def mark_batch_done(ex: Executor, batch_id: str, values: Mapping[str, Any],

@@ -25,7 +25,7 @@ from uuid import uuid4
 import redis
 from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.broker.queue import ROUTER_LOCK_KEY, PromptRef
@@ -33,7 +33,8 @@ from pipeline.errors import ConfigError, ServiceError, UnroutableError
 from pipeline.fleet.devices import Registry
 from pipeline.grid.trace import GridConditions
 from pipeline.ledger.models import Batch, BatchStatus, Prompt, PromptStatus
-from pipeline.ledger.state import mark_prompts_batched
+from pipeline.ledger.rows import BatchRow
+from pipeline.ledger.state import add_batches, mark_prompts_batched
 from router.config import RouterConfig
 from router.live.backlog import read_backlog_s
 from router.live.batching import PEEK_REFS, cut_batches, effective_batch_size, return_refs, take_refs
@@ -272,9 +273,8 @@ def _commit_pass(
             policies = job_policies(conn, {r.job_id for r in fresh}, JobPolicy.default(ctx.config))
             batch_rows, assignments, dispatches, unroutable = _assign(ctx, fresh, policies, at,
                                                                       report)
-            if batch_rows:
-                conn.execute(insert(_BATCH), batch_rows)
-                mark_prompts_batched(conn, assignments)
+            add_batches(conn, batch_rows)
+            mark_prompts_batched(conn, assignments)
     except SQLAlchemyError as e:
         raise ServiceError(f"cannot record batches in the ledger: {e}") from e
     for row in batch_rows:
@@ -287,10 +287,10 @@ def _commit_pass(
 def _assign(
     ctx: _Pass, refs: Sequence[PromptRef], policies: dict[str, JobPolicy], at: datetime,
     report: RouteReport,
-) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[Dispatch], list[PromptRef]]:
+) -> tuple[list[BatchRow], list[dict[str, str]], list[Dispatch], list[PromptRef]]:
     """Cut ``refs`` into batches (never mixing policies) and decide a device for each,
     advancing the backlog as we go; refs of a group no device may take are handed back."""
-    batch_rows: list[dict[str, Any]] = []
+    batch_rows: list[BatchRow] = []
     assignments: list[dict[str, str]] = []
     dispatches: list[Dispatch] = []
     unroutable: list[PromptRef] = []
@@ -315,7 +315,7 @@ def _assign(
 
 def _place(
     ctx: _Pass, policy: JobPolicy, batch: Sequence[PromptRef], batch_id: str, at: datetime,
-) -> tuple[dict[str, Any], str]:
+) -> tuple[BatchRow, str]:
     """Choose the device of one batch; return its Batch row and the queue to publish to."""
     shape = BatchShape(len(batch), sum(r.prompt_tokens for r in batch),
                        sum(r.max_tokens for r in batch))
@@ -327,7 +327,7 @@ def _place(
     choice = decision.option
     name = choice.device.name
     ctx.backlog_s[name] = ctx.backlog_s.get(name, 0.0) + choice.prediction.latency_s
-    row = {
+    row: BatchRow = {
         "id": batch_id, "created_at": at, "device": name, "strategy": policy.describe(),
         "size": len(batch), "status": BatchStatus.DISPATCHED, "attempts": 0,
         "predicted_latency_s": choice.prediction.latency_s,

@@ -29,6 +29,7 @@ from pipeline.ledger.batches import (
 from pipeline.ledger.models import Prompt, utc_now
 from pipeline.ledger.outcome import Action, Outcome, failure_reason
 from pipeline.ledger.retry import retry_db
+from pipeline.ledger.rows import BatchFigures, ResultRow
 from pipeline.outage import SERVICES, Outages, failure_kind
 from pipeline.settings import Settings
 from workers.backends.base import BatchOutput, GenerationRequest, InferenceBackend
@@ -134,7 +135,7 @@ def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:
     backend = backend_for(ctx, device)
     prompts, requests = _screen(ctx, backend, claimed.prompts)
     if not prompts:
-        complete_batch(ctx.engine, batch_id, {}, [])
+        complete_batch(ctx.engine, batch_id, None, [])
         return {"batch_id": batch_id, "status": "done", "rejected": len(claimed.prompts)}
     try:
         output, reading, started = _decode(backend, meter_for(ctx, device), requests)
@@ -222,29 +223,28 @@ def _storable(text: str) -> str:
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
-def _batch_values(output: BatchOutput, reading: EnergyReading) -> dict[str, Any]:
-    return {"latency_s": output.wall_s, "energy_j": reading.energy_j,
-            "energy_source": reading.source, "energy_measured": reading.measured,
-            "peak_memory_bytes": output.peak_memory_bytes,
-            "energy_notes": ",".join(reading.notes) or None, **_host_values(reading)}
-
-
-def _host_values(reading: EnergyReading) -> dict[str, Any]:
+def _batch_values(output: BatchOutput, reading: EnergyReading) -> BatchFigures:
+    figures: BatchFigures = {
+        "latency_s": output.wall_s, "energy_j": reading.energy_j,
+        "energy_source": reading.source, "energy_measured": reading.measured,
+        "peak_memory_bytes": output.peak_memory_bytes,
+        "energy_notes": ",".join(reading.notes) or None}
     host = reading.host
-    if host is None:
-        return {}
-    return {"host_energy_j": host.energy_j, "host_energy_source": host.source,
-            "host_energy_measured": host.measured}
+    if host is not None:
+        figures["host_energy_j"] = host.energy_j
+        figures["host_energy_source"] = host.source
+        figures["host_energy_measured"] = host.measured
+    return figures
 
 
 def _result_rows(ctx: WorkerContext, device: Device, batch_id: str, prompts: list[Prompt],
                  output: BatchOutput, reading: EnergyReading,
-                 started: datetime) -> list[dict[str, Any]]:
+                 started: datetime) -> list[ResultRow]:
     tokens = [r.prompt_tokens + r.completion_tokens for r in output.results]
     host_j = reading.host.energy_j if reading.host is not None else None
     shares = account_batch(ctx.grid, device, reading.energy_j, reading.duration_s, started, tokens,
                            host_energy_j=host_j)
-    rows = []
+    rows: list[ResultRow] = []
     for prompt, res, share in zip(prompts, output.results, shares, strict=True):
         rows.append({
             "prompt_id": prompt.id, "job_id": prompt.job_id, "batch_id": batch_id,
