@@ -25,6 +25,7 @@ from pipeline.intake.parse import PromptIn, read_input, validate_records
 from pipeline.intake.submit import submit_records
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.jobs import JobStatusView, iter_results, job_status
+from pipeline.ledger.rows import ExportRow
 from pipeline.settings import Settings
 
 
@@ -135,7 +136,7 @@ class Client:
                 )
             time.sleep(min(poll_s, left_s))
 
-    def results(self, job_id: str) -> list[dict[str, Any]]:
+    def results(self, job_id: str) -> list[ExportRow]:
         """All export rows of a job so far, in input order.
 
         Raises:

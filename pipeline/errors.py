@@ -50,6 +50,10 @@ class UnroutableError(EcobatchError):
     """
 
 
+class StateError(EcobatchError):
+    """A status change the life cycle does not allow (``pipeline.ledger.state``): a bug."""
+
+
 class NotFoundError(EcobatchError):
     """A job, batch or prompt id does not exist in the ledger."""
 
@@ -58,16 +62,37 @@ class InferenceError(EcobatchError):
     """The inference backend failed to load a model or to decode a batch."""
 
 
-class MemoryBudgetError(InferenceError):
-    """A batch's KV cache would not fit the device's free memory, even split."""
+class RetryableError(EcobatchError):
+    """An attempt failed in a way another attempt may not: try again after a delay.
+
+    Outcome: retry (``pipeline.ledger.outcome.decide``), until the attempts counted in SQL
+    pass the limit and the next claim dead-letters the batch.
+
+    Attributes:
+        attempts: attempts counted so far, which sets the backoff before the next one.
+        delay_s: the delay the raiser asks for, or None for the policy's backoff.
+    """
+
+    def __init__(self, message: str, *, attempts: int = 0, delay_s: float | None = None) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.delay_s = delay_s
+
+
+class DeadLetterError(EcobatchError):
+    """Another attempt would fail the same way: the batch goes to the dead-letter state at once.
+
+    Outcome: dead-letter (``pipeline.ledger.outcome.decide``), with this message as the reason.
+    """
+
+
+class MemoryBudgetError(InferenceError, DeadLetterError):
+    """A batch's KV cache would not fit the device's free memory, even split (dead-lettered:
+    the same batch on the same device never fits)."""
 
 
 class MeterError(EcobatchError):
     """An energy meter could not be read."""
-
-
-class DeadLetterError(EcobatchError):
-    """A batch exceeded its attempt limit and was moved to the dead-letter state."""
 
 
 class WaitTimeoutError(EcobatchError, TimeoutError):

@@ -6,7 +6,7 @@ when a kind of failure starts, nothing while it lasts, and one warning when a ca
 again (with how long it lasted and how many attempts failed), and says when the next attempt
 is due: 1, 2, 4 ... at most :data:`MAX_DELAY_S` seconds apart.
 
-One instance per process, kept on its context; nothing here is global.
+One instance per process, kept in its router's or worker's state; nothing here is global.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,7 +26,6 @@ FIRST_DELAY_S = 1.0
 MAX_DELAY_S = 30.0
 MAX_REASON_CHARS = 300
 SERVICES = frozenset({"database", "redis"})
-_CACHE_KEY = "outages"
 
 
 def failure_kind(exc: BaseException) -> str:
@@ -116,11 +114,3 @@ class Outages:
                 log.warning("%s: %s after %.1f s (%d failed attempt%s)", self.who, what,
                             self.clock() - outage.started, outage.failures,
                             "" if outage.failures == 1 else "s")
-
-
-def outages_of(cache: dict[str, Any], who: str) -> Outages:
-    """The process's :class:`Outages`, kept in its context's ``cache``."""
-    found = cache.get(_CACHE_KEY)
-    if not isinstance(found, Outages):
-        found = cache[_CACHE_KEY] = Outages(who)
-    return found

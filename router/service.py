@@ -1,15 +1,16 @@
 """The plain function behind the Celery task ``ecobatch.route``.
 
 The task passes its process context and a publisher; this module keeps the fitted predictor in
-the context's cache (refitted every ``PREDICTOR_REFRESH_S`` so new ``ecobatch bench`` profiles
-are picked up without a restart) and now and then republishes batches lost between commit and
-publish.
+the process's :class:`RouterState` (refitted every ``PREDICTOR_REFRESH_S`` so new ``ecobatch
+bench`` profiles are picked up without a restart) and now and then republishes batches lost
+between commit and publish.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -19,8 +20,8 @@ from sqlalchemy import Engine
 from pipeline.broker.alive import alive_devices
 from pipeline.fleet.devices import Registry
 from pipeline.grid.trace import GridConditions
-from pipeline.outage import failure_kind, outages_of
-from pipeline.settings import Settings
+from pipeline.outage import Outages, failure_kind
+from router.config import RouterConfig
 from router.deferral.planner import Forecast
 from router.deferral.release import Planning, plan_pass
 from router.live.liveness import move_from_dead
@@ -33,20 +34,53 @@ from router.recovery.recovery import recover_if_reset
 from router.recovery.requeue import republish_stale
 
 PREDICTOR_REFRESH_S = 60.0
-_PREDICTOR_KEY = "router.predict.predictor"
-_RECONCILED_KEY = "router.reconciled_at"
-_PLANNED_KEY = "router.planned_at"
-_ENV_KEY = "router.env"
-_LOST_CHECKED_KEY = "router.lost_checked_at"
-_LOST_WATCH_KEY = "router.lost_watch"
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Every:
+    """A period: due when ``every_s`` passed since it last ran, or when it never ran."""
+
+    last: float | None = None
+    """When it last ran, in monotonic seconds."""
+
+    def due(self, every_s: float) -> bool:
+        """True (and the clock reset) when ``every_s`` passed since the last time."""
+        now = time.monotonic()
+        if self.last is not None and now - self.last <= every_s:
+            return False
+        self.last = now
+        return True
+
+
+@dataclass
+class RouterState:
+    """What a router process keeps from one pass to the next (held by its context)."""
+
+    outages: Outages = field(default_factory=lambda: Outages("router"))
+    predictor: Predictor | None = None
+    predictor_fitted_at: float = 0.0
+    """When the predictor was fitted, in monotonic seconds."""
+    env: RouteEnv | None = None
+    """Strategy state and memory sizing, kept across passes."""
+    lost_watch: LostWorkerWatch | None = None
+    planned: Every = field(default_factory=Every)
+    reconciled: Every = field(default_factory=Every)
+    lost_checked: Every = field(default_factory=Every)
 
 
 class RouterContext(Protocol):
     """What the router needs of a process context (``pipeline.app.context.AppContext``)."""
 
-    settings: Settings
-    cache: dict[str, Any]
+    @property
+    def router_config(self) -> RouterConfig:
+        """The router's part of the settings."""
+        ...
+
+    @property
+    def router_state(self) -> RouterState:
+        """What this process keeps between passes."""
+        ...
 
     @property
     def engine(self) -> Engine:
@@ -76,12 +110,11 @@ class RouterContext(Protocol):
 
 def cached_predictor(ctx: RouterContext) -> Predictor:
     """The context's predictor, refitted from SQL when older than ``PREDICTOR_REFRESH_S``."""
-    entry = ctx.cache.get(_PREDICTOR_KEY)
-    if entry is None or time.monotonic() - entry[0] > PREDICTOR_REFRESH_S:
-        entry = (time.monotonic(), load_predictor(ctx.engine, ctx.registry))
-        ctx.cache[_PREDICTOR_KEY] = entry
-    predictor: Predictor = entry[1]
-    return predictor
+    state = ctx.router_state
+    if state.predictor is None or time.monotonic() - state.predictor_fitted_at > PREDICTOR_REFRESH_S:
+        state.predictor = load_predictor(ctx.engine, ctx.registry)
+        state.predictor_fitted_at = time.monotonic()
+    return state.predictor
 
 
 def route_pass(ctx: RouterContext, publish: PublishMany) -> dict[str, Any]:
@@ -98,27 +131,28 @@ def route_pass(ctx: RouterContext, publish: PublishMany) -> dict[str, Any]:
         ConfigError: bad strategy or empty registry.
         ServiceError: Redis or the database failed.
     """
-    s = ctx.settings
+    s, state = ctx.router_config, ctx.router_state
     predictor = cached_predictor(ctx)
     now = datetime.now(UTC)
     out: dict[str, Any] = {}
-    if _due(ctx, _PLANNED_KEY, s.planner_interval_s):
-        planning = Planning(ctx.registry, predictor, ctx.forecast, s, ctx.grid)
+    if state.planned.due(s.planner_interval_s):
+        planning = Planning(ctx.registry, predictor, ctx.forecast, s.batch_size, ctx.grid)
         out["planner"] = plan_pass(ctx.engine, ctx.redis, planning, now).as_dict()
     recovered = recover_if_reset(ctx.engine, ctx.redis, publish, s.task_time_limit_s)
     if recovered is not None:  # first start, or Redis lost its data: restore it from SQL
         out["recovered"] = recovered.as_dict()
         out["republished"] = recovered.batches  # every unfinished batch: the periodic
-        ctx.cache[_RECONCILED_KEY] = time.monotonic()  # republish is not due again yet
-    if _due(ctx, _LOST_CHECKED_KEY, s.heartbeat_ttl_s / 3):
-        watch = ctx.cache.setdefault(_LOST_WATCH_KEY, LostWorkerWatch(s.heartbeat_ttl_s / 2))
-        out["taken_back"] = take_back_lost(ctx.engine, ctx.redis, publish, watch)
+        state.reconciled.last = time.monotonic()  # republish is not due again yet
+    if state.lost_checked.due(s.heartbeat_ttl_s / 3):
+        if state.lost_watch is None:
+            state.lost_watch = LostWorkerWatch(s.heartbeat_ttl_s / 2)
+        out["taken_back"] = take_back_lost(ctx.engine, ctx.redis, publish, state.lost_watch)
     alive = alive_devices(ctx.redis, ctx.registry.names)
     out["moved"] = move_from_dead(ctx.engine, ctx.redis, set(ctx.registry.names) - alive)
     report = route_once(s, ctx.engine, ctx.redis, ctx.registry, predictor, ctx.grid, publish,
                         env=_env(ctx, alive))
     out.update(report.as_dict())
-    if not report.locked_out and _due(ctx, _RECONCILED_KEY, s.visibility_timeout_s):
+    if not report.locked_out and state.reconciled.due(s.visibility_timeout_s):
         out["republished"] = republish_stale(ctx.engine, publish, s.visibility_timeout_s)
     return out
 
@@ -131,7 +165,7 @@ def guarded_route_pass(ctx: RouterContext, publish: PublishMany) -> dict[str, An
     backoff (1, 2, 4 ... 30 s) instead of failing four times a second, and one line says when
     a pass succeeds again. A pass that did something logs one INFO line; an idle one nothing.
     """
-    outages = outages_of(ctx.cache, "router")
+    outages = ctx.router_state.outages
     if not outages.due():
         return {"backing_off": True}
     try:
@@ -163,19 +197,11 @@ def pass_summary(out: dict[str, Any]) -> str:
 
 
 def _env(ctx: RouterContext, alive: set[str]) -> RouteEnv:
-    """This call's route environment; strategy state and memory sizing persist in the cache."""
-    kept = ctx.cache.get(_ENV_KEY)
-    if kept is None:
-        kept = RouteEnv(memory_need=memory_need(ctx.settings, ctx.redis))
-        ctx.cache[_ENV_KEY] = kept
+    """This call's route environment; strategy state and memory sizing persist in the state."""
+    state = ctx.router_state
+    if state.env is None:
+        cfg = ctx.router_config
+        state.env = RouteEnv(memory_need=memory_need(cfg.model, cfg.n_ctx_per_seq, ctx.redis))
+    kept = state.env
     return RouteEnv(alive=alive, memory_need=kept.memory_need, strategies=kept.strategies,
                     grid_warnings=kept.grid_warnings)
-
-
-def _due(ctx: RouterContext, key: str, every_s: float) -> bool:
-    """True (and the clock reset) when ``every_s`` passed since the last time, or never ran."""
-    last = ctx.cache.get(key)
-    if last is not None and time.monotonic() - last <= every_s:
-        return False
-    ctx.cache[key] = time.monotonic()
-    return True

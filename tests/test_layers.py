@@ -25,10 +25,10 @@ TIERS: dict[str, dict[str, int]] = {
         "intake": 7, "report": 7, "client": 8, "app": 9,
     },
     "router": {
-        "predict": 1, "allocation": 1, "scoring": 2, "live": 3, "deferral": 3,
+        "config": 0, "predict": 1, "allocation": 1, "scoring": 2, "live": 3, "deferral": 3,
         "recovery": 4, "sim": 4, "provision": 5, "service": 6,
     },
-    "workers": {"meters": 1, "backends": 1, "bench": 2, "service": 2},
+    "workers": {"config": 0, "meters": 1, "backends": 1, "bench": 2, "service": 2},
 }
 
 

@@ -9,7 +9,6 @@ bare client needs no routing), ``ecobatch.route`` (queue ``router``) and ``ecoba
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +16,8 @@ from celery import Celery, Task
 
 from pipeline.app.context import AppContext
 from pipeline.broker.queue import secure_url
-from pipeline.errors import ConfigError, NotFoundError, ServiceError
+from pipeline.errors import ConfigError, ServiceError
+from pipeline.ledger.outcome import Action, RetryPolicy, decide
 from pipeline.settings import Settings
 
 SUBMIT_TASK = "ecobatch.submit"
@@ -25,9 +25,8 @@ ROUTE_TASK = "ecobatch.route"
 INFER_TASK = "ecobatch.infer_batch"
 ROUTER_QUEUE = "router"
 INTAKE_QUEUE = "celery"
-RETRY_DELAY_S = 2
-RETRY_MAX_DELAY_S = 60
-log = logging.getLogger(__name__)
+SUBMIT_POLICY = RetryPolicy(handles=(ServiceError,))
+"""A submit call is retried while SQL or Redis is away, for as long as it takes."""
 
 
 class EcobatchCelery(Celery):
@@ -82,11 +81,6 @@ def soft_time_limit_s(hard_s: int) -> int:
     return max(1, hard_s - max(1, min(30, hard_s // 5)))
 
 
-def retry_delay_s(retries: int) -> int:
-    """Exponential backoff for a batch's next attempt: 2, 4, 8, ... capped at 60 seconds."""
-    return int(min(RETRY_MAX_DELAY_S, RETRY_DELAY_S * 2**retries))
-
-
 def create_app(settings: Settings) -> EcobatchCelery:
     """Build the app for ``settings`` and register the three tasks on it."""
     broker = secure_url(settings.require_redis_url())
@@ -122,8 +116,11 @@ def _submit(self: Task, prompts: list[Any], options: dict[str, Any] | None = Non
     call = SubmitCall(job_id=_job_id(self), client=client_id(self), redelivered=_redelivered(self))
     try:
         return take_submit_call(ctx, prompts, options or {}, call)
-    except ServiceError as e:  # SQL or Redis away: keep the call, try it again later
-        raise self.retry(exc=e, countdown=retry_delay_s(self.request.retries)) from e
+    except Exception as e:  # SQL or Redis away: keep the call, try it again later
+        outcome = decide(e, self.request.retries + 1, SUBMIT_POLICY)
+        if outcome.action != Action.RETRY:
+            raise
+        raise self.retry(exc=e, countdown=outcome.delay_s) from e
 
 
 def client_id(task: Task) -> str:
@@ -153,23 +150,19 @@ def _route(self: Task) -> dict[str, Any]:
 
 
 def _infer_batch(self: Task, batch_id: str) -> dict[str, Any]:
-    """Run one batch on this worker's device and write its results."""
-    from workers.service.infer import note_failure, run_batch
+    """Run one batch on this worker's device and write its results; on a failure, do what the
+    retry policy decides (``pipeline.ledger.outcome``)."""
+    from workers.service.infer import run_batch, settle_failure
 
     ctx: AppContext = self.app.ctx
     try:
         return run_batch(ctx, batch_id)
-    except NotFoundError as e:  # nothing to run, ever: acknowledge it
-        log.error("batch %s: %s", batch_id, e)
-        return {"batch_id": batch_id, "status": "unknown", "error": str(e)}
     except Exception as e:
-        # Whatever failed (a decode, the database, a bug), the batch is tried again after a
-        # backoff rather than acknowledged and lost; the attempts counted in SQL cap the
-        # retries of a batch that keeps failing, and dead-letter it with the last error.
-        note_failure(ctx, batch_id, e)
-        attempts = int(getattr(e, "attempts", 0))  # a redelivered message restarts retries at 0
-        raise self.retry(exc=e, countdown=retry_delay_s(max(self.request.retries,
-                                                            attempts - 1))) from e
+        outcome = decide(e, self.request.retries + 1, ctx.worker_config.retry_policy)
+        reply = settle_failure(ctx, batch_id, e, outcome)
+        if reply is not None:
+            return reply
+        raise self.retry(exc=e, countdown=outcome.delay_s) from e
 
 
 def publisher_for(app: Celery) -> Any:

@@ -8,7 +8,7 @@ member here is built on first use and cached on the instance (never at module le
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING
 
 import redis
 from sqlalchemy import Engine
@@ -23,13 +23,19 @@ from pipeline.grid.trace import GridConditions
 from pipeline.ledger.db import make_engine
 from pipeline.settings import Settings
 
+if TYPE_CHECKING:
+    from router.config import RouterConfig
+    from router.service import RouterState
+    from workers.config import WorkerConfig
+    from workers.service.infer import WorkerState
+
 
 class AppContext:
-    """Engine, Redis client, device registry and grid data of one process."""
+    """Engine, Redis client, device registry and grid data of one process, and what its router
+    or worker keeps between tasks."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.cache: dict[str, Any] = {}
         self.worker_id: str | None = None
         """A device worker's identity (``pipeline.broker.alive.worker_identity``); None elsewhere."""
 
@@ -70,3 +76,32 @@ class AppContext:
         if self.settings.grid_at is not None:
             return PinnedGrid(self.grid_data, self.settings.grid_at)
         return Forecaster(self.grid_data, carbon_api_from_settings(self.settings))
+
+    @cached_property
+    def router_state(self) -> RouterState:
+        """What a router process keeps between passes (imported here, on first use, so that
+        a worker never loads the router)."""
+        from router.service import RouterState
+
+        return RouterState()
+
+    @cached_property
+    def worker_state(self) -> WorkerState:
+        """What a worker process keeps between batches: its models, meters and outage log."""
+        from workers.service.infer import WorkerState
+
+        return WorkerState()
+
+    @cached_property
+    def router_config(self) -> RouterConfig:
+        """The router's part of the settings, built here at the entry layer and passed down."""
+        from router.config import RouterConfig
+
+        return RouterConfig.from_settings(self.settings)
+
+    @cached_property
+    def worker_config(self) -> WorkerConfig:
+        """A device worker's part of the settings, built here and passed down."""
+        from workers.config import WorkerConfig
+
+        return WorkerConfig.from_settings(self.settings)

@@ -1,24 +1,27 @@
-"""Write side of the ledger for device workers: batch state changes and idempotent result upserts."""
+"""Write side of the ledger for device workers: claims, failures and idempotent result upserts
+(the status changes themselves are :mod:`pipeline.ledger.state`'s)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Engine, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
 from pipeline.errors import NotFoundError
+from pipeline.ledger import state
 from pipeline.ledger.db import session_scope
-from pipeline.ledger.models import (
-    Batch,
-    BatchStatus,
-    Prompt,
-    PromptStatus,
-    Result,
-    utc_now,
+from pipeline.ledger.models import Batch, BatchStatus, Prompt, PromptStatus, Result
+from pipeline.ledger.outcome import attempts_exhausted
+from pipeline.ledger.rows import BatchFigures, ResultRow
+from pipeline.ledger.state import (
+    dead_letter_batch,
+    mark_batch_done,
+    mark_batch_running,
+    mark_batch_waiting,
+    requeue_batch,
 )
 
 SETTLED_BATCH = frozenset({BatchStatus.DONE, BatchStatus.DEAD, BatchStatus.MOVED})
@@ -82,13 +85,11 @@ def claim_batch(engine: Engine, batch_id: str, max_attempts: int,
         if batch.status == BatchStatus.RUNNING and _back_off_lost(batch, max_attempts):
             s.add(batch)
             return ClaimedBatch(batch, prompts, lost_before=True)
-        if batch.attempts > max_attempts:
-            _dead_letter(s, batch, f"gave up after {max_attempts} attempts; last error: "
-                                   f"{batch.error or 'none recorded'}")
+        if attempts_exhausted(batch.attempts, max_attempts):
+            dead_letter_batch(s, batch, f"gave up after {max_attempts} attempts; last error: "
+                                        f"{batch.error or 'none recorded'}")
         else:
-            batch.status = BatchStatus.RUNNING
-            batch.started_at = utc_now()
-            batch.worker_id = worker_id
+            mark_batch_running(batch, worker_id)
         s.add(batch)
         return ClaimedBatch(batch, prompts)
 
@@ -96,25 +97,18 @@ def claim_batch(engine: Engine, batch_id: str, max_attempts: int,
 def _back_off_lost(batch: Batch, max_attempts: int) -> bool:
     """Note that the attempt before never finished; True when another is still allowed, in
     which case this delivery is not counted and the batch waits again."""
-    batch.error = (f"attempt {batch.attempts - 1} did not finish: its worker was killed, "
-                   "crashed or hit the time limit")
-    if batch.attempts > max_attempts:
+    note = (f"attempt {batch.attempts - 1} did not finish: its worker was killed, "
+            "crashed or hit the time limit")
+    if attempts_exhausted(batch.attempts, max_attempts):
+        batch.error = note  # the dead-letter reason repeats it
         return False
     batch.attempts -= 1
-    batch.status = BatchStatus.DISPATCHED
+    mark_batch_waiting(batch, note)
     return True
 
 
 def _lock_ok(engine: Engine) -> bool:
     return engine.dialect.name != "sqlite"
-
-
-def _dead_letter(s: Session, batch: Batch, reason: str) -> None:
-    batch.status = BatchStatus.DEAD
-    batch.error = reason
-    batch.finished_at = utc_now()
-    s.execute(update(Prompt).where(col(Prompt.batch_id) == batch.id).values(
-        status=PromptStatus.DEAD, error=reason))
 
 
 def dead_letter(engine: Engine, batch_id: str, reason: str) -> None:
@@ -123,7 +117,7 @@ def dead_letter(engine: Engine, batch_id: str, reason: str) -> None:
         batch = s.get(Batch, batch_id)
         if batch is None:
             raise NotFoundError(f"batch {batch_id} not found")
-        _dead_letter(s, batch, reason)
+        dead_letter_batch(s, batch, reason)
         s.add(batch)
     refresh_jobs(engine, batch_id)
 
@@ -135,18 +129,16 @@ def record_failure(engine: Engine, batch_id: str, reason: str) -> None:
     ``status`` for a batch whose worker was lost (its worker is cleared).
     """
     with session_scope(engine) as s:
-        s.execute(update(Batch).where(col(Batch.id) == batch_id,
-                                      col(Batch.status).not_in(SETTLED_BATCH))
-                  .values(error=reason, status=BatchStatus.DISPATCHED, worker_id=None))
+        requeue_batch(s, batch_id, reason)
 
 
-def upsert_results(s: Session, rows: Sequence[dict[str, Any]]) -> None:
+def upsert_results(s: Session, rows: Sequence[ResultRow]) -> None:
     """Insert results, or overwrite them when the prompt already has one (redelivery)."""
     if not rows:
         return
     dialect = s.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(Result).values(list(rows))
+    stmt = insert(Result).values([dict(r) for r in rows])
     keys = [k for k in rows[0] if k != "prompt_id"]
     stmt = stmt.on_conflict_do_update(
         index_elements=["prompt_id"], set_={k: stmt.excluded[k] for k in keys}
@@ -157,22 +149,17 @@ def upsert_results(s: Session, rows: Sequence[dict[str, Any]]) -> None:
 def reject_prompts(engine: Engine, reasons: dict[str, str]) -> None:
     """Dead-letter single prompts (by id) with the reason each cannot run."""
     with session_scope(engine) as s:
-        for prompt_id, reason in reasons.items():
-            s.execute(update(Prompt).where(col(Prompt.id) == prompt_id).values(
-                status=PromptStatus.DEAD, error=reason))
+        state.reject_prompts(s, reasons)
 
 
-def complete_batch(engine: Engine, batch_id: str, batch_values: dict[str, Any],
-                   result_rows: Sequence[dict[str, Any]]) -> None:
-    """Upsert the batch's results and mark it and the answered prompts done, in one transaction."""
+def complete_batch(engine: Engine, batch_id: str, batch_values: BatchFigures | None,
+                   result_rows: Sequence[ResultRow]) -> None:
+    """Upsert the batch's results and mark it and the answered prompts done, in one transaction
+    (``batch_values`` None: nothing was measured, every prompt was refused)."""
     answered = [r["prompt_id"] for r in result_rows]
     with session_scope(engine) as s:
         upsert_results(s, result_rows)
-        s.execute(update(Batch).where(col(Batch.id) == batch_id).values(
-            status=BatchStatus.DONE, finished_at=utc_now(), error=None, **batch_values))
-        if answered:
-            s.execute(update(Prompt).where(col(Prompt.id).in_(answered)).values(
-                status=PromptStatus.DONE))
+        mark_batch_done(s, batch_id, batch_values or {}, answered)
     refresh_jobs(engine, batch_id)
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TextIO, cast
 
-from sqlalchemy import Connection, Engine, Table, exists, func, select, update
+from sqlalchemy import Connection, Engine, Table, exists, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.errors import InputError, NotFoundError, ServiceError
@@ -23,16 +23,11 @@ from pipeline.ledger.models import (
     PromptStatus,
     Result,
 )
+from pipeline.ledger.rows import EXPORT_FIELDS, ExportRow
+from pipeline.ledger.state import set_job_status
 
 OutputFormat = Literal["jsonl", "csv"]
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("jsonl", "csv")
-EXPORT_FIELDS: tuple[str, ...] = (
-    "id", "prompt_id", "status", "prompt", "messages", "output", "finish_reason", "device",
-    "batch_id", "prompt_tokens", "completion_tokens", "ttft_s", "latency_s", "energy_j",
-    "energy_source", "energy_measured", "host_energy_j", "host_energy_source",
-    "host_energy_measured", "carbon_g", "embodied_carbon_g", "water_l", "cost_usd",
-    "intensity_g_per_kwh", "intensity_signal", "metadata", "error",
-)
 _RESULT_FIELDS = EXPORT_FIELDS[EXPORT_FIELDS.index("output"):EXPORT_FIELDS.index("metadata")]
 _PROMPT_FIELDS = ("metadata", "error")
 EXPORT_CHUNK_ROWS = 2_000
@@ -160,12 +155,10 @@ def refresh_job_status(engine: Engine, job_id: str) -> JobStatus:
         NotFoundError: no job with this id.
         ServiceError: the database cannot be written.
     """
-    job = _t(Job)
     try:
         with engine.begin() as conn:
             view = _status_view(conn, job_id)
-            conn.execute(update(job).where(job.c.id == job_id, job.c.status != view.status)
-                         .values(status=view.status))
+            set_job_status(conn, job_id, view.status)
     except SQLAlchemyError as e:
         raise ServiceError(f"cannot update job {job_id}: {e}") from e
     return view.status
@@ -222,7 +215,7 @@ def _dead_errors(conn: Connection, job_id: str) -> dict[str, int]:
     return {str(error): int(count) for error, count in rows}
 
 
-def iter_results(engine: Engine, job_id: str) -> Iterator[dict[str, Any]]:
+def iter_results(engine: Engine, job_id: str) -> Iterator[ExportRow]:
     """Export rows of a job in position order: answered prompts, and dead ones (no output).
 
     Each row has the keys of :data:`EXPORT_FIELDS`; ``id`` is the user's id (or the 1-based
@@ -260,7 +253,7 @@ def _export_query(job_id: str) -> Any:
     )
 
 
-def _stream_results(engine: Engine, job_id: str) -> Iterator[dict[str, Any]]:
+def _stream_results(engine: Engine, job_id: str) -> Iterator[ExportRow]:
     try:
         with engine.connect() as conn:
             rows = conn.execution_options(yield_per=EXPORT_CHUNK_ROWS).execute(
@@ -271,14 +264,14 @@ def _stream_results(engine: Engine, job_id: str) -> Iterator[dict[str, Any]]:
         raise ServiceError(f"cannot read results of job {job_id}: {e}") from e
 
 
-def _export_row(row: Any) -> dict[str, Any]:
+def _export_row(row: Any) -> ExportRow:
     out = {name: row[name] for name in EXPORT_FIELDS if name != "batch_id"}
     out["status"] = PromptStatus(row["status"]).value
     out["batch_id"] = row["batch_id"] or row["prompt_batch_id"]
-    return {name: out[name] for name in EXPORT_FIELDS}
+    return cast(ExportRow, {name: out[name] for name in EXPORT_FIELDS})
 
 
-def write_results(rows: Iterable[dict[str, Any]], fh: TextIO, fmt: str) -> int:
+def write_results(rows: Iterable[ExportRow], fh: TextIO, fmt: str) -> int:
     """Write export rows as JSONL or CSV (nested values JSON-encoded); return rows written.
 
     For CSV, open ``fh`` with ``newline=""``.

@@ -25,7 +25,7 @@ from pipeline.errors import ConfigError, ServiceError, UnroutableError
 from pipeline.fleet.devices import Registry
 from pipeline.grid.trace import CarbonSource
 from pipeline.ledger.models import Job, JobPlan, JobStatus, Prompt, PromptStatus
-from pipeline.settings import Settings
+from pipeline.ledger.state import release_job
 from router.deferral.planner import Forecast, JobWork, Plan, plan_job
 from router.predict.predictor import Predictor
 
@@ -59,7 +59,7 @@ class Planning:
     registry: Registry
     predictor: Predictor
     forecast: Forecast
-    settings: Settings
+    batch_size: int
     grid: CarbonSource | None = None
 
 
@@ -92,9 +92,8 @@ def ensure_plan(engine: Engine, planning: Planning, job_id: str, deadline: datet
     with engine.connect() as conn:
         work = job_work(conn, job_id)
         stored = conn.execute(select(_PLAN).where(_PLAN.c.job_id == job_id)).mappings().first()
-    s = planning.settings
     plan = plan_job(work, planning.registry, planning.predictor, planning.forecast,
-                    s.batch_size, now, deadline, planning.grid)
+                    planning.batch_size, now, deadline, planning.grid)
     if stored is not None and stored["forecast_digest"] == plan.forecast_digest:
         return stored_plan(stored)
     _store(engine, job_id, deadline, plan, now, replace=stored is not None)
@@ -147,10 +146,7 @@ def _store(engine: Engine, job_id: str, deadline: datetime, plan: Plan, now: dat
 def _release(engine: Engine, redis_client: redis.Redis, job_id: str, now: datetime, plan: Plan,
              report: PlanPassReport) -> None:
     with engine.begin() as conn:
-        hit = conn.execute(update(_JOB).where(_JOB.c.id == job_id,
-                                              _JOB.c.status == JobStatus.DEFERRED)
-                           .values(status=JobStatus.QUEUED))
-        if hit.rowcount != 1:
+        if not release_job(conn, job_id):
             return  # another planner released it
         conn.execute(update(_PLAN).where(_PLAN.c.job_id == job_id).values(released_at=now))
     reconcile(engine, redis_client, job_id=job_id)

@@ -4,7 +4,7 @@ The decision is pure (:func:`plan_take` looks at a peeked head of the list and t
 I/O around it (:func:`take_batches`) peeks many references in one round trip, pops exactly what
 was decided in a second one, and cuts the popped references into batches.
 
-Batches are cut at :func:`effective_batch_size`, the smaller of ``settings.batch_size`` and the
+Batches are cut at :func:`effective_batch_size`, the smaller of the configured batch size and the
 largest ``max_batch_size`` in the registry, so every batch fits at least one device and the
 router never has to split a batch after cutting it.
 """
@@ -21,7 +21,6 @@ from redis.exceptions import RedisError
 from pipeline.broker.queue import PENDING_KEY, PromptRef
 from pipeline.errors import ConfigError, ServiceError
 from pipeline.fleet.devices import Registry
-from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +43,15 @@ class TakePlan:
     waiting_partial: int = 0
 
 
-def effective_batch_size(settings: Settings, registry: Registry) -> int:
-    """Batch size the router cuts at: ``settings.batch_size`` capped by the largest device.
+def effective_batch_size(batch_size: int, registry: Registry) -> int:
+    """Batch size the router cuts at: ``batch_size`` (the setting) capped by the largest device.
 
     Raises:
         ConfigError: the registry holds no device.
     """
     if not registry.devices:
         raise ConfigError("the device registry holds no device")
-    return min(settings.batch_size, max(d.max_batch_size for d in registry.devices))
+    return min(batch_size, max(d.max_batch_size for d in registry.devices))
 
 
 def peek_size(batch_size: int, peek_refs_max: int = PEEK_REFS) -> int:

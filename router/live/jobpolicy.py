@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from pipeline.ledger.models import Job, JobPlan
-from pipeline.settings import Settings
+from router.config import RouterConfig
 from router.scoring.strategies import Strategy, get_strategy
 
 _JOB = Job.__table__.c  # type: ignore[attr-defined]
@@ -32,10 +32,10 @@ class JobPolicy:
     plan_file: Path | None = None  # the router's ECOBATCH_PLAN_FILE, for strategy optimal
 
     @classmethod
-    def default(cls, settings: Settings) -> JobPolicy:
+    def default(cls, config: RouterConfig) -> JobPolicy:
         """The policy of a job that asks for nothing: the router's settings."""
-        return cls(settings.strategy, _weights(settings.weights), settings.slo_s,
-                   plan_file=settings.plan_file)
+        return cls(config.strategy, _weights(config.weights), config.slo_s,
+                   plan_file=config.plan_file)
 
     def describe(self) -> str:
         """Short label stored as the Batch's strategy: ``weighted(carbon=0.75,latency=0.25)``."""
@@ -48,11 +48,10 @@ def _weights(w: Mapping[str, float] | None) -> tuple[tuple[str, float], ...]:
     return tuple(sorted(w.items())) if w else ()
 
 
-def job_policies(conn: Connection, job_ids: set[str], settings: Settings) -> dict[str, JobPolicy]:
-    """Policy of each job, its own settings falling back to the router's."""
+def job_policies(conn: Connection, job_ids: set[str], default: JobPolicy) -> dict[str, JobPolicy]:
+    """Policy of each job, its own settings falling back to ``default`` (the router's)."""
     if not job_ids:
         return {}
-    default = JobPolicy.default(settings)
     stmt = (select(_JOB.id, _JOB.strategy, _JOB.weights, _JOB.slo_s, _PLAN.devices)
             .outerjoin(JobPlan.__table__, _PLAN.job_id == _JOB.id)  # type: ignore[attr-defined]
             .where(_JOB.id.in_(sorted(job_ids))))

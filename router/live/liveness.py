@@ -15,17 +15,17 @@ import logging
 from collections.abc import Collection
 
 import redis
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.broker.restore import reconcile
 from pipeline.errors import ServiceError
-from pipeline.ledger.models import Batch, BatchStatus, Prompt, PromptStatus
+from pipeline.ledger.models import Batch, BatchStatus
+from pipeline.ledger.state import move_batch
 
 log = logging.getLogger(__name__)
 
 _BATCH = Batch.__table__  # type: ignore[attr-defined]
-_PROMPT = Prompt.__table__  # type: ignore[attr-defined]
 
 
 def move_from_dead(engine: Engine, redis_client: redis.Redis,
@@ -58,14 +58,6 @@ def _move_in_sql(engine: Engine, dead_devices: Collection[str]) -> dict[str, str
             _BATCH.c.status == BatchStatus.DISPATCHED)).scalars().all()
         for batch_id in waiting:
             # Guarded by status, so a batch a worker claimed meanwhile is left alone.
-            hit = conn.execute(update(_BATCH).where(
-                _BATCH.c.id == batch_id, _BATCH.c.status == BatchStatus.DISPATCHED,
-            ).values(status=BatchStatus.MOVED, error="device had no live worker"))
-            if hit.rowcount != 1:
-                continue
-            jobs = conn.execute(update(_PROMPT).where(
-                _PROMPT.c.batch_id == batch_id, _PROMPT.c.status == PromptStatus.BATCHED,
-            ).values(status=PromptStatus.PENDING, batch_id=None).returning(_PROMPT.c.job_id))
-            for job_id in jobs.scalars():
+            for job_id in move_batch(conn, batch_id, "device had no live worker"):
                 moved[batch_id] = job_id
     return moved

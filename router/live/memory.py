@@ -31,7 +31,6 @@ from pipeline.errors import ConfigError
 from pipeline.fleet.devices import Device
 from pipeline.fleet.kvgeometry import KvGeometry
 from pipeline.fleet.modelfile import resolve_model_path
-from pipeline.settings import Settings
 from router.live.ggufheader import read_header
 from router.predict.predictor import BatchShape
 from router.scoring.options import MemoryNeed
@@ -150,16 +149,17 @@ class FootprintCache:
             log.debug("cannot keep footprint %s in Redis: %s", key, e)
 
 
-def memory_need(settings: Settings, store: redis.Redis | None = None) -> MemoryNeed:
+def memory_need(model: Path | None, n_ctx_per_seq: int,
+                store: redis.Redis | None = None) -> MemoryNeed:
     """A :data:`~router.scoring.options.MemoryNeed` over a :class:`FootprintCache` kept in ``store``.
 
-    A device's model is its own, else ``settings.model``; a routing pass touches no file
+    A device's model is its own, else ``model``; a routing pass touches no file
     (a kept footprint's file is looked at again every :data:`RECHECK_S`).
     """
     cache = FootprintCache(store)
 
     def need(device: Device, shape: BatchShape) -> int | None:
-        fp = cache.footprint(device, device.model or settings.model)
-        return fp.batch_bytes(shape.batch_size, settings.n_ctx_per_seq) if fp else None
+        fp = cache.footprint(device, device.model or model)
+        return fp.batch_bytes(shape.batch_size, n_ctx_per_seq) if fp else None
 
     return need

@@ -25,7 +25,7 @@ from uuid import uuid4
 import redis
 from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.broker.queue import ROUTER_LOCK_KEY, PromptRef
@@ -33,7 +33,9 @@ from pipeline.errors import ConfigError, ServiceError, UnroutableError
 from pipeline.fleet.devices import Registry
 from pipeline.grid.trace import GridConditions
 from pipeline.ledger.models import Batch, BatchStatus, Prompt, PromptStatus
-from pipeline.settings import Settings
+from pipeline.ledger.rows import BatchRow
+from pipeline.ledger.state import add_batches, mark_prompts_batched
+from router.config import RouterConfig
 from router.live.backlog import read_backlog_s
 from router.live.batching import PEEK_REFS, cut_batches, effective_batch_size, return_refs, take_refs
 from router.live.jobpolicy import JobPolicy, job_policies, strategy_for
@@ -106,7 +108,7 @@ class RouteReport:
 class _Pass:
     """Everything a routing pass needs besides the refs."""
 
-    settings: Settings
+    config: RouterConfig
     engine: Engine
     registry: Registry
     predictor: Predictor
@@ -122,8 +124,8 @@ class _Pass:
         try:
             return strategy_for(policy, self.strategies)
         except ConfigError as e:
-            log.warning("%s; routing with %s instead", e, self.settings.strategy)
-            return strategy_for(JobPolicy.default(self.settings), self.strategies)
+            log.warning("%s; routing with %s instead", e, self.config.strategy)
+            return strategy_for(JobPolicy.default(self.config), self.strategies)
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,7 @@ class RouteEnv:
 
 
 def route_once(
-    settings: Settings,
+    config: RouterConfig,
     engine: Engine,
     redis_client: redis.Redis,
     registry: Registry,
@@ -171,7 +173,7 @@ def route_once(
     at once with ``locked_out=True``.
 
     Args:
-        settings: batch size, max wait and strategy.
+        config: batch size, max wait and the default job policy.
         engine: the SQL ledger.
         redis_client: holds the pending list and the router lock.
         registry: the devices.
@@ -190,9 +192,9 @@ def route_once(
     """
     started = time.monotonic()
     env = env or RouteEnv()
-    ctx = _Pass(settings, engine, registry, predictor, effective_batch_size(settings, registry),
+    ctx = _Pass(config, engine, registry, predictor, effective_batch_size(config.batch_size, registry),
                 {}, env.strategies, env.alive, env.memory_need)
-    strategy_for(JobPolicy.default(settings), ctx.strategies)  # a bad default fails here
+    strategy_for(JobPolicy.default(config), ctx.strategies)  # a bad default fails here
     lock = redis_client.lock(ROUTER_LOCK_KEY, timeout=LOCK_TTL_S, blocking=False)
     try:
         acquired = lock.acquire(blocking=False)
@@ -233,7 +235,7 @@ def _route_locked(
     while True:
         at = now or datetime.now(UTC)
         ctx.grid = grid.now(ctx, at)
-        refs, plan = take_refs(client, ctx.batch_size, ctx.settings.max_wait_s, at.timestamp(),
+        refs, plan = take_refs(client, ctx.batch_size, ctx.config.max_wait_s, at.timestamp(),
                                peek_refs_max=peek_refs_max)
         report.waiting_refs = plan.waiting_partial
         if not refs:
@@ -268,12 +270,11 @@ def _commit_pass(
         with ctx.engine.begin() as conn:
             fresh = _still_pending(conn, refs)
             report.skipped_refs += len(refs) - len(fresh)
-            policies = job_policies(conn, {r.job_id for r in fresh}, ctx.settings)
+            policies = job_policies(conn, {r.job_id for r in fresh}, JobPolicy.default(ctx.config))
             batch_rows, assignments, dispatches, unroutable = _assign(ctx, fresh, policies, at,
                                                                       report)
-            if batch_rows:
-                conn.execute(insert(_BATCH), batch_rows)
-                conn.execute(_MARK_BATCHED, assignments)
+            add_batches(conn, batch_rows)
+            mark_prompts_batched(conn, assignments)
     except SQLAlchemyError as e:
         raise ServiceError(f"cannot record batches in the ledger: {e}") from e
     for row in batch_rows:
@@ -283,24 +284,17 @@ def _commit_pass(
     return dispatches, unroutable
 
 
-_MARK_BATCHED = (
-    update(Prompt.__table__)  # type: ignore[attr-defined]
-    .where(_PROMPT.id == bindparam("pid"))
-    .values(status=PromptStatus.BATCHED, batch_id=bindparam("bid"))
-)
-
-
 def _assign(
     ctx: _Pass, refs: Sequence[PromptRef], policies: dict[str, JobPolicy], at: datetime,
     report: RouteReport,
-) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[Dispatch], list[PromptRef]]:
+) -> tuple[list[BatchRow], list[dict[str, str]], list[Dispatch], list[PromptRef]]:
     """Cut ``refs`` into batches (never mixing policies) and decide a device for each,
     advancing the backlog as we go; refs of a group no device may take are handed back."""
-    batch_rows: list[dict[str, Any]] = []
+    batch_rows: list[BatchRow] = []
     assignments: list[dict[str, str]] = []
     dispatches: list[Dispatch] = []
     unroutable: list[PromptRef] = []
-    default = JobPolicy.default(ctx.settings)
+    default = JobPolicy.default(ctx.config)
     groups: dict[JobPolicy, list[PromptRef]] = {}
     for r in refs:
         groups.setdefault(policies.get(r.job_id, default), []).append(r)
@@ -321,7 +315,7 @@ def _assign(
 
 def _place(
     ctx: _Pass, policy: JobPolicy, batch: Sequence[PromptRef], batch_id: str, at: datetime,
-) -> tuple[dict[str, Any], str]:
+) -> tuple[BatchRow, str]:
     """Choose the device of one batch; return its Batch row and the queue to publish to."""
     shape = BatchShape(len(batch), sum(r.prompt_tokens for r in batch),
                        sum(r.max_tokens for r in batch))
@@ -333,7 +327,7 @@ def _place(
     choice = decision.option
     name = choice.device.name
     ctx.backlog_s[name] = ctx.backlog_s.get(name, 0.0) + choice.prediction.latency_s
-    row = {
+    row: BatchRow = {
         "id": batch_id, "created_at": at, "device": name, "strategy": policy.describe(),
         "size": len(batch), "status": BatchStatus.DISPATCHED, "attempts": 0,
         "predicted_latency_s": choice.prediction.latency_s,

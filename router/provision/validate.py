@@ -24,6 +24,7 @@ import numpy as np
 from pipeline.errors import ConfigError
 from pipeline.grid.trace import GridConditions
 from pipeline.settings import Settings
+from router.config import RouterConfig
 from router.provision.catalogue import Catalogue, site_device
 from router.provision.designs import Design, FleetEntry
 from router.provision.workload import Workload
@@ -118,8 +119,9 @@ def validate(cat: Catalogue, design: Design, work: Workload, grid: GridCondition
                 "(estimates, not measurements)")
     fleet = load_fleet(fleet_path)
     # The router waits as long as a full batch takes to arrive (the MILP counted that wait).
-    settings = Settings(batch_size=design.online_batch,
-                        max_wait_s=max(work.fill_s(design.online_batch), 0.01), slo_s=work.slo_s)
-    run = SimRun(fleet, online_arrivals(work, hours, seed), grid, settings, start, hours,
+    config = RouterConfig.from_settings(Settings(
+        batch_size=design.online_batch, max_wait_s=max(work.fill_s(design.online_batch), 0.01),
+        slo_s=work.slo_s))
+    run = SimRun(fleet, online_arrivals(work, hours, seed), grid, config, start, hours,
                  work.slo_s)
     return Validation(fleet_path, compare(run, [strategy]).summaries[0])

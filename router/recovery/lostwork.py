@@ -28,12 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.broker.alive import live_workers
 from pipeline.errors import ServiceError
 from pipeline.ledger.models import Batch, BatchStatus
+from pipeline.ledger.state import take_back_batch
 from router.live.route import PublishMany
 from router.recovery.requeue import device_queue
 
@@ -103,11 +104,7 @@ def take_back(engine: Engine, publish: PublishMany, claims: list[Claim]) -> int:
     try:
         with engine.begin() as conn:
             for cl in claims:
-                hit = conn.execute(update(_BATCH).where(
-                    _BATCH.c.id == cl.batch_id, _BATCH.c.status == BatchStatus.RUNNING,
-                    _BATCH.c.worker_id == cl.worker_id,
-                ).values(status=BatchStatus.DISPATCHED, error=lost_note(cl)))
-                if hit.rowcount == 1:
+                if take_back_batch(conn, cl.batch_id, cl.worker_id, lost_note(cl)):
                     taken.append(cl)
     except SQLAlchemyError as e:
         raise ServiceError(f"cannot take back batches of lost workers: {e}") from e

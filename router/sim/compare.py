@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from pipeline.grid.trace import GridConditions
-from pipeline.settings import Settings
+from router.config import RouterConfig
 from router.scoring.following import PlanStrategy
 from router.scoring.strategies import Strategy, get_strategy
 from router.sim.arrivals import Arrivals
@@ -48,7 +48,7 @@ class SimRun:
     fleet: Fleet
     arrivals: Arrivals
     grid: GridConditions
-    settings: Settings
+    config: RouterConfig
     start: datetime
     hours: int
     slo_s: float
@@ -62,14 +62,14 @@ class SimRun:
 def plan_for(run: SimRun, trace: BatchTrace, order: Sequence[str] | None = None) -> BatchPlan:
     """The allocation LP of ``run``'s batches, ``order`` (default the run's) lexicographically,
     each batch on a class that can finish it within the run's latency target where any can."""
-    return plan_batches(run.costs(trace), order or run.plan_order, run.settings.slo_s,
+    return plan_batches(run.costs(trace), order or run.plan_order, run.config.slo_s,
                         run.hours)
 
 
 def make_strategy(run: SimRun, name: str, comparison: Comparison) -> Strategy:
     """A fresh strategy instance; for ``optimal`` the LP is solved first."""
     if name != "optimal":
-        return get_strategy(name, run.settings.weights)
+        return get_strategy(name, run.config.weights)
     plan = plan_for(run, comparison.trace)
     comparison.plan = plan
     comparison.notes.append(f"optimal follows the LP plan for lex:{','.join(plan.order)}")
@@ -80,10 +80,10 @@ def make_strategy(run: SimRun, name: str, comparison: Comparison) -> Strategy:
 
 def compare(run: SimRun, names: Sequence[str]) -> Comparison:
     """Simulate each strategy in ``names`` on the same run."""
-    out = Comparison(batch_trace(run.arrivals, run.settings, run.fleet.registry))
+    out = Comparison(batch_trace(run.arrivals, run.config, run.fleet.registry))
     for name in names:
         strategy = make_strategy(run, name, out)
-        outcome = simulate(run.fleet, run.arrivals, run.grid, strategy, run.settings, run.start,
+        outcome = simulate(run.fleet, run.arrivals, run.grid, strategy, run.config, run.start,
                            out.trace)
         out.outcomes.append(outcome)
         out.summaries.append(summarise(outcome, run.slo_s, run.hours * 3600.0))

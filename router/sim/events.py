@@ -33,7 +33,7 @@ from pipeline.accounting.account import BatchAccount
 from pipeline.errors import ConfigError, UnroutableError
 from pipeline.fleet.devices import Registry
 from pipeline.grid.trace import GridConditions
-from pipeline.settings import Settings
+from router.config import RouterConfig
 from router.live.batching import effective_batch_size
 from router.predict.predictor import BatchShape
 from router.scoring.classoptions import DeviceClasses
@@ -115,8 +115,8 @@ class _Loop:
     """State of one run: device clocks, zone conditions per hour, and the outputs."""
 
     def __init__(self, fleet: Fleet, arrivals: Arrivals, grid: GridConditions,
-                 strategy: Strategy, settings: Settings, start: datetime) -> None:
-        self.fleet, self.grid, self.strategy, self.settings = fleet, grid, strategy, settings
+                 strategy: Strategy, config: RouterConfig, start: datetime) -> None:
+        self.fleet, self.grid, self.strategy, self.config = fleet, grid, strategy, config
         self.start = start
         self.devices = list(fleet.registry.devices)
         self.index = {d.name: k for k, d in enumerate(self.devices)}
@@ -159,7 +159,7 @@ class _Loop:
         options = self.classes.options(shape, self.fleet.predictor, self.grid_now(t_s), backlog,
                                        memory_need=self.memory_need)
         try:
-            option = decide(self.strategy, options, self.settings.slo_s,
+            option = decide(self.strategy, options, self.config.slo_s,
                             float(trace.waited_s[j])).option
         except UnroutableError as e:
             reason = str(e).split(":")[0]
@@ -177,14 +177,14 @@ class _Loop:
         self.device_of[first : first + size] = k
 
 
-def batch_trace(arrivals: Arrivals, settings: Settings, registry: Registry) -> BatchTrace:
-    """The batches the router cuts from ``arrivals`` with ``settings`` (whatever the strategy)."""
-    return cut_trace(arrivals, effective_batch_size(settings, registry), settings.max_wait_s,
-                     settings.router_interval_s)
+def batch_trace(arrivals: Arrivals, config: RouterConfig, registry: Registry) -> BatchTrace:
+    """The batches the router cuts from ``arrivals`` with ``config`` (whatever the strategy)."""
+    return cut_trace(arrivals, effective_batch_size(config.batch_size, registry), config.max_wait_s,
+                     config.router_interval_s)
 
 
 def simulate(fleet: Fleet, arrivals: Arrivals, grid: GridConditions, strategy: Strategy,
-             settings: Settings, start: datetime, trace: BatchTrace | None = None) -> SimOutcome:
+             config: RouterConfig, start: datetime, trace: BatchTrace | None = None) -> SimOutcome:
     """Run ``arrivals`` through the router's batching and ``strategy`` on ``fleet``.
 
     Args:
@@ -192,7 +192,7 @@ def simulate(fleet: Fleet, arrivals: Arrivals, grid: GridConditions, strategy: S
         arrivals: the requests, times relative to ``start``.
         grid: carbon, price and temperature by zone and hour.
         strategy: a fresh strategy instance (stateful ones carry state through the run).
-        settings: batch size, max wait, router interval, SLO.
+        config: batch size, max wait, router interval, SLO.
         start: simulated time zero, timezone-aware UTC.
         trace: the batches of ``arrivals`` (:func:`batch_trace`), when already cut.
 
@@ -200,8 +200,8 @@ def simulate(fleet: Fleet, arrivals: Arrivals, grid: GridConditions, strategy: S
         ConfigError: empty fleet, or a zone without grid data.
     """
     began = time.perf_counter()
-    loop = _Loop(fleet, arrivals, grid, strategy, settings, start)
-    trace = trace if trace is not None else batch_trace(arrivals, settings, fleet.registry)
+    loop = _Loop(fleet, arrivals, grid, strategy, config, start)
+    trace = trace if trace is not None else batch_trace(arrivals, config, fleet.registry)
     clocked = strategy if isinstance(strategy, Clocked) else None
     tick = math.nan
     for j in range(len(trace)):

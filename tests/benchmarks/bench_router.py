@@ -33,6 +33,7 @@ from pipeline.grid.trace import GridTrace
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.models import Job, Prompt, PromptStatus
 from pipeline.settings import Settings
+from router.config import RouterConfig
 from router.live.route import Dispatch, PublishMany, publish_each, route_once
 from router.predict.nominal import NominalPredictor
 
@@ -119,7 +120,8 @@ def run(label: str, url: str, n: int, batch_size: int,
         started = time.perf_counter()
         dispatched = batches = 0
         while pending_count(client):
-            report = route_once(settings, engine, client, reg, predictor, carbon, publish)
+            report = route_once(RouterConfig.from_settings(settings), engine, client, reg, predictor,
+                                carbon, publish)
             dispatched += report.prompts
             batches += report.batches
         elapsed_s = time.perf_counter() - started

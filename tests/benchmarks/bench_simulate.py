@@ -21,6 +21,7 @@ import numpy as np
 from pipeline.grid.trace import GridTrace
 from pipeline.settings import Settings
 from router.allocation.lp import solve_lexicographic
+from router.config import RouterConfig
 from router.sim.arrivals import read_trace, replay, scale_for_requests
 from router.sim.compare import SimRun, carbon_bound, compare, gaps_to
 from router.sim.fleet import load_fleet
@@ -36,7 +37,7 @@ def bench_sim(n_requests: int, strategy: str) -> None:
     trace = read_trace()
     arrivals = replay(trace, 24, scale_for_requests(trace, 24, n_requests))
     settings = Settings(batch_size=16, max_wait_s=1.0, slo_s=30.0)
-    run = SimRun(fleet, arrivals, GridTrace(), settings, START, 24, 30.0)
+    run = SimRun(fleet, arrivals, GridTrace(), RouterConfig.from_settings(settings), START, 24, 30.0)
     began = time.perf_counter()
     result = compare(run, [strategy])
     wall_s = time.perf_counter() - began

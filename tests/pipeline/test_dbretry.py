@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from pipeline.app.celery_app import reliability_conf, retry_delay_s, soft_time_limit_s
+from pipeline.app.celery_app import reliability_conf, soft_time_limit_s
 from pipeline.ledger.db import make_engine
+from pipeline.ledger.outcome import RetryPolicy
 from pipeline.ledger.retry import retry_db
 from pipeline.settings import load_settings
 
@@ -59,7 +60,7 @@ def test_gives_up_after_total_time_and_never_retries_integrity_errors() -> None:
 
 
 def test_backoff_time_limits_and_restore_sweep() -> None:
-    assert [retry_delay_s(n) for n in range(7)] == [2, 4, 8, 16, 32, 60, 60]
+    assert [RetryPolicy().backoff_s(n) for n in range(7)] == [2, 4, 8, 16, 32, 60, 60]
     assert soft_time_limit_s(1800) == 1770 and soft_time_limit_s(10) == 8
     assert soft_time_limit_s(3) == 2 and soft_time_limit_s(1) == 1
     conf = reliability_conf(load_settings(redis_url="redis://x", visibility_timeout_s=20,

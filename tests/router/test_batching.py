@@ -70,10 +70,10 @@ def test_peek_size_is_whole_batches() -> None:
 def test_effective_batch_size_capped_by_largest_device() -> None:
     reg = Registry(devices=[Device(name="a", kind="cpu", zone="DE-LU", max_batch_size=2),
                             Device(name="b", kind="cpu", zone="DE-LU", max_batch_size=6)])
-    assert effective_batch_size(Settings(batch_size=16), reg) == 6
-    assert effective_batch_size(Settings(batch_size=4), reg) == 4
+    assert effective_batch_size(16, reg) == 6
+    assert effective_batch_size(4, reg) == 4
     with pytest.raises(ConfigError):
-        effective_batch_size(Settings(), Registry(devices=[]))
+        effective_batch_size(Settings().batch_size, Registry(devices=[]))
 
 
 @pytest.mark.service

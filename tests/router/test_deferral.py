@@ -56,7 +56,7 @@ def _setup(engine: Engine, rclient: redis.Redis, n: int = 8, hours: float = 10.0
     forecast = StepForecast(now, low_hour=3)
     reg = Registry(devices=[Device(name="cpu", kind="cpu", zone="GB",
                                    nominal_tokens_per_s=100.0)])
-    return job_id, now, Planning(reg, NominalPredictor(), forecast, Settings()), forecast
+    return job_id, now, Planning(reg, NominalPredictor(), forecast, Settings().batch_size), forecast
 
 
 def test_deferred_job_waits_for_its_window_then_is_released_once(

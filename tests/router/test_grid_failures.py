@@ -20,6 +20,7 @@ from pipeline.intake.parse import validate_records
 from pipeline.intake.submit import submit_records
 from pipeline.ledger.models import Batch, Job, JobPlan, JobStatus
 from pipeline.settings import Settings
+from router.config import RouterConfig
 from router.deferral.planner import JobWork, device_forecast, plan_job
 from router.deferral.release import Planning, plan_pass
 from router.live.route import RouteEnv, route_once
@@ -50,8 +51,8 @@ def test_a_device_without_data_now_is_left_out_with_the_reason_and_one_warning(
     caplog.set_level(logging.WARNING, logger="router")
     for k in range(3):  # three routing calls, as three beats of the router
         seed_job(engine, rclient, f"j{k}", 4, enqueued_unix_s=NOW.timestamp())
-        report = route_once(settings, engine, rclient, sg_then_gb(), NominalPredictor(), grid,
-                            sent.extend, NOW, env=env)
+        report = route_once(RouterConfig.from_settings(settings), engine, rclient, sg_then_gb(),
+                            NominalPredictor(), grid, sent.extend, NOW, env=env)
         assert report.prompts == 4 and report.unroutable == ""
     with Session(engine) as s:
         rows = list(s.scalars(select(Batch)))
@@ -69,8 +70,8 @@ def test_when_no_device_has_data_the_prompts_wait_without_an_error(
         engine: Engine, rclient: redis.Redis, tmp_path: Path) -> None:
     seed_job(engine, rclient, "j", 2, enqueued_unix_s=NOW.timestamp())
     only_sg = Registry(devices=[Device(name="sg", kind="cpu", zone="SG")])
-    report = route_once(Settings(batch_size=2), engine, rclient, only_sg, NominalPredictor(),
-                        january_only_sg(tmp_path), [].extend, NOW)
+    report = route_once(RouterConfig.from_settings(Settings(batch_size=2)), engine, rclient, only_sg,
+                        NominalPredictor(), january_only_sg(tmp_path), [].extend, NOW)
     assert report.prompts == 0 and report.stop_reason.startswith("unroutable: no device")
     assert "sg (no grid data" in report.unroutable
 
@@ -87,7 +88,7 @@ def test_the_planner_leaves_out_a_device_without_forecast_and_never_fails(
     now = datetime.now(UTC)
     job_id = _deferred_job(engine, rclient, now)
     forecast = Forecaster(january_only_sg(tmp_path))
-    planning = Planning(sg_then_gb(), NominalPredictor(), forecast, Settings(batch_size=4))
+    planning = Planning(sg_then_gb(), NominalPredictor(), forecast, 4)
     report = plan_pass(engine, rclient, planning, now)
     assert report.planned == [job_id]
     with Session(engine) as s:
@@ -95,7 +96,7 @@ def test_the_planner_leaves_out_a_device_without_forecast_and_never_fails(
         assert plan is not None and plan.devices == ["gb"]
         assert "sg left out (no forecast: " in str(plan.note)
     alone = Planning(Registry(devices=[Device(name="sg", kind="cpu", zone="SG")]),
-                     NominalPredictor(), forecast, Settings(batch_size=4))
+                     NominalPredictor(), forecast, 4)
     other = _deferred_job(engine, rclient, now)
     report = plan_pass(engine, rclient, alone, now)
     assert other in report.unplanned and "no device can plan this job" in report.unplanned[other]

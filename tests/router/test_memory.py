@@ -13,7 +13,6 @@ from llama_cpp import Llama
 
 from pipeline.fleet.devices import Device
 from pipeline.fleet.kvgeometry import KvGeometry
-from pipeline.settings import Settings
 from router.live.memory import FootprintCache, ModelFootprint, file_key, memory_need, read_footprint
 from router.predict.predictor import BatchShape
 from tests.ggufmodels import write_synthetic_gguf
@@ -73,7 +72,7 @@ def test_a_cut_short_header_is_a_clear_error(tmp_path: Path, big_vocab_model: Pa
 
 def test_memory_need_grows_with_the_batch_and_skips_a_missing_model(model_path: Path,
                                                                   tmp_path: Path) -> None:
-    need = memory_need(Settings(n_ctx_per_seq=1024))
+    need = memory_need(None, 1024)
     cpu = Device(name="cpu", kind="cpu", zone="DE-LU", model=model_path)
     one, four = need(cpu, BatchShape(1, 10, 10)), need(cpu, BatchShape(4, 40, 40))
     assert one is not None and four is not None

@@ -19,6 +19,7 @@ from pipeline.errors import ConfigError
 from pipeline.fleet.devices import Registry
 from pipeline.settings import Settings, load_settings
 from router.allocation.allocation_file import read_plan, save_plan
+from router.config import RouterConfig
 from router.live.route import route_once
 from router.predict.nominal import NominalPredictor
 from router.scoring.following import PlanStrategy, load_plan
@@ -107,8 +108,8 @@ def test_live_router_follows_the_plan_3_to_1(
     path = write(tmp_path, shares=[[0.75], [0.25]])
     seed_job(engine, rclient, "j1", 32, enqueued_unix_s=START.timestamp() - 5)
     settings = Settings(batch_size=4, strategy="optimal", plan_file=path)
-    report = route_once(settings, engine, rclient, registry, NominalPredictor(), carbon,
-                        Recorder(engine), START)
+    report = route_once(RouterConfig.from_settings(settings), engine, rclient, registry,
+                        NominalPredictor(), carbon, Recorder(engine), START)
     assert report.batches == 8
     assert Counter(b.device for b in batches(engine)) == {"gpu": 6, "edge": 2}
     assert {b.strategy for b in batches(engine)} == {"optimal"}
@@ -119,8 +120,8 @@ def test_live_router_without_plan_file_is_a_config_error(
     engine: Engine, rclient: redis.Redis, registry: Registry, carbon: FixedCarbon,
 ) -> None:
     with pytest.raises(ConfigError, match="ECOBATCH_PLAN_FILE"):
-        route_once(Settings(strategy="optimal"), engine, rclient, registry, NominalPredictor(),
-                   carbon, Recorder(engine), START)
+        route_once(RouterConfig.from_settings(Settings(strategy="optimal")), engine, rclient,
+                   registry, NominalPredictor(), carbon, Recorder(engine), START)
 
 
 REGISTRY = """

@@ -14,6 +14,7 @@ from pipeline.broker.queue import ROUTER_LOCK_KEY, pending_count, push_refs
 from pipeline.fleet.devices import Registry
 from pipeline.ledger.models import Batch, BatchStatus, Job, Prompt, PromptStatus, Result
 from pipeline.settings import Settings
+from router.config import RouterConfig
 from router.live.route import Dispatch, RouteReport, publish_each, route_once
 from router.predict.nominal import NominalPredictor
 from router.predict.predictor import BatchShape, Prediction
@@ -46,7 +47,8 @@ class Recorder:
 
 def route(settings: Settings, engine: Engine, client: redis.Redis, registry: Registry,
           carbon: FixedCarbon, publish: Recorder, now: datetime = NOW, **kw: object) -> RouteReport:
-    return route_once(settings, engine, client, registry, NominalPredictor(), carbon, publish,
+    return route_once(RouterConfig.from_settings(settings), engine, client, registry,
+                      NominalPredictor(), carbon, publish,
                       now, **kw)  # type: ignore[arg-type]
 
 
@@ -169,7 +171,7 @@ def test_failure_before_commit_returns_refs(
 ) -> None:
     refs = seed_job(engine, rclient, "j1", 8, enqueued_unix_s=NOW.timestamp())
     with pytest.raises(RuntimeError):
-        route_once(Settings(), engine, rclient, registry, Exploding(), carbon,
+        route_once(RouterConfig.from_settings(Settings()), engine, rclient, registry, Exploding(), carbon,
                    Recorder(engine), NOW)
     assert rclient.lrange("ecobatch:pending", 0, -1) == [r.encode() for r in refs]
     assert not batches(engine) and rclient.get(ROUTER_LOCK_KEY) is None

@@ -6,7 +6,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 import redis
@@ -18,9 +17,10 @@ from pipeline.broker.queue import pending_count
 from pipeline.fleet.devices import Registry
 from pipeline.ledger.models import Batch, BatchStatus
 from pipeline.settings import Settings
+from router.config import RouterConfig
 from router.live.route import Dispatch
 from router.predict.profiled import ProfilePredictor
-from router.service import cached_predictor, route_pass
+from router.service import RouterState, cached_predictor, route_pass
 from tests.router.conftest import FixedCarbon, seed_job
 
 pytestmark = pytest.mark.service
@@ -33,7 +33,11 @@ class Ctx:
     redis: redis.Redis
     registry: Registry
     grid: FixedCarbon
-    cache: dict[str, Any] = field(default_factory=dict)
+    router_state: RouterState = field(default_factory=RouterState)
+
+    @property
+    def router_config(self) -> RouterConfig:
+        return RouterConfig.from_settings(self.settings)
 
     @property
     def forecast(self) -> FixedCarbon:

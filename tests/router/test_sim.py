@@ -12,6 +12,7 @@ from pipeline.errors import ConfigError
 from pipeline.fleet.devices import Device, Registry
 from pipeline.grid.trace import GridTrace
 from pipeline.settings import Settings
+from router.config import RouterConfig
 from router.predict.predictor import BatchShape
 from router.scoring.classoptions import DeviceClasses
 from router.scoring.options import grid_now, options_for
@@ -88,7 +89,8 @@ def small_run(strategy: str, settings: Settings | None = None):  # type: ignore[
     fleet = load_fleet(EDGE)
     arrivals = poisson(0.05, 1.0, seed=11)
     settings = settings or Settings(batch_size=4, max_wait_s=2.0, slo_s=120.0)
-    return simulate(fleet, arrivals, GridTrace(), get_strategy(strategy), settings, START)
+    return simulate(fleet, arrivals, GridTrace(), get_strategy(strategy),
+                    RouterConfig.from_settings(settings), START)
 
 
 @pytest.mark.parametrize("strategy", ["greedy", "carbon", "latency", "weighted", "round_robin"])
@@ -110,7 +112,7 @@ def test_memory_limit_counts_missed_requests(tmp_path: Path) -> None:
     fleet = load_fleet(tiny)
     arrivals = Arrivals(np.array([0.0, 1.0]), np.array([10, 5000]), np.array([10, 10]))
     out = simulate(fleet, arrivals, GridTrace(), get_strategy("carbon"),
-                   Settings(batch_size=1, max_wait_s=0.5), START)
+                   RouterConfig.from_settings(Settings(batch_size=1, max_wait_s=0.5)), START)
     assert out.missed and sum(out.missed.values()) == 1
     assert np.isnan(out.finish_s[1]) and not np.isnan(out.finish_s[0])
 
@@ -130,6 +132,7 @@ def test_partial_batches_wait_for_max_wait() -> None:
     fleet = load_fleet(EDGE)
     arrivals = Arrivals(np.array([0.0]), np.array([10]), np.array([10]))
     settings = Settings(batch_size=4, max_wait_s=3.0, router_interval_s=0.25)
-    out = simulate(fleet, arrivals, GridTrace(), get_strategy("greedy"), settings, START)
+    out = simulate(fleet, arrivals, GridTrace(), get_strategy("greedy"),
+                   RouterConfig.from_settings(settings), START)
     assert out.batches.start_s == [3.0]
     assert Registry(devices=[Device(name="x", kind="cpu", zone="DE-LU")])  # registry format unchanged

@@ -23,6 +23,7 @@ from pipeline.accounting.account import BatchAccount
 from pipeline.app.cli.main import main
 from pipeline.grid.trace import GridTrace
 from pipeline.settings import Settings
+from router.config import RouterConfig
 from router.sim.arrivals import Arrivals, diurnal, poisson, read_trace, replay
 from router.sim.compare import SimRun, carbon_bound, compare
 from router.sim.events import SimOutcome
@@ -62,7 +63,7 @@ def run_for(fleet: Fleet, pattern: str, order: tuple[str, ...]) -> SimRun:
     make, hour = ARRIVALS[pattern]
     arrivals = make()
     hours = int(np.ceil(arrivals.t_s[-1] / 3600.0))
-    return SimRun(fleet, arrivals, GridTrace(), Settings(slo_s=SLO_S), datetime(
+    return SimRun(fleet, arrivals, GridTrace(), RouterConfig.from_settings(Settings(slo_s=SLO_S)), datetime(
         2024, 6, 1, hour, tzinfo=UTC), hours, SLO_S, order)
 
 

@@ -26,7 +26,7 @@ def test_host_share_is_written_apart(db_url: str, tmp_path: Path) -> None:
     ctx = AppContext(load_settings(database_url=db_url, devices=registry, backend="echo"))
     gpu = FixedMeter(EnergyReading(360.0, 2.0, "nvml", True, notes=("short-window",)))
     host = FixedMeter(EnergyReading(80.0, 2.0, "rapl", True, {"package": 60.0, "dram": 20.0}))
-    ctx.cache["meter:gpu0"] = HostShareMeter(gpu, host, 0.5)
+    ctx.worker_state.meters["gpu0"] = HostShareMeter(gpu, host, 0.5)
     with session_scope(ctx.engine) as s:
         s.add(Job(id="j1", n_prompts=2))
         s.add(Batch(id="b1", device="gpu0", size=2))

@@ -1,19 +1,21 @@
 """The body of ``ecobatch.infer_batch``: claim, decode, meter, account, write.
 
-The model and the meter are built once per worker process (cached on the process's
-context, a :class:`WorkerContext`), never per batch.
+The model and the meter are built once per worker process (kept in the process's
+:class:`WorkerState`, held by its context), never per batch.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine
 
 from pipeline.accounting.account import account_batch
-from pipeline.errors import EcobatchError, InferenceError, MemoryBudgetError
+from pipeline.errors import DeadLetterError, InferenceError, RetryableError
 from pipeline.fleet.devices import Device, Registry
 from pipeline.grid.trace import GridConditions
 from pipeline.ledger.batches import (
@@ -25,23 +27,48 @@ from pipeline.ledger.batches import (
     reject_prompts,
 )
 from pipeline.ledger.models import Prompt, utc_now
+from pipeline.ledger.outcome import Action, Outcome, failure_reason
 from pipeline.ledger.retry import retry_db
-from pipeline.outage import SERVICES, failure_kind, outages_of
+from pipeline.ledger.rows import BatchFigures, ResultRow
+from pipeline.outage import SERVICES, Outages, failure_kind
 from pipeline.settings import Settings
 from workers.backends.base import BatchOutput, GenerationRequest, InferenceBackend
 from workers.backends.factory import build_backend
+from workers.config import WorkerConfig
 from workers.meters import make_meter
 from workers.meters.base import EnergyMeter, EnergyReading
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerState:
+    """What a worker process keeps from one batch to the next (held by its context)."""
+
+    backends: dict[str, InferenceBackend] = field(default_factory=dict)
+    """Loaded models by device name."""
+    meters: dict[str, EnergyMeter] = field(default_factory=dict)
+    """Energy meters by device name."""
+    outages: Outages = field(default_factory=lambda: Outages("worker"))
 
 
 class WorkerContext(Protocol):
-    """What a worker process provides its batches (``pipeline.app.context.WorkerContext``)."""
+    """What a worker process provides its batches (``pipeline.app.context.AppContext``)."""
 
     settings: Settings
-    cache: dict[str, Any]
+    """Handed whole to the backend factory only (backend plugins are written against it)."""
     worker_id: str | None
+
+    @property
+    def worker_config(self) -> WorkerConfig:
+        """The worker's part of the settings."""
+        ...
+
+    @property
+    def worker_state(self) -> WorkerState:
+        """What this process keeps between batches."""
+        ...
 
     @property
     def engine(self) -> Engine:
@@ -59,33 +86,21 @@ class WorkerContext(Protocol):
         ...
 
 
-class RetryableError(EcobatchError):
-    """A batch failed in a way another attempt may not; attempts are counted in SQL.
-
-    Attributes:
-        attempts: attempts counted so far, which sets the backoff before the next one.
-    """
-
-    def __init__(self, message: str, attempts: int = 0) -> None:
-        super().__init__(message)
-        self.attempts = attempts
-
-
-def _per_process(ctx: WorkerContext, key: str, build: Callable[[], T]) -> T:
-    if key not in ctx.cache:
-        ctx.cache[key] = build()
-    value: T = ctx.cache[key]
-    return value
+def _per_device(kept: dict[str, T], device: Device, build: Callable[[], T]) -> T:
+    if device.name not in kept:
+        kept[device.name] = build()
+    return kept[device.name]
 
 
 def backend_for(ctx: WorkerContext, device: Device) -> InferenceBackend:
     """The device's backend, loading the model on first use in this process."""
-    return _per_process(ctx, f"backend:{device.name}", lambda: build_backend(device, ctx.settings))
+    return _per_device(ctx.worker_state.backends, device,
+                       lambda: build_backend(device, ctx.settings))
 
 
 def meter_for(ctx: WorkerContext, device: Device) -> EnergyMeter:
     """The device's energy meter, built once per process."""
-    return _per_process(ctx, f"meter:{device.name}", lambda: make_meter(device))
+    return _per_device(ctx.worker_state.meters, device, lambda: make_meter(device))
 
 
 def to_request(p: Prompt, temperature: float) -> GenerationRequest:
@@ -101,11 +116,13 @@ def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:
     with its reason, and its batch-mates are still answered.
 
     Raises:
-        RetryableError: decoding failed in a way worth another attempt, or the previous
-            attempt was lost (its worker died): the caller backs off before the next.
+        RetryableError: decoding failed in a way worth another attempt (the failure is
+            recorded), or the previous attempt was lost (its worker died): the caller backs
+            off before the next.
+        DeadLetterError: another attempt would fail the same way (the KV cache cannot fit).
     """
-    claimed = claim_batch(ctx.engine, batch_id, ctx.settings.max_attempts, ctx.worker_id)
-    outages_of(ctx.cache, "worker").succeeded("database")  # the claim reached it
+    claimed = claim_batch(ctx.engine, batch_id, ctx.worker_config.max_attempts, ctx.worker_id)
+    ctx.worker_state.outages.succeeded("database")  # the claim reached it
     if claimed.settled:
         if claimed.dead:  # the attempt limit was passed just now: the job may be finished
             refresh_jobs(ctx.engine, batch_id)
@@ -118,23 +135,44 @@ def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:
     backend = backend_for(ctx, device)
     prompts, requests = _screen(ctx, backend, claimed.prompts)
     if not prompts:
-        complete_batch(ctx.engine, batch_id, {}, [])
+        complete_batch(ctx.engine, batch_id, None, [])
         return {"batch_id": batch_id, "status": "done", "rejected": len(claimed.prompts)}
     try:
         output, reading, started = _decode(backend, meter_for(ctx, device), requests)
-    except MemoryBudgetError as e:
-        dead_letter(ctx.engine, batch_id, str(e))  # another attempt would fail the same way
-        return {"batch_id": batch_id, "status": "dead", "error": str(e)}
+    except DeadLetterError:
+        raise  # the policy dead-letters it (pipeline.ledger.outcome.decide)
     except Exception as e:  # llama.cpp raises RuntimeError/ValueError too; attempts are capped
-        reason = str(e) if isinstance(e, InferenceError) else f"{type(e).__name__}: {e}"
+        reason = str(e) if isinstance(e, InferenceError) else failure_reason(e)
         record_failure(ctx.engine, batch_id, reason)
         raise RetryableError(reason, attempts=claimed.batch.attempts) from e
     rows = _result_rows(ctx, device, claimed.batch.id, prompts, output, reading, started)
     # The answers are in memory: keep them through a database outage rather than decode again.
     retry_db(lambda: complete_batch(ctx.engine, batch_id, _batch_values(output, reading), rows),
-             total_s=ctx.settings.db_retry_s, outages=outages_of(ctx.cache, "worker"))
+             total_s=ctx.worker_config.db_retry_s, outages=ctx.worker_state.outages)
     return {"batch_id": batch_id, "status": "done", "energy_j": reading.energy_j,
             "rejected": len(claimed.prompts) - len(prompts)}
+
+
+def settle_failure(ctx: WorkerContext, batch_id: str, exc: BaseException,
+                   outcome: Outcome) -> dict[str, Any] | None:
+    """Write in the ledger what ``outcome`` means for the batch whose attempt raised ``exc``.
+
+    Returns:
+        The task's reply when the message is done with (acknowledged or dead-lettered); None
+        when it is to be retried after ``outcome.delay_s``.
+    """
+    if outcome.action == Action.ACK:
+        log.error("batch %s: %s", batch_id, outcome.reason)
+        return {"batch_id": batch_id, "status": "unknown", "error": outcome.reason}
+    if outcome.action == Action.DEAD_LETTER:
+        try:
+            dead_letter(ctx.engine, batch_id, outcome.reason)
+        except Exception as e:  # the database is away: retried, the next attempt decides again
+            note_failure(ctx, batch_id, e)
+            return None
+        return {"batch_id": batch_id, "status": "dead", "error": outcome.reason}
+    note_failure(ctx, batch_id, exc)
+    return None
 
 
 def note_failure(ctx: WorkerContext, batch_id: str, exc: BaseException) -> None:
@@ -144,14 +182,14 @@ def note_failure(ctx: WorkerContext, batch_id: str, exc: BaseException) -> None:
     is down nothing can be recorded: the process's outage log says so once (not once per
     attempt of every batch) and the retry goes ahead all the same.
     """
-    outages = outages_of(ctx.cache, "worker")
+    outages = ctx.worker_state.outages
     if failure_kind(exc) in SERVICES:
         outages.failed(exc)
         return
     if isinstance(exc, RetryableError):
         return
     try:
-        record_failure(ctx.engine, batch_id, f"{type(exc).__name__}: {exc}")
+        record_failure(ctx.engine, batch_id, failure_reason(exc))
     except Exception as e:  # the failure being noted may be the database itself
         outages.failed(e)
 
@@ -159,7 +197,7 @@ def note_failure(ctx: WorkerContext, batch_id: str, exc: BaseException) -> None:
 def _screen(ctx: WorkerContext, backend: InferenceBackend,
             prompts: list[Prompt]) -> tuple[list[Prompt], list[GenerationRequest]]:
     """Dead-letter the prompts the backend refuses; return the others and their requests."""
-    requests = [to_request(p, ctx.settings.temperature) for p in prompts]
+    requests = [to_request(p, ctx.worker_config.temperature) for p in prompts]
     reasons = {r.request_id: reason for r in requests
                if (reason := backend.check(r)) is not None}
     if reasons:
@@ -185,29 +223,28 @@ def _storable(text: str) -> str:
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
-def _batch_values(output: BatchOutput, reading: EnergyReading) -> dict[str, Any]:
-    return {"latency_s": output.wall_s, "energy_j": reading.energy_j,
-            "energy_source": reading.source, "energy_measured": reading.measured,
-            "peak_memory_bytes": output.peak_memory_bytes,
-            "energy_notes": ",".join(reading.notes) or None, **_host_values(reading)}
-
-
-def _host_values(reading: EnergyReading) -> dict[str, Any]:
+def _batch_values(output: BatchOutput, reading: EnergyReading) -> BatchFigures:
+    figures: BatchFigures = {
+        "latency_s": output.wall_s, "energy_j": reading.energy_j,
+        "energy_source": reading.source, "energy_measured": reading.measured,
+        "peak_memory_bytes": output.peak_memory_bytes,
+        "energy_notes": ",".join(reading.notes) or None}
     host = reading.host
-    if host is None:
-        return {}
-    return {"host_energy_j": host.energy_j, "host_energy_source": host.source,
-            "host_energy_measured": host.measured}
+    if host is not None:
+        figures["host_energy_j"] = host.energy_j
+        figures["host_energy_source"] = host.source
+        figures["host_energy_measured"] = host.measured
+    return figures
 
 
 def _result_rows(ctx: WorkerContext, device: Device, batch_id: str, prompts: list[Prompt],
                  output: BatchOutput, reading: EnergyReading,
-                 started: datetime) -> list[dict[str, Any]]:
+                 started: datetime) -> list[ResultRow]:
     tokens = [r.prompt_tokens + r.completion_tokens for r in output.results]
     host_j = reading.host.energy_j if reading.host is not None else None
     shares = account_batch(ctx.grid, device, reading.energy_j, reading.duration_s, started, tokens,
                            host_energy_j=host_j)
-    rows = []
+    rows: list[ResultRow] = []
     for prompt, res, share in zip(prompts, output.results, shares, strict=True):
         rows.append({
             "prompt_id": prompt.id, "job_id": prompt.job_id, "batch_id": batch_id,

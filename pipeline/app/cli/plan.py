@@ -37,7 +37,7 @@ def plan(job_id: str, as_json: bool, database_url: str | None) -> None:
         p = stored_plan(row)
     elif job["status"] == JobStatus.DEFERRED and (deadline := job["deadline"]):
         planning = Planning(ctx.registry, load_predictor(ctx.engine, ctx.registry),
-                            ctx.forecast, ctx.settings, ctx.grid)
+                            ctx.forecast, ctx.router_config.batch_size, ctx.grid)
         p = ensure_plan(ctx.engine, planning, job_id, deadline, datetime.now(UTC))
     else:
         raise NotFoundError(f"job {job_id} is not deferred and has no plan")

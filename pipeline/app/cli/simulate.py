@@ -137,6 +137,7 @@ def simulate(fleet_path: Path, arrivals_spec: str, rate_scale: float, requests: 
     Deterministic for given inputs and seed. Energy, carbon, water and cost are estimates from
     the fleet's profiles, not measurements.
     """
+    from router.config import RouterConfig
     from router.sim.compare import SimRun
     from router.sim.compare import compare as run_compare
     from router.sim.fleet import load_fleet
@@ -147,7 +148,8 @@ def simulate(fleet_path: Path, arrivals_spec: str, rate_scale: float, requests: 
     grid = offline_grid(fleet.registry, carbon_dir or settings.grid_dir, f"fleet {fleet_path}")
     order = _plan_order(plan_objective)
     arrivals = _arrivals(arrivals_spec, hours, rate_scale, requests, seed, start)
-    run = SimRun(fleet, arrivals, grid, settings, start.astimezone(UTC), hours, slo_s, order)
+    run = SimRun(fleet, arrivals, grid, RouterConfig.from_settings(settings),
+                 start.astimezone(UTC), hours, slo_s, order)
     result = run_compare(run, _names(strategy, compare))
     console = make_console()
     gaps = _report(console, run, result, gap)
@@ -361,7 +363,7 @@ def _registry_plan(path: Path, hours: int, grid_dir: Path | None, *, seed: int,
 
     registry = load_registry(path)
     offline_grid(registry, grid_dir, f"device registry {path}")
-    size = effective_batch_size(build_settings(batch_size=batch_size), registry)
+    size = effective_batch_size(build_settings(batch_size=batch_size).batch_size, registry)
     predictor: Any = NominalPredictor()
     if profiles_db is not None:
         from pipeline.ledger.db import make_engine

@@ -1,0 +1,37 @@
+"""The settings a device worker reads around its backend, as one small frozen object built by
+the entry layer (``pipeline.app``). The backend factory still receives the whole settings:
+backend plugins are written against them (``workers.backends.factory``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.ledger.outcome import RetryPolicy
+from pipeline.settings import Settings
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What ``workers.service.infer`` reads of the settings.
+
+    Attributes:
+        max_attempts: attempts at a batch before it is dead-lettered.
+        db_retry_s: how long a result write is retried while the database is away.
+        temperature: sampling temperature of every request.
+    """
+
+    max_attempts: int
+    db_retry_s: float
+    temperature: float
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """A batch's retries: any failure is retried after a backoff, the attempts counted in
+        SQL capped by :attr:`max_attempts` (``pipeline.ledger.outcome``)."""
+        return RetryPolicy(max_attempts=self.max_attempts)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkerConfig:
+        """The worker's part of ``settings``."""
+        return cls(max_attempts=settings.max_attempts, db_retry_s=settings.db_retry_s,
+                   temperature=settings.temperature)
