@@ -14,11 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, Protocol, cast
+from typing import Annotated, Any, BinaryIO, Protocol
 
 import redis
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import Connection, Engine, Table, insert, select
+from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.broker.queue import PromptRef, push_refs
@@ -34,7 +34,15 @@ from pipeline.intake.parse import (
     storable_text,
     validate_records,
 )
-from pipeline.ledger.models import MAX_JOB_ID_CHARS, Job, JobStatus, Prompt, PromptStatus, utc_now
+from pipeline.ledger.models import (
+    MAX_JOB_ID_CHARS,
+    Job,
+    JobStatus,
+    Prompt,
+    PromptStatus,
+    table_of,
+    utc_now,
+)
 from pipeline.policy import check_deadline, check_strategy, normalise_weights
 from pipeline.settings import Settings
 
@@ -193,7 +201,7 @@ def submit_file(
 def _existing_job(engine: Engine, redis_client: redis.Redis, job_id: str) -> SubmitReceipt | None:
     if not 0 < len(job_id) <= MAX_JOB_ID_CHARS:
         raise InputError(f"job id must have 1 to {MAX_JOB_ID_CHARS} characters", field="job_id")
-    job = _table(Job)
+    job = table_of(Job)
     try:
         with engine.connect() as conn:
             row = conn.execute(select(job.c.n_prompts, job.c.status)
@@ -206,10 +214,6 @@ def _existing_job(engine: Engine, redis_client: redis.Redis, job_id: str) -> Sub
     if not deferred:
         reconcile(engine, redis_client, job_id=job_id)
     return SubmitReceipt(job_id=job_id, n_prompts=int(row[0]), deferred=deferred)
-
-
-def _table(model: Any) -> Table:
-    return cast(Table, model.__table__)
 
 
 def _prompt_rows(job_id: str, records: Sequence[PromptIn], default_max_tokens: int,
@@ -230,12 +234,12 @@ def _write_sql(engine: Engine, job_row: dict[str, Any], records: Sequence[Prompt
                default_max_tokens: int) -> list[tuple[Any, ...]]:
     """Insert the job and its prompts in one transaction; return the prompt rows written."""
     dialect = engine.dialect
-    status_type = _table(Prompt).c.status.type
+    status_type = table_of(Prompt).c.status.type
     to_db = status_type.bind_processor(dialect) or (lambda v: v)
     rows = _prompt_rows(job_row["id"], records, default_max_tokens, to_db(PromptStatus.PENDING))
     try:
         with engine.begin() as conn:
-            conn.execute(insert(_table(Job)), [job_row])
+            conn.execute(insert(table_of(Job)), [job_row])
             _bulk_insert(conn, rows)
     except (SQLAlchemyError, dialect.loaded_dbapi.Error) as e:
         raise ServiceError(f"cannot write job {job_row['id']} to the database: {e}") from e
