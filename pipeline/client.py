@@ -11,7 +11,7 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -20,9 +20,8 @@ import redis
 
 from pipeline.broker.queue import connect
 from pipeline.errors import WaitTimeoutError
-from pipeline.intake.limits import check_submission, line_limit
-from pipeline.intake.parse import PromptIn, read_input, validate_records
-from pipeline.intake.submit import submit_records
+from pipeline.intake.parse import validate_records
+from pipeline.intake.submit import JobOptions, submit_file, submit_job
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.jobs import JobStatusView, iter_results, job_status
 from pipeline.settings import Settings
@@ -69,14 +68,15 @@ class Client:
             **routing: ``weights`` (dict over carbon, latency, energy, water, cost),
                 ``slo_s`` (latency target, seconds), ``deadline`` (timezone-aware datetime)
                 and ``deferred`` (True holds the job for the lowest-carbon window before
-                ``deadline``), as for :func:`pipeline.intake.submit.submit_records`.
+                ``deadline``), as for :class:`pipeline.intake.submit.JobOptions`.
 
         Raises:
             InputError: a record is invalid (``line`` is its 1-based number); nothing is sent.
             ServiceError: SQL or Redis failed.
         """
         records = validate_records(prompts)
-        return self._submit(records, "client", max_tokens, strategy, routing)
+        options = JobOptions(max_tokens=max_tokens, strategy=strategy, **routing)
+        return submit_job(self, records, source="client", options=options).job_id
 
     def submit_file(self, path: str | Path, *, fmt: str | None = None,
                     max_tokens: int | None = None, strategy: str | None = None,
@@ -89,18 +89,8 @@ class Client:
             InputError: the file is unreadable or a line is invalid; nothing is sent.
             ServiceError: SQL or Redis failed.
         """
-        records = read_input(path, fmt, limit=line_limit(self.settings))
-        return self._submit(records, str(path), max_tokens, strategy, routing)
-
-    def _submit(self, records: Sequence[PromptIn], source: str, max_tokens: int | None,
-                strategy: str | None, routing: dict[str, Any]) -> str:
-        check_submission(records, max_tokens or self.settings.max_tokens, self.settings)
-        receipt = submit_records(
-            self.engine, self.redis, records, source=source,
-            strategy=strategy or self.settings.strategy,
-            default_max_tokens=max_tokens or self.settings.max_tokens, **routing,
-        )
-        return receipt.job_id
+        options = JobOptions(max_tokens=max_tokens, strategy=strategy, **routing)
+        return submit_file(self, path, fmt=fmt, options=options).job_id
 
     def status(self, job_id: str) -> JobStatusView:
         """Counts, progress and sustainability totals of a job.

@@ -24,8 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from pipeline.broker.queue import PromptRef, push_refs
 from pipeline.broker.restore import reconcile
 from pipeline.errors import ConfigError, InputError, ServiceError
-from pipeline.intake.limits import check_submission
-from pipeline.intake.lines import LineLimit
+from pipeline.intake.limits import PromptCounter, check_submission, line_limit
 from pipeline.intake.parse import (
     MAX_TOKENS_CAP,
     PromptIn,
@@ -169,33 +168,138 @@ def _job_policy(strategy: str, weights: Mapping[str, float] | None, slo_s: float
     return {"strategy": strategy, "weights": clean_weights, "slo_s": slo_s, "deadline": deadline}
 
 
-def submit_file(
-    engine: Engine,
-    redis_client: redis.Redis,
-    path: str | Path,
-    *,
-    fmt: str | None = None,
-    stdin: BinaryIO | None = None,
-    strategy: str,
-    default_max_tokens: int,
-    deferred: bool = False,
-    weights: Mapping[str, float] | None = None,
-    slo_s: float | None = None,
-    deadline: datetime | None = None,
-    limit: LineLimit | None = None,
-) -> SubmitReceipt:
-    """Parse and validate a whole file (``-`` is ``stdin``), then :func:`submit_records` it.
+class SubmitContext(Protocol):
+    """Where a submission goes: settings, ledger and broker (e.g. ``AppContext`` or ``Client``).
 
-    ``limit`` is the longest line read (see :func:`pipeline.intake.limits.line_limit`); None: any.
+    ``engine`` and ``redis`` are read only once a submission passed its checks, so a bad
+    submission is refused before any connection is made.
+    """
+
+    settings: Settings
+
+    @property
+    def engine(self) -> Engine:
+        """The SQL ledger."""
+        ...
+
+    @property
+    def redis(self) -> redis.Redis:
+        """The broker's Redis."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitHandles:
+    """A :class:`SubmitContext` of handles already open (tests, benchmarks, scripts)."""
+
+    settings: Settings
+    engine: Engine
+    redis: redis.Redis
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """How one submission wants its job run; None takes the default from :class:`Settings`.
+
+    Attributes:
+        max_tokens: new-token limit of prompts that give none, in tokens (None:
+            ``settings.max_tokens``).
+        strategy: routing strategy name (None: ``settings.strategy``).
+        weights: the job's weights for the ``weighted`` strategy (None: the router's).
+        slo_s: the job's latency target in seconds (None: the router's default).
+        deadline: when every answer is due (timezone-aware); required with ``deferred``.
+        deferred: hold the job in SQL for the planner instead of enqueueing it.
+        job_id: id to use instead of a fresh one (a Celery task's), so a redelivered call
+            does not submit twice.
+    """
+
+    max_tokens: int | None = None
+    strategy: str | None = None
+    weights: Mapping[str, float] | None = None
+    slo_s: float | None = None
+    deadline: datetime | None = None
+    deferred: bool = False
+    job_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedJob:
+    """A submission that passed every submit-time limit, with the defaults applied.
+
+    Made only by :func:`check_job`; written by :func:`submit_checked`.
+    """
+
+    records: Sequence[PromptIn]
+    source: str
+    options: JobOptions
+    max_tokens: int
+    strategy: str
+
+
+def check_job(records: Sequence[PromptIn], settings: Settings, *, source: str,
+              options: JobOptions = JobOptions(),
+              counter: PromptCounter | None = None) -> CheckedJob:
+    """Apply the settings' defaults to ``options`` and every submit-time limit to ``records``.
+
+    The one place where a submission gets its defaults and its limits: every entry (``ecobatch
+    submit``, ``ecobatch run``, :class:`pipeline.client.Client`, the ``ecobatch.submit`` task
+    and :func:`submit_file`) goes through here.
+
+    Args:
+        records: validated prompts, in order.
+        settings: defaults (``max_tokens``, ``strategy``) and limits.
+        source: where the prompts came from: a file name, ``-``, ``client`` or ``celery``.
+        options: what the submitter asked for.
+        counter: see :func:`pipeline.intake.limits.check_submission`.
 
     Raises:
-        InputError: the file is unreadable or any record is bad; nothing is written.
+        InputError: a limit is exceeded (names the line and field).
+        ConfigError: the model file is unreadable.
+    """
+    max_tokens = options.max_tokens or settings.max_tokens
+    check_submission(records, max_tokens, settings, counter)
+    return CheckedJob(records, source, options, max_tokens, options.strategy or settings.strategy)
+
+
+def submit_checked(engine: Engine, redis_client: redis.Redis, job: CheckedJob) -> SubmitReceipt:
+    """Write and enqueue a job :func:`check_job` accepted (see :func:`submit_records`)."""
+    opts = job.options
+    return submit_records(engine, redis_client, job.records, source=job.source,
+                          strategy=job.strategy, default_max_tokens=job.max_tokens,
+                          deferred=opts.deferred, job_id=opts.job_id, weights=opts.weights,
+                          slo_s=opts.slo_s, deadline=opts.deadline)
+
+
+def submit_job(ctx: SubmitContext, records: Sequence[PromptIn], *, source: str,
+               options: JobOptions = JobOptions(),
+               counter: PromptCounter | None = None) -> SubmitReceipt:
+    """Check ``records`` (:func:`check_job`), then write and enqueue them.
+
+    Raises:
+        InputError: a limit is exceeded, or a record or option is bad; nothing is written.
+        ConfigError: the model file is unreadable.
         ServiceError: as for :func:`submit_records`.
     """
-    records = read_input(path, fmt, stdin=stdin, limit=limit)
-    return submit_records(engine, redis_client, records, source=str(path), strategy=strategy,
-                          default_max_tokens=default_max_tokens, deferred=deferred,
-                          weights=weights, slo_s=slo_s, deadline=deadline)
+    job = check_job(records, ctx.settings, source=source, options=options, counter=counter)
+    return submit_checked(ctx.engine, ctx.redis, job)
+
+
+def submit_file(ctx: SubmitContext, path: str | Path, *, fmt: str | None = None,
+                stdin: BinaryIO | None = None, options: JobOptions = JobOptions(),
+                counter: PromptCounter | None = None) -> SubmitReceipt:
+    """Parse and validate a whole file (``-`` is ``stdin``), then :func:`submit_job` it.
+
+    Lines longer than :func:`pipeline.intake.limits.line_limit` are refused unread, and the
+    records get the same limits as any other submission.
+
+    Raises:
+        InputError: the file is unreadable, a record is bad or a limit is exceeded (names the
+            line); nothing is written.
+        ConfigError: the model file is unreadable.
+        ServiceError: as for :func:`submit_records`.
+    """
+    records = read_input(path, fmt, stdin=stdin, limit=line_limit(ctx.settings))
+    return submit_job(ctx, records, source=str(path), options=options, counter=counter)
 
 
 def _existing_job(engine: Engine, redis_client: redis.Redis, job_id: str) -> SubmitReceipt | None:
@@ -284,22 +388,6 @@ def _enqueue(redis_client: redis.Redis, job_id: str, rows: list[tuple[Any, ...]]
         ) from e
 
 
-class SubmitContext(Protocol):
-    """What :func:`submit_task_payload` needs of a process context (e.g. ``AppContext``)."""
-
-    settings: Settings
-
-    @property
-    def engine(self) -> Engine:
-        """The SQL ledger."""
-        ...
-
-    @property
-    def redis(self) -> redis.Redis:
-        """The broker's Redis."""
-        ...
-
-
 class SubmitOptions(BaseModel):
     """Options of the ``ecobatch.submit`` task (JSON object, every key optional).
 
@@ -347,10 +435,6 @@ def submit_task_payload(ctx: SubmitContext, prompts: Any, options: dict[str, Any
     if not isinstance(prompts, list):
         raise InputError(f"prompts must be a list, got {type(prompts).__name__}")
     records = validate_records(prompts)
-    check_submission(records, opts.max_tokens or ctx.settings.max_tokens, ctx.settings)
-    return submit_records(
-        ctx.engine, ctx.redis, records, source=opts.source,
-        strategy=opts.strategy or ctx.settings.strategy,
-        default_max_tokens=opts.max_tokens or ctx.settings.max_tokens, job_id=job_id,
-        weights=opts.weights, slo_s=opts.slo_s, deadline=opts.deadline, deferred=opts.defer,
-    )
+    job = JobOptions(max_tokens=opts.max_tokens, strategy=opts.strategy, weights=opts.weights,
+                     slo_s=opts.slo_s, deadline=opts.deadline, deferred=opts.defer, job_id=job_id)
+    return submit_job(ctx, records, source=opts.source, options=job)

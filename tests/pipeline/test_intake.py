@@ -25,9 +25,10 @@ from pipeline.intake.parse import (
     sniff_format,
     validate_records,
 )
-from pipeline.intake.submit import submit_file
+from pipeline.intake.submit import SubmitHandles, submit_file
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.models import Job, Prompt
+from pipeline.settings import load_settings
 
 # --- good input -------------------------------------------------------------------------------
 
@@ -207,7 +208,7 @@ def test_bad_files_write_nothing_to_sql_or_redis(
         path = tmp_path / f"bad{i}.{ext[fmt]}"
         path.write_bytes(data)
         with pytest.raises(InputError) as info:
-            submit_file(engine, client, path, strategy="carbon", default_max_tokens=16)
+            submit_file(SubmitHandles(load_settings(max_tokens=16), engine, client), path)
         assert info.value.line == line
     assert client.llen(PENDING_KEY) == 0
     with engine.connect() as conn:

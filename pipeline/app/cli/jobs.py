@@ -15,11 +15,11 @@ import click
 from rich.table import Table
 
 from pipeline.app.cli.common import build_settings, handle_errors, make_console, routing_options
+from pipeline.app.context import AppContext
 from pipeline.broker.queue import connect
 from pipeline.grid.data import checked_registry
-from pipeline.intake.limits import check_submission, line_limit
-from pipeline.intake.parse import INPUT_FORMATS, read_input
-from pipeline.intake.submit import submit_records
+from pipeline.intake.parse import INPUT_FORMATS
+from pipeline.intake.submit import JobOptions, submit_file
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.jobs import OUTPUT_FORMATS, JobStatusView, iter_results, job_status, write_results
 from pipeline.settings import Settings
@@ -59,13 +59,8 @@ def submit(file: str, fmt: str | None, max_tokens: int | None, strategy: str | N
     if settings.devices is not None:  # the cluster's registry: refuse one it could not route
         checked_registry(settings)
     # '-' reads sys.stdin.buffer, which CliRunner replaces
-    records = read_input(file, fmt, limit=line_limit(settings))
-    check_submission(records, settings.max_tokens, settings)
-    receipt = submit_records(
-        make_engine(settings.database_url), connect(settings.require_redis_url()), records,
-        source=file, strategy=settings.strategy, default_max_tokens=settings.max_tokens,
-        weights=weights, slo_s=slo_s, deadline=deadline, deferred=defer,
-    )
+    options = JobOptions(weights=weights, slo_s=slo_s, deadline=deadline, deferred=defer)
+    receipt = submit_file(AppContext(settings), file, fmt=fmt, options=options)
     note = " (deferred: see `ecobatch plan`)" if receipt.deferred else ""
     click.echo(f"submitted {receipt.n_prompts} prompts{note}", err=True)
     click.echo(receipt.job_id)
