@@ -8,7 +8,7 @@ member here is built on first use and cached on the instance (never at module le
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from sqlalchemy import Engine
@@ -23,9 +23,12 @@ from pipeline.grid.trace import GridConditions
 from pipeline.ledger.db import make_engine
 from pipeline.settings import Settings
 
+if TYPE_CHECKING:
+    from workers.backends.llama.tokenizer import ModelTokenizer
+
 
 class AppContext:
-    """Engine, Redis client, device registry and grid data of one process."""
+    """Engine, Redis client, tokenizer, device registry and grid data of one process."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -42,6 +45,14 @@ class AppContext:
     def redis(self) -> redis.Redis:
         """Client of the broker's Redis (pending prompt refs live there)."""
         return connect(self.settings.require_redis_url())
+
+    @cached_property
+    def tokenizer(self) -> ModelTokenizer:
+        """The workers' tokenizer of ``settings.model``, for submit-time limits; it reads the
+        vocabulary only when a prompt has to be counted."""
+        from workers.backends.llama.tokenizer import ModelTokenizer  # llama.cpp: only if used
+
+        return ModelTokenizer(self.settings.model)
 
     @cached_property
     def registry(self) -> Registry:

@@ -30,12 +30,12 @@ from pipeline.grid.data import checked_registry
 from pipeline.intake.limits import check_batch_size, line_limit
 from pipeline.intake.parse import read_input
 from pipeline.intake.submit import check_job, submit_checked
-from pipeline.intake.tokens import verify_model
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.jobs import iter_results, write_results
 from pipeline.ledger.models import Prompt, PromptStatus
 from pipeline.report.summary import DeviceSummary, summarise, summary_table
 from pipeline.settings import Settings
+from workers.backends.llama.tokenizer import ModelTokenizer, verify_model
 
 POLL_S = 0.25
 
@@ -66,8 +66,10 @@ class RunOutcome:
 def run_job(settings: Settings, opts: RunOptions, console: Console) -> RunOutcome:
     """Submit the file, wait for every answer with a progress bar, write results, summarise."""
     # Bad input, registry or model stops here, before anything is started or written.
-    records = read_input(opts.input_path, opts.input_format, limit=line_limit(settings))
-    job = check_job(records, settings, source=opts.input_path)
+    with ModelTokenizer(settings.model) as tokenizer:
+        records = read_input(opts.input_path, opts.input_format,
+                             limit=line_limit(settings, tokenizer))
+        job = check_job(records, settings, tokenizer, source=opts.input_path)
     registry = checked_registry(settings)
     check_batch_size(settings.batch_size, registry)
     spawn = opts.local_workers if opts.local_workers is not None else not settings.redis_url

@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from pipeline.broker.queue import PromptRef, push_refs
 from pipeline.broker.restore import reconcile
 from pipeline.errors import ConfigError, InputError, ServiceError
-from pipeline.intake.limits import PromptCounter, check_submission, line_limit
+from pipeline.intake.limits import PromptTokenizer, check_submission, line_limit
 from pipeline.intake.parse import (
     MAX_TOKENS_CAP,
     PromptIn,
@@ -169,13 +169,19 @@ def _job_policy(strategy: str, weights: Mapping[str, float] | None, slo_s: float
 
 
 class SubmitContext(Protocol):
-    """Where a submission goes: settings, ledger and broker (e.g. ``AppContext`` or ``Client``).
+    """Where a submission goes: settings, tokenizer, ledger and broker (``AppContext``, the
+    ``Client``, :class:`SubmitHandles`).
 
     ``engine`` and ``redis`` are read only once a submission passed its checks, so a bad
     submission is refused before any connection is made.
     """
 
     settings: Settings
+
+    @property
+    def tokenizer(self) -> PromptTokenizer:
+        """The tokenizer of the model ``settings.model`` names (the workers' own)."""
+        ...
 
     @property
     def engine(self) -> Engine:
@@ -193,6 +199,7 @@ class SubmitHandles:
     """A :class:`SubmitContext` of handles already open (tests, benchmarks, scripts)."""
 
     settings: Settings
+    tokenizer: PromptTokenizer
     engine: Engine
     redis: redis.Redis
 
@@ -236,9 +243,8 @@ class CheckedJob:
     strategy: str
 
 
-def check_job(records: Sequence[PromptIn], settings: Settings, *, source: str,
-              options: JobOptions = JobOptions(),
-              counter: PromptCounter | None = None) -> CheckedJob:
+def check_job(records: Sequence[PromptIn], settings: Settings, tokenizer: PromptTokenizer, *,
+              source: str, options: JobOptions = JobOptions()) -> CheckedJob:
     """Apply the settings' defaults to ``options`` and every submit-time limit to ``records``.
 
     The one place where a submission gets its defaults and its limits: every entry (``ecobatch
@@ -248,16 +254,16 @@ def check_job(records: Sequence[PromptIn], settings: Settings, *, source: str,
     Args:
         records: validated prompts, in order.
         settings: defaults (``max_tokens``, ``strategy``) and limits.
+        tokenizer: the model's (see :func:`pipeline.intake.limits.check_submission`).
         source: where the prompts came from: a file name, ``-``, ``client`` or ``celery``.
         options: what the submitter asked for.
-        counter: see :func:`pipeline.intake.limits.check_submission`.
 
     Raises:
         InputError: a limit is exceeded (names the line and field).
         ConfigError: the model file is unreadable.
     """
     max_tokens = options.max_tokens or settings.max_tokens
-    check_submission(records, max_tokens, settings, counter)
+    check_submission(records, max_tokens, settings, tokenizer)
     return CheckedJob(records, source, options, max_tokens, options.strategy or settings.strategy)
 
 
@@ -271,8 +277,7 @@ def submit_checked(engine: Engine, redis_client: redis.Redis, job: CheckedJob) -
 
 
 def submit_job(ctx: SubmitContext, records: Sequence[PromptIn], *, source: str,
-               options: JobOptions = JobOptions(),
-               counter: PromptCounter | None = None) -> SubmitReceipt:
+               options: JobOptions = JobOptions()) -> SubmitReceipt:
     """Check ``records`` (:func:`check_job`), then write and enqueue them.
 
     Raises:
@@ -280,13 +285,13 @@ def submit_job(ctx: SubmitContext, records: Sequence[PromptIn], *, source: str,
         ConfigError: the model file is unreadable.
         ServiceError: as for :func:`submit_records`.
     """
-    job = check_job(records, ctx.settings, source=source, options=options, counter=counter)
+    job = check_job(records, ctx.settings, ctx.tokenizer, source=source, options=options)
     return submit_checked(ctx.engine, ctx.redis, job)
 
 
 def submit_file(ctx: SubmitContext, path: str | Path, *, fmt: str | None = None,
-                stdin: BinaryIO | None = None, options: JobOptions = JobOptions(),
-                counter: PromptCounter | None = None) -> SubmitReceipt:
+                stdin: BinaryIO | None = None,
+                options: JobOptions = JobOptions()) -> SubmitReceipt:
     """Parse and validate a whole file (``-`` is ``stdin``), then :func:`submit_job` it.
 
     Lines longer than :func:`pipeline.intake.limits.line_limit` are refused unread, and the
@@ -298,8 +303,8 @@ def submit_file(ctx: SubmitContext, path: str | Path, *, fmt: str | None = None,
         ConfigError: the model file is unreadable.
         ServiceError: as for :func:`submit_records`.
     """
-    records = read_input(path, fmt, stdin=stdin, limit=line_limit(ctx.settings))
-    return submit_job(ctx, records, source=str(path), options=options, counter=counter)
+    records = read_input(path, fmt, stdin=stdin, limit=line_limit(ctx.settings, ctx.tokenizer))
+    return submit_job(ctx, records, source=str(path), options=options)
 
 
 def _existing_job(engine: Engine, redis_client: redis.Redis, job_id: str) -> SubmitReceipt | None:

@@ -42,6 +42,7 @@ from pipeline.intake.submit import (
 from pipeline.ledger.db import make_engine, normalise_url
 from pipeline.ledger.models import Job, JobStatus, Prompt, utc_now
 from pipeline.settings import load_settings
+from workers.backends.llama.tokenizer import ModelTokenizer
 
 GOAL_PER_S = 20_000
 TOPICS = ["photosynthesis", "grid carbon intensity", "PUE", "batch inference", "KV caches",
@@ -91,7 +92,9 @@ def time_submit(engine: Engine, rclient: redis.Redis, path: Path) -> float:
     """Seconds for one ``submit_file`` of ``path``."""
     rclient.delete(PENDING_KEY)
     t0 = time.perf_counter()
-    submit_file(SubmitHandles(load_settings(strategy="carbon", max_tokens=128), engine, rclient), path)
+    handles = SubmitHandles(load_settings(strategy="carbon", max_tokens=128), ModelTokenizer(None),
+                            engine, rclient)
+    submit_file(handles, path)
     elapsed = time.perf_counter() - t0
     rclient.delete(PENDING_KEY)
     return elapsed

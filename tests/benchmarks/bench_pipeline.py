@@ -33,6 +33,7 @@ from pipeline.ledger.models import Result
 from pipeline.settings import load_settings
 from workers.backends.base import GenerationRequest
 from workers.backends.llama.batched import BatchedLlamaBackend
+from workers.backends.llama.tokenizer import ModelTokenizer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "prompts.jsonl"
 
@@ -95,8 +96,8 @@ def _submit(engine, redis_client, tmp: Path, prompts: list[str], max_tokens: int
             batch_size: int, expect_total: int) -> None:
     path = tmp / f"in-{expect_total}.jsonl"
     path.write_text("".join(json.dumps({"prompt": p, "max_tokens": max_tokens}) + "\n" for p in prompts))
-    handles = SubmitHandles(load_settings(strategy="carbon", max_tokens=max_tokens), engine,
-                            redis_client)
+    handles = SubmitHandles(load_settings(strategy="carbon", max_tokens=max_tokens),
+                            ModelTokenizer(None), engine, redis_client)
     submit_file(handles, str(path), fmt="jsonl")
     while True:
         with Session(engine) as s:

@@ -14,7 +14,7 @@ from pipeline.fleet.devices import Device
 from pipeline.fleet.modelfile import resolve_model_path
 from pipeline.grid.data import checked_registry
 from pipeline.intake.limits import check_batch_size
-from pipeline.intake.tokens import verify_model
+from workers.backends.llama.tokenizer import verify_model
 
 _STRATEGIES = strategy_choice()
 
