@@ -14,36 +14,32 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from pipeline.app.cli.common import build_settings, handle_errors, make_console, routing_options
+from pipeline.app.cli.common import (
+    build_settings,
+    database_url_option,
+    handle_errors,
+    input_format_option,
+    make_console,
+    max_tokens_option,
+    redis_url_option,
+    routing_options,
+)
 from pipeline.app.context import AppContext
 from pipeline.broker.queue import connect
 from pipeline.grid.data import checked_registry
-from pipeline.intake.parse import INPUT_FORMATS
 from pipeline.intake.submit import JobOptions, submit_file
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.jobs import OUTPUT_FORMATS, JobStatusView, iter_results, job_status, write_results
 from pipeline.settings import Settings
 
-_REDIS_HELP = "Redis URL of the broker, e.g. redis://host:6379/0 [env: ECOBATCH_REDIS_URL]."
-_DB_HELP = ("SQLAlchemy URL of the SQL ledger, e.g. postgresql://user@host/db "
-            "[env: ECOBATCH_DATABASE_URL; default sqlite:///ecobatch.db].")
-
-
-def _database_option(func: click.decorators.FC) -> click.decorators.FC:
-    return click.option("--database-url", default=None, help=_DB_HELP)(func)
-
 
 @click.command("submit")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--format", "fmt", type=click.Choice(INPUT_FORMATS), default=None,
-              help="Input format. Default: from the extension (.jsonl/.ndjson/.json: jsonl, "
-                   ".csv: csv, anything else: text); stdin is jsonl if it starts with '{'.")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=None,
-              help="Default limit on generated tokens per prompt, in tokens; a record's own "
-                   "max_tokens wins [env: ECOBATCH_MAX_TOKENS; default 128].")
+@input_format_option
+@max_tokens_option
 @routing_options
-@click.option("--redis-url", default=None, help=_REDIS_HELP)
-@_database_option
+@redis_url_option
+@database_url_option
 @handle_errors
 def submit(file: str, fmt: str | None, max_tokens: int | None, strategy: str | None,
            weights: dict[str, float] | None, slo_s: float | None, deadline: datetime | None,
@@ -69,7 +65,7 @@ def submit(file: str, fmt: str | None, max_tokens: int | None, strategy: str | N
 @click.command("status")
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@_database_option
+@database_url_option
 @handle_errors
 def status(job_id: str, as_json: bool, database_url: str | None) -> None:
     """Show progress and energy, carbon, water and cost totals of JOB_ID.
@@ -130,7 +126,7 @@ def _status_table(view: JobStatusView) -> Table:
               help="Output format. Default: csv if --output ends in .csv, else jsonl. Columns "
                    "carry their units: ttft_s and latency_s in seconds, energy_j in joules, "
                    "carbon_g in grams CO2e, water_l in litres, cost_usd in US dollars.")
-@_database_option
+@database_url_option
 @handle_errors
 def results(job_id: str, output: str, fmt: str | None, database_url: str | None) -> None:
     """Write the results of JOB_ID (answered and dead prompts, in input order)."""
@@ -147,8 +143,8 @@ def results(job_id: str, output: str, fmt: str | None, database_url: str | None)
 
 
 @click.command("reconcile")
-@click.option("--redis-url", default=None, help=_REDIS_HELP)
-@_database_option
+@redis_url_option
+@database_url_option
 @handle_errors
 def reconcile_pending(redis_url: str | None, database_url: str | None) -> None:
     """Re-enqueue prompts that are pending in SQL but missing from Redis; print how many.
