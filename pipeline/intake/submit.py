@@ -14,10 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import redis
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -26,12 +25,9 @@ from pipeline.broker.restore import reconcile
 from pipeline.errors import ConfigError, InputError, ServiceError
 from pipeline.intake.limits import PromptTokenizer, check_submission, line_limit
 from pipeline.intake.parse import (
-    MAX_TOKENS_CAP,
     PromptIn,
     external_id,
     read_input,
-    storable_text,
-    validate_records,
 )
 from pipeline.ledger.models import (
     MAX_JOB_ID_CHARS,
@@ -391,55 +387,3 @@ def _enqueue(redis_client: redis.Redis, job_id: str, rows: list[tuple[Any, ...]]
             f"not be enqueued in Redis ({e.__cause__ or e}); run `ecobatch reconcile` once "
             "Redis is back"
         ) from e
-
-
-class SubmitOptions(BaseModel):
-    """Options of the ``ecobatch.submit`` task (JSON object, every key optional).
-
-    Attributes:
-        max_tokens: default new-token limit per prompt, in tokens.
-        strategy: routing strategy name (see ``ecobatch submit --help``).
-        source: label stored on the job.
-        weights: weights of the weighted strategy, e.g. ``{"carbon": 3, "latency": 1}``.
-        slo_s: latency target in seconds.
-        deadline: ISO 8601 time with a zone by which the job must be done.
-        defer: hold the job for the lowest-carbon window before ``deadline``.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_tokens: Annotated[int, Field(gt=0, le=MAX_TOKENS_CAP, strict=True)] | None = None
-    strategy: str | None = None
-    source: Annotated[str, Field(max_length=200), AfterValidator(storable_text)] = "celery"
-    weights: dict[str, float] | None = None
-    slo_s: Annotated[float, Field(gt=0)] | None = None
-    deadline: AwareDatetime | None = None
-    defer: bool = False
-
-
-def submit_task_payload(ctx: SubmitContext, prompts: Any, options: dict[str, Any], *,
-                        job_id: str | None = None) -> SubmitReceipt:
-    """Validate and submit the JSON arguments of an ``ecobatch.submit`` task call.
-
-    Args:
-        ctx: the process's engine, Redis client and settings.
-        prompts: a list of strings or JSONL-style records.
-        options: see :class:`SubmitOptions`.
-        job_id: the task id, so that a redelivered task does not submit twice.
-
-    Raises:
-        InputError: bad prompts or options (``line`` is the 1-based record number).
-        ServiceError: SQL or Redis failed.
-    """
-    try:
-        opts = SubmitOptions.model_validate(options)
-    except ValidationError as e:
-        err = e.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in err["loc"]) or None
-        raise InputError(f"bad submit option: {err['msg']}", field=field) from e
-    if not isinstance(prompts, list):
-        raise InputError(f"prompts must be a list, got {type(prompts).__name__}")
-    records = validate_records(prompts)
-    job = JobOptions(max_tokens=opts.max_tokens, strategy=opts.strategy, weights=opts.weights,
-                     slo_s=opts.slo_s, deadline=opts.deadline, deferred=opts.defer, job_id=job_id)
-    return submit_job(ctx, records, source=opts.source, options=job)

@@ -15,7 +15,8 @@ from sqlmodel import Session
 from pipeline.app.cli.main import main
 from pipeline.errors import ConfigError, InputError
 from pipeline.intake.parse import validate_records
-from pipeline.intake.submit import SubmitHandles, submit_records, submit_task_payload
+from pipeline.intake.submit import SubmitHandles, submit_records
+from pipeline.intake.submit_call import submit_task_payload
 from pipeline.ledger.models import Job, JobStatus
 from pipeline.policy import check_deadline
 from pipeline.settings import load_settings

@@ -25,8 +25,8 @@ from pipeline.intake.submit import (
     estimate_prompt_tokens,
     submit_file,
     submit_records,
-    submit_task_payload,
 )
+from pipeline.intake.submit_call import submit_task_payload
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.models import Job, JobStatus, Prompt, PromptStatus
 from pipeline.settings import load_settings
