@@ -1,4 +1,4 @@
-"""compose.yaml has the services DESIGN.md names (no Docker engine here to run `docker compose`)."""
+"""compose.yaml has the services docs/architecture.md names (no Docker engine here to run it)."""
 
 from __future__ import annotations
 

@@ -25,20 +25,23 @@ from pipeline.intake.limits import (
     take_submit_token,
 )
 from pipeline.intake.parse import PromptIn, validate_records
-from pipeline.intake.tokens import ModelTokenizer
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.models import Job, JobStatus
 from pipeline.settings import load_settings
 from tests.cluster import cluster_env, wait_until
+from workers.backends.llama.tokenizer import ModelTokenizer
 
 LONG = "token " * 1500  # about 1500 tokens: over the 1024-token default context
 
 
 class NoCounter:
-    """A counter that must not be needed: every prompt is provably short enough."""
+    """A tokenizer that must not be needed: every prompt is provably short enough."""
 
-    def count(self, record: PromptIn) -> int:
+    def count_tokens(self, record: PromptIn) -> int:
         raise AssertionError(f"tokenized {record!r}")
+
+    def max_token_bytes(self) -> int:
+        raise AssertionError("read the vocabulary")
 
 
 def test_short_prompts_are_accepted_without_loading_a_tokenizer() -> None:
@@ -60,7 +63,7 @@ def test_max_tokens_counts_against_the_context(model_path: Path) -> None:
     # A prompt that fits alone no longer fits with a large max_tokens.
     records = validate_records([{"prompt": "word " * 600, "max_tokens": 500}])
     with ModelTokenizer(model_path) as tokenizer:
-        assert tokenizer.count(records[0]) < 1024
+        assert tokenizer.count_tokens(records[0]) < 1024
         with pytest.raises(InputError, match="max_tokens 500"):
             check_prompt_sizes(records, 128, 1024, tokenizer)
         check_prompt_sizes(records, 128, 2048, tokenizer)  # a bigger context takes it
@@ -69,8 +72,8 @@ def test_max_tokens_counts_against_the_context(model_path: Path) -> None:
 def test_too_many_prompts_per_job_is_refused() -> None:
     settings = load_settings(max_prompts_per_job=3)
     with pytest.raises(InputError, match="4 prompts exceed the limit of 3"):
-        check_submission(validate_records(["a", "b", "c", "d"]), 128, settings)
-    check_submission(validate_records(["a", "b", "c"]), 128, settings)
+        check_submission(validate_records(["a", "b", "c", "d"]), 128, settings, NoCounter())
+    check_submission(validate_records(["a", "b", "c"]), 128, settings, NoCounter())
 
 
 def test_client_refuses_an_oversize_prompt_before_writing_anything(

@@ -27,7 +27,7 @@ from pipeline.app.context import AppContext
 from pipeline.broker.queue import redact_url, secure_url
 from pipeline.client import Client
 from pipeline.errors import InputError
-from pipeline.intake.submit import submit_task_payload
+from pipeline.intake.submit_call import submit_task_payload
 from pipeline.ledger.models import Job, Prompt
 from pipeline.settings import load_settings
 from tests.cluster import cluster_env, fault_env, run_cli, start_worker, wait_until

@@ -36,7 +36,7 @@ class EcobatchCelery(Celery):
 
 
 def reliability_conf(settings: Settings) -> dict[str, Any]:
-    """Celery settings that DESIGN.md makes non-optional.
+    """Celery settings that docs/architecture.md makes non-optional.
 
     Raises:
         ConfigError: the visibility timeout would not outlast the longest batch.

@@ -26,13 +26,14 @@ from pipeline.settings import Settings
 if TYPE_CHECKING:
     from router.config import RouterConfig
     from router.service import RouterState
+    from workers.backends.llama.tokenizer import ModelTokenizer
     from workers.config import WorkerConfig
     from workers.service.infer import WorkerState
 
 
 class AppContext:
-    """Engine, Redis client, device registry and grid data of one process, and what its router
-    or worker keeps between tasks."""
+    """Engine, Redis client, tokenizer, device registry and grid data of one process, and what
+    its router or worker keeps between tasks."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -48,6 +49,14 @@ class AppContext:
     def redis(self) -> redis.Redis:
         """Client of the broker's Redis (pending prompt refs live there)."""
         return connect(self.settings.require_redis_url())
+
+    @cached_property
+    def tokenizer(self) -> ModelTokenizer:
+        """The workers' tokenizer of ``settings.model``, for submit-time limits; it reads the
+        vocabulary only when a prompt has to be counted."""
+        from workers.backends.llama.tokenizer import ModelTokenizer  # llama.cpp: only if used
+
+        return ModelTokenizer(self.settings.model)
 
     @cached_property
     def registry(self) -> Registry:

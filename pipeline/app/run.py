@@ -27,15 +27,15 @@ from pipeline.errors import WaitTimeoutError
 from pipeline.fleet.devices import Registry
 from pipeline.fleet.modelfile import resolve_model_path
 from pipeline.grid.data import checked_registry
-from pipeline.intake.limits import check_batch_size, check_submission, line_limit
+from pipeline.intake.limits import check_batch_size, line_limit
 from pipeline.intake.parse import read_input
-from pipeline.intake.submit import submit_records
-from pipeline.intake.tokens import verify_model
+from pipeline.intake.submit import check_job, submit_checked
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.jobs import iter_results, write_results
 from pipeline.ledger.models import Prompt, PromptStatus
 from pipeline.report.summary import DeviceSummary, summarise, summary_table
 from pipeline.settings import Settings
+from workers.backends.llama.tokenizer import ModelTokenizer, verify_model
 
 POLL_S = 0.25
 
@@ -66,8 +66,10 @@ class RunOutcome:
 def run_job(settings: Settings, opts: RunOptions, console: Console) -> RunOutcome:
     """Submit the file, wait for every answer with a progress bar, write results, summarise."""
     # Bad input, registry or model stops here, before anything is started or written.
-    records = read_input(opts.input_path, opts.input_format, limit=line_limit(settings))
-    check_submission(records, settings.max_tokens, settings)
+    with ModelTokenizer(settings.model) as tokenizer:
+        records = read_input(opts.input_path, opts.input_format,
+                             limit=line_limit(settings, tokenizer))
+        job = check_job(records, settings, tokenizer, source=opts.input_path)
     registry = checked_registry(settings)
     check_batch_size(settings.batch_size, registry)
     spawn = opts.local_workers if opts.local_workers is not None else not settings.redis_url
@@ -81,9 +83,7 @@ def run_job(settings: Settings, opts: RunOptions, console: Console) -> RunOutcom
         children = stack.enter_context(ChildGroup(env=_child_env(settings), log_dir=log_dir))
         if spawn:
             _start_children(children, registry)
-        receipt = submit_records(engine, connect(settings.require_redis_url()), records,
-                                 source=opts.input_path, strategy=settings.strategy,
-                                 default_max_tokens=settings.max_tokens)
+        receipt = submit_checked(engine, connect(settings.require_redis_url()), job)
         console.print(f"job {receipt.job_id}: {receipt.n_prompts} prompts queued")
         n_dead = _wait(engine, receipt.job_id, receipt.n_prompts, children, opts.timeout_s, console)
         _write(engine, receipt.job_id, opts)

@@ -8,16 +8,16 @@ again from its row.
 from __future__ import annotations
 
 import time
-from typing import Any, cast
+from typing import cast
 
 import redis
 from redis.exceptions import RedisError
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.broker.queue import PENDING_KEY, PromptRef, push_refs
 from pipeline.errors import ServiceError
-from pipeline.ledger.models import Job, JobStatus, Prompt, PromptStatus
+from pipeline.ledger.models import Job, JobStatus, Prompt, PromptStatus, table_of
 
 REDIS_SCAN_CHUNK = 10_000
 
@@ -66,12 +66,8 @@ def _queued_prompt_ids(redis_client: redis.Redis, key: str) -> set[str]:
         raise ServiceError(f"cannot read the pending list from Redis: {e}") from e
 
 
-def _t(model: Any) -> Table:
-    return cast(Table, model.__table__)
-
-
 def _pending_prompts(engine: Engine, job_id: str | None) -> list[tuple[str, str, int, int]]:
-    prompt, job = _t(Prompt), _t(Job)
+    prompt, job = table_of(Prompt), table_of(Job)
     stmt = (
         select(prompt.c.id, prompt.c.job_id, prompt.c.prompt_tokens_est, prompt.c.max_tokens)
         .join(job, job.c.id == prompt.c.job_id)

@@ -49,6 +49,11 @@ DeviceKind = Literal["nvidia", "jetson", "cpu"]
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+def device_queue(device_name: str) -> str:
+    """The Celery queue a device's worker consumes, by device name: ``device.<name>``."""
+    return f"device.{device_name}"
+
+
 class Device(BaseModel):
     """One inference device and the site it sits in."""
 
@@ -106,8 +111,8 @@ class Device(BaseModel):
 
     @property
     def queue(self) -> str:
-        """Celery queue this device's worker consumes."""
-        return f"device.{self.name}"
+        """Celery queue this device's worker consumes (see :func:`device_queue`)."""
+        return device_queue(self.name)
 
     @property
     def memory_bytes(self) -> int:

@@ -12,26 +12,29 @@ chat template's), so one whose bytes plus :data:`TEMPLATE_SLACK_TOKENS` per mess
 ``max_tokens`` fit is accepted without loading the tokenizer.
 
 The other way round, one token stands for at most ``max_token_bytes`` input bytes (the longest
-piece of the model's vocabulary, see :meth:`pipeline.intake.tokens.ModelTokenizer.max_token_bytes`),
-so a prompt of more than ``max_token_bytes`` x the tokens left to it certainly does not fit and
-is refused by its size, before tokenizing it (a 50 MB prompt would take a minute and gigabytes).
-The same bound caps the lines a prompt file may hold (:func:`line_limit`), so no line of
-unbounded size is ever read.
+piece of the model's vocabulary), so a prompt of more than ``max_token_bytes`` x the tokens left
+to it certainly does not fit and is refused by its size, before tokenizing it (a 50 MB prompt
+would take a minute and gigabytes). The same bound caps the lines a prompt file may hold
+(:func:`line_limit`), so no line of unbounded size is ever read.
+
+Tokens are counted by a :class:`PromptTokenizer` handed in by the entry layer: the workers' own
+tokenizer and chat template (``workers.backends.llama.tokenizer.ModelTokenizer``), so the count
+here is the count a worker sees. A model without a chat template is fed a plain prompt as it is
+and refuses chat messages, here as in the worker: a messages record that has to be counted is
+refused with its line (a short one, never counted, is refused by the worker).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol
 
 import redis
 from redis.exceptions import RedisError
 
 from pipeline.errors import ConfigError, InputError, ServiceError
 from pipeline.fleet.devices import Registry
-from pipeline.fleet.modelfile import resolve_model_path
 from pipeline.intake.lines import LineLimit
 from pipeline.intake.parse import PromptIn
 from pipeline.settings import Settings
@@ -43,21 +46,26 @@ JSON_BYTES_PER_BYTE = 6  # JSON's longest escape of one byte: "\u0001"
 RECORD_SLACK_BYTES = 1 << 20  # a line's id, metadata, keys and layout
 
 
-class PromptCounter(Protocol):
-    """Counts the tokens a record is fed to the model as (see
-    :class:`pipeline.intake.tokens.ModelTokenizer`)."""
+class PromptTokenizer(Protocol):
+    """Counts a record's tokens as the model is fed it (the entry layer passes the workers'
+    tokenizer); loads what it needs on first use, so an unused one costs nothing."""
 
-    def count(self, record: PromptIn) -> int:
-        """Tokens of ``record``, chat template included."""
+    def count_tokens(self, record: PromptIn) -> int:
+        """Tokens of ``record``, chat template and special tokens included.
+
+        Raises:
+            InputError: the model would refuse the record (messages without a chat template).
+            ConfigError: the model file is unreadable.
+        """
         ...
 
-
-@runtime_checkable
-class VocabularyCounter(PromptCounter, Protocol):
-    """A counter that also knows how many bytes one token can stand for."""
-
     def max_token_bytes(self) -> int:
-        """The most input bytes one token stands for."""
+        """The most input bytes one token stands for.
+
+        Raises:
+            ConfigError: the model file is unreadable, or its vocabulary does not bound tokens
+                by bytes.
+        """
         ...
 
 
@@ -74,7 +82,7 @@ def byte_bound(record: PromptIn) -> int:
     return prompt_bytes(record) + TEMPLATE_SLACK_TOKENS * n_messages
 
 
-def line_limit(settings: Settings) -> LineLimit:
+def line_limit(settings: Settings, tokenizer: PromptTokenizer) -> LineLimit:
     """The longest line a prompt file may hold, from the context length and the model.
 
     A prompt that fits ``n_ctx_per_seq`` tokens has at most ``n_ctx_per_seq`` x
@@ -83,11 +91,11 @@ def line_limit(settings: Settings) -> LineLimit:
     fewer), and the rest of a record (id, metadata, keys, spaces) gets
     :data:`RECORD_SLACK_BYTES`. So every record whose prompt fits and whose other fields take
     at most that slack is within the limit, and a longer line is refused before the rest of it
-    is read. The vocabulary is read only for a line longer than the slack, which the limit
-    always exceeds.
+    is read. ``tokenizer`` (of the model ``settings.model`` names) is asked only for a line
+    longer than the slack, which the limit always exceeds.
     """
     def compute() -> tuple[int, str]:
-        token_bytes = model_token_bytes(settings.model)
+        token_bytes = tokenizer.max_token_bytes()
         context = settings.n_ctx_per_seq
         max_bytes = JSON_BYTES_PER_BYTE * context * token_bytes + RECORD_SLACK_BYTES
         return max_bytes, (
@@ -97,18 +105,6 @@ def line_limit(settings: Settings) -> LineLimit:
             f"plus {RECORD_SLACK_BYTES >> 20} MiB for the id, metadata and layout")
 
     return LineLimit(RECORD_SLACK_BYTES, compute)
-
-
-def model_token_bytes(model: Path | None) -> int:
-    """The most bytes one token of ``model``'s vocabulary (None: the bundled model) stands for.
-
-    Raises:
-        ConfigError: the model is unreadable, or its vocabulary does not bound tokens by bytes.
-    """
-    from pipeline.intake.tokens import ModelTokenizer
-
-    with ModelTokenizer(resolve_model_path(model)) as tokenizer:
-        return tokenizer.max_token_bytes()
 
 
 def check_batch_size(batch_size: int, registry: Registry) -> None:
@@ -137,64 +133,52 @@ def check_job_size(n_prompts: int, settings: Settings) -> None:
 
 
 def check_prompt_sizes(records: Sequence[PromptIn], default_max_tokens: int, context_tokens: int,
-                       counter: PromptCounter | None = None, model: Path | None = None) -> None:
+                       tokenizer: PromptTokenizer) -> None:
     """Refuse the first record whose tokens plus ``max_tokens`` exceed ``context_tokens``.
 
     Args:
         records: validated records; the error's line is the 1-based record number.
         default_max_tokens: ``max_tokens`` of records that give none.
         context_tokens: the per-sequence context workers decode in.
-        counter: exact counter; None loads the tokenizer of ``model`` (None: the bundled
-            model), and only when some prompt could be too long.
-        model: GGUF file whose tokenizer counts, when no ``counter`` is given.
+        tokenizer: the model's; asked only when some prompt could be too long.
 
     A prompt longer in bytes than the tokens left to it times the most bytes a token stands
-    for is refused by its size, without tokenizing it, when ``counter`` knows that figure (a
-    :class:`VocabularyCounter`, as the model's own tokenizer is).
+    for is refused by its size, without tokenizing it.
 
     Raises:
         InputError: a prompt is too long (names its line, its size or token count, and the
-            limit).
+            limit), or the model refuses it (messages without a chat template).
         ConfigError: the tokenizer is needed but the model file is unreadable.
     """
-    suspects = [(n, r) for n, r in enumerate(records, start=1)
-                if byte_bound(r) + (r.max_tokens or default_max_tokens) > context_tokens]
-    if not suspects:
-        return
-    if counter is not None:
-        token_bytes = counter.max_token_bytes if isinstance(counter, VocabularyCounter) else None
-        _check_exact(suspects, default_max_tokens, context_tokens, counter, token_bytes)
-        return
-    from pipeline.intake.tokens import ModelTokenizer
-
-    with ModelTokenizer(resolve_model_path(model)) as tokenizer:
-        _check_exact(suspects, default_max_tokens, context_tokens, tokenizer,
-                     tokenizer.max_token_bytes)
-
-
-def _check_exact(suspects: list[tuple[int, PromptIn]], default_max_tokens: int,
-                 context_tokens: int, counter: PromptCounter,
-                 token_bytes: Callable[[], int] | None) -> None:
-    for line, record in suspects:
+    for line, record in enumerate(records, start=1):
         max_tokens = record.max_tokens or default_max_tokens
-        if token_bytes is not None:
-            _check_bytes(line, record, max_tokens, context_tokens, token_bytes)
-        n = counter.count(record)
-        if n + max_tokens > context_tokens:
-            raise InputError(
-                f"prompt of {n} tokens plus max_tokens {max_tokens} exceeds the "
-                f"{context_tokens}-token context per sequence (ECOBATCH_N_CTX_PER_SEQ); "
-                "shorten it or lower max_tokens", line=line, field="prompt")
+        if byte_bound(record) + max_tokens > context_tokens:
+            _check_bytes(line, record, max_tokens, context_tokens, tokenizer)
+            _check_tokens(line, record, max_tokens, context_tokens, tokenizer)
+
+
+def _check_tokens(line: int, record: PromptIn, max_tokens: int, context_tokens: int,
+                  tokenizer: PromptTokenizer) -> None:
+    try:
+        n = tokenizer.count_tokens(record)
+    except InputError as e:  # the chat template refuses the record, as the worker would
+        reason = str(e).removeprefix(f"field {e.field!r}: ")
+        raise InputError(reason, line=line, field=e.field) from e
+    if n + max_tokens > context_tokens:
+        raise InputError(
+            f"prompt of {n} tokens plus max_tokens {max_tokens} exceeds the "
+            f"{context_tokens}-token context per sequence (ECOBATCH_N_CTX_PER_SEQ); "
+            "shorten it or lower max_tokens", line=line, field="prompt")
 
 
 def _check_bytes(line: int, record: PromptIn, max_tokens: int, context_tokens: int,
-                 token_bytes: Callable[[], int]) -> None:
+                 tokenizer: PromptTokenizer) -> None:
     """Refuse a prompt too large in bytes to fit, before anyone tokenizes it."""
     size = prompt_bytes(record)
     room_tokens = max(0, context_tokens - max_tokens)
     if size <= room_tokens:  # the limit is at least a byte per token: no need to read it
         return
-    per_token = token_bytes()
+    per_token = tokenizer.max_token_bytes()
     if size > room_tokens * per_token:
         raise InputError(
             f"prompt of {size:,} bytes cannot fit: the {context_tokens}-token context per "
@@ -205,17 +189,16 @@ def _check_bytes(line: int, record: PromptIn, max_tokens: int, context_tokens: i
 
 
 def check_submission(records: Sequence[PromptIn], default_max_tokens: int, settings: Settings,
-                     counter: PromptCounter | None = None) -> None:
+                     tokenizer: PromptTokenizer) -> None:
     """Every submit-time limit on one submission: job size, then prompt sizes in tokens of
-    the model ``settings.model`` names (the bundled one when unset).
+    ``tokenizer`` (the model ``settings.model`` names).
 
     Raises:
         InputError: a limit is exceeded.
         ConfigError: the model file is unreadable.
     """
     check_job_size(len(records), settings)
-    check_prompt_sizes(records, default_max_tokens, settings.n_ctx_per_seq, counter,
-                       settings.model)
+    check_prompt_sizes(records, default_max_tokens, settings.n_ctx_per_seq, tokenizer)
 
 
 def take_submit_token(client: redis.Redis, client_id: str, limit_per_min: int,

@@ -14,27 +14,30 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, Protocol, cast
+from typing import Any, BinaryIO, Protocol
 
 import redis
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import Connection, Engine, Table, insert, select
+from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.broker.queue import PromptRef, push_refs
 from pipeline.broker.restore import reconcile
 from pipeline.errors import ConfigError, InputError, ServiceError
-from pipeline.intake.limits import check_submission
-from pipeline.intake.lines import LineLimit
+from pipeline.intake.limits import PromptTokenizer, check_submission, line_limit
 from pipeline.intake.parse import (
-    MAX_TOKENS_CAP,
     PromptIn,
     external_id,
     read_input,
-    storable_text,
-    validate_records,
 )
-from pipeline.ledger.models import MAX_JOB_ID_CHARS, Job, JobStatus, Prompt, PromptStatus, utc_now
+from pipeline.ledger.models import (
+    MAX_JOB_ID_CHARS,
+    Job,
+    JobStatus,
+    Prompt,
+    PromptStatus,
+    table_of,
+    utc_now,
+)
 from pipeline.policy import check_deadline, check_strategy, normalise_weights
 from pipeline.settings import Settings
 
@@ -161,39 +164,149 @@ def _job_policy(strategy: str, weights: Mapping[str, float] | None, slo_s: float
     return {"strategy": strategy, "weights": clean_weights, "slo_s": slo_s, "deadline": deadline}
 
 
-def submit_file(
-    engine: Engine,
-    redis_client: redis.Redis,
-    path: str | Path,
-    *,
-    fmt: str | None = None,
-    stdin: BinaryIO | None = None,
-    strategy: str,
-    default_max_tokens: int,
-    deferred: bool = False,
-    weights: Mapping[str, float] | None = None,
-    slo_s: float | None = None,
-    deadline: datetime | None = None,
-    limit: LineLimit | None = None,
-) -> SubmitReceipt:
-    """Parse and validate a whole file (``-`` is ``stdin``), then :func:`submit_records` it.
+class SubmitContext(Protocol):
+    """Where a submission goes: settings, tokenizer, ledger and broker (``AppContext``, the
+    ``Client``, :class:`SubmitHandles`).
 
-    ``limit`` is the longest line read (see :func:`pipeline.intake.limits.line_limit`); None: any.
+    ``engine`` and ``redis`` are read only once a submission passed its checks, so a bad
+    submission is refused before any connection is made.
+    """
+
+    settings: Settings
+
+    @property
+    def tokenizer(self) -> PromptTokenizer:
+        """The tokenizer of the model ``settings.model`` names (the workers' own)."""
+        ...
+
+    @property
+    def engine(self) -> Engine:
+        """The SQL ledger."""
+        ...
+
+    @property
+    def redis(self) -> redis.Redis:
+        """The broker's Redis."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitHandles:
+    """A :class:`SubmitContext` of handles already open (tests, benchmarks, scripts)."""
+
+    settings: Settings
+    tokenizer: PromptTokenizer
+    engine: Engine
+    redis: redis.Redis
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """How one submission wants its job run; None takes the default from :class:`Settings`.
+
+    Attributes:
+        max_tokens: new-token limit of prompts that give none, in tokens (None:
+            ``settings.max_tokens``).
+        strategy: routing strategy name (None: ``settings.strategy``).
+        weights: the job's weights for the ``weighted`` strategy (None: the router's).
+        slo_s: the job's latency target in seconds (None: the router's default).
+        deadline: when every answer is due (timezone-aware); required with ``deferred``.
+        deferred: hold the job in SQL for the planner instead of enqueueing it.
+        job_id: id to use instead of a fresh one (a Celery task's), so a redelivered call
+            does not submit twice.
+    """
+
+    max_tokens: int | None = None
+    strategy: str | None = None
+    weights: Mapping[str, float] | None = None
+    slo_s: float | None = None
+    deadline: datetime | None = None
+    deferred: bool = False
+    job_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedJob:
+    """A submission that passed every submit-time limit, with the defaults applied.
+
+    Made only by :func:`check_job`; written by :func:`submit_checked`.
+    """
+
+    records: Sequence[PromptIn]
+    source: str
+    options: JobOptions
+    max_tokens: int
+    strategy: str
+
+
+def check_job(records: Sequence[PromptIn], settings: Settings, tokenizer: PromptTokenizer, *,
+              source: str, options: JobOptions = JobOptions()) -> CheckedJob:
+    """Apply the settings' defaults to ``options`` and every submit-time limit to ``records``.
+
+    The one place where a submission gets its defaults and its limits: every entry (``ecobatch
+    submit``, ``ecobatch run``, :class:`pipeline.client.Client`, the ``ecobatch.submit`` task
+    and :func:`submit_file`) goes through here.
+
+    Args:
+        records: validated prompts, in order.
+        settings: defaults (``max_tokens``, ``strategy``) and limits.
+        tokenizer: the model's (see :func:`pipeline.intake.limits.check_submission`).
+        source: where the prompts came from: a file name, ``-``, ``client`` or ``celery``.
+        options: what the submitter asked for.
 
     Raises:
-        InputError: the file is unreadable or any record is bad; nothing is written.
+        InputError: a limit is exceeded (names the line and field).
+        ConfigError: the model file is unreadable.
+    """
+    max_tokens = options.max_tokens or settings.max_tokens
+    check_submission(records, max_tokens, settings, tokenizer)
+    return CheckedJob(records, source, options, max_tokens, options.strategy or settings.strategy)
+
+
+def submit_checked(engine: Engine, redis_client: redis.Redis, job: CheckedJob) -> SubmitReceipt:
+    """Write and enqueue a job :func:`check_job` accepted (see :func:`submit_records`)."""
+    opts = job.options
+    return submit_records(engine, redis_client, job.records, source=job.source,
+                          strategy=job.strategy, default_max_tokens=job.max_tokens,
+                          deferred=opts.deferred, job_id=opts.job_id, weights=opts.weights,
+                          slo_s=opts.slo_s, deadline=opts.deadline)
+
+
+def submit_job(ctx: SubmitContext, records: Sequence[PromptIn], *, source: str,
+               options: JobOptions = JobOptions()) -> SubmitReceipt:
+    """Check ``records`` (:func:`check_job`), then write and enqueue them.
+
+    Raises:
+        InputError: a limit is exceeded, or a record or option is bad; nothing is written.
+        ConfigError: the model file is unreadable.
         ServiceError: as for :func:`submit_records`.
     """
-    records = read_input(path, fmt, stdin=stdin, limit=limit)
-    return submit_records(engine, redis_client, records, source=str(path), strategy=strategy,
-                          default_max_tokens=default_max_tokens, deferred=deferred,
-                          weights=weights, slo_s=slo_s, deadline=deadline)
+    job = check_job(records, ctx.settings, ctx.tokenizer, source=source, options=options)
+    return submit_checked(ctx.engine, ctx.redis, job)
+
+
+def submit_file(ctx: SubmitContext, path: str | Path, *, fmt: str | None = None,
+                stdin: BinaryIO | None = None,
+                options: JobOptions = JobOptions()) -> SubmitReceipt:
+    """Parse and validate a whole file (``-`` is ``stdin``), then :func:`submit_job` it.
+
+    Lines longer than :func:`pipeline.intake.limits.line_limit` are refused unread, and the
+    records get the same limits as any other submission.
+
+    Raises:
+        InputError: the file is unreadable, a record is bad or a limit is exceeded (names the
+            line); nothing is written.
+        ConfigError: the model file is unreadable.
+        ServiceError: as for :func:`submit_records`.
+    """
+    records = read_input(path, fmt, stdin=stdin, limit=line_limit(ctx.settings, ctx.tokenizer))
+    return submit_job(ctx, records, source=str(path), options=options)
 
 
 def _existing_job(engine: Engine, redis_client: redis.Redis, job_id: str) -> SubmitReceipt | None:
     if not 0 < len(job_id) <= MAX_JOB_ID_CHARS:
         raise InputError(f"job id must have 1 to {MAX_JOB_ID_CHARS} characters", field="job_id")
-    job = _table(Job)
+    job = table_of(Job)
     try:
         with engine.connect() as conn:
             row = conn.execute(select(job.c.n_prompts, job.c.status)
@@ -206,10 +319,6 @@ def _existing_job(engine: Engine, redis_client: redis.Redis, job_id: str) -> Sub
     if not deferred:
         reconcile(engine, redis_client, job_id=job_id)
     return SubmitReceipt(job_id=job_id, n_prompts=int(row[0]), deferred=deferred)
-
-
-def _table(model: Any) -> Table:
-    return cast(Table, model.__table__)
 
 
 def _prompt_rows(job_id: str, records: Sequence[PromptIn], default_max_tokens: int,
@@ -230,12 +339,12 @@ def _write_sql(engine: Engine, job_row: dict[str, Any], records: Sequence[Prompt
                default_max_tokens: int) -> list[tuple[Any, ...]]:
     """Insert the job and its prompts in one transaction; return the prompt rows written."""
     dialect = engine.dialect
-    status_type = _table(Prompt).c.status.type
+    status_type = table_of(Prompt).c.status.type
     to_db = status_type.bind_processor(dialect) or (lambda v: v)
     rows = _prompt_rows(job_row["id"], records, default_max_tokens, to_db(PromptStatus.PENDING))
     try:
         with engine.begin() as conn:
-            conn.execute(insert(_table(Job)), [job_row])
+            conn.execute(insert(table_of(Job)), [job_row])
             _bulk_insert(conn, rows)
     except (SQLAlchemyError, dialect.loaded_dbapi.Error) as e:
         raise ServiceError(f"cannot write job {job_row['id']} to the database: {e}") from e
@@ -278,75 +387,3 @@ def _enqueue(redis_client: redis.Redis, job_id: str, rows: list[tuple[Any, ...]]
             f"not be enqueued in Redis ({e.__cause__ or e}); run `ecobatch reconcile` once "
             "Redis is back"
         ) from e
-
-
-class SubmitContext(Protocol):
-    """What :func:`submit_task_payload` needs of a process context (e.g. ``AppContext``)."""
-
-    settings: Settings
-
-    @property
-    def engine(self) -> Engine:
-        """The SQL ledger."""
-        ...
-
-    @property
-    def redis(self) -> redis.Redis:
-        """The broker's Redis."""
-        ...
-
-
-class SubmitOptions(BaseModel):
-    """Options of the ``ecobatch.submit`` task (JSON object, every key optional).
-
-    Attributes:
-        max_tokens: default new-token limit per prompt, in tokens.
-        strategy: routing strategy name (see ``ecobatch submit --help``).
-        source: label stored on the job.
-        weights: weights of the weighted strategy, e.g. ``{"carbon": 3, "latency": 1}``.
-        slo_s: latency target in seconds.
-        deadline: ISO 8601 time with a zone by which the job must be done.
-        defer: hold the job for the lowest-carbon window before ``deadline``.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_tokens: Annotated[int, Field(gt=0, le=MAX_TOKENS_CAP, strict=True)] | None = None
-    strategy: str | None = None
-    source: Annotated[str, Field(max_length=200), AfterValidator(storable_text)] = "celery"
-    weights: dict[str, float] | None = None
-    slo_s: Annotated[float, Field(gt=0)] | None = None
-    deadline: AwareDatetime | None = None
-    defer: bool = False
-
-
-def submit_task_payload(ctx: SubmitContext, prompts: Any, options: dict[str, Any], *,
-                        job_id: str | None = None) -> SubmitReceipt:
-    """Validate and submit the JSON arguments of an ``ecobatch.submit`` task call.
-
-    Args:
-        ctx: the process's engine, Redis client and settings.
-        prompts: a list of strings or JSONL-style records.
-        options: see :class:`SubmitOptions`.
-        job_id: the task id, so that a redelivered task does not submit twice.
-
-    Raises:
-        InputError: bad prompts or options (``line`` is the 1-based record number).
-        ServiceError: SQL or Redis failed.
-    """
-    try:
-        opts = SubmitOptions.model_validate(options)
-    except ValidationError as e:
-        err = e.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in err["loc"]) or None
-        raise InputError(f"bad submit option: {err['msg']}", field=field) from e
-    if not isinstance(prompts, list):
-        raise InputError(f"prompts must be a list, got {type(prompts).__name__}")
-    records = validate_records(prompts)
-    check_submission(records, opts.max_tokens or ctx.settings.max_tokens, ctx.settings)
-    return submit_records(
-        ctx.engine, ctx.redis, records, source=opts.source,
-        strategy=opts.strategy or ctx.settings.strategy,
-        default_max_tokens=opts.max_tokens or ctx.settings.max_tokens, job_id=job_id,
-        weights=opts.weights, slo_s=opts.slo_s, deadline=opts.deadline, deferred=opts.defer,
-    )

@@ -1,4 +1,5 @@
-"""The work of one ``ecobatch.submit`` task call: accept it, or keep its refusal in the ledger.
+"""The work of one ``ecobatch.submit`` task call: validate its JSON arguments, submit them
+through :func:`pipeline.intake.submit.submit_job`, or keep its refusal in the ledger.
 
 A service posting by task name gets no reply (there is no result backend), so a refusal is
 kept where it can look: a job in state ``rejected`` under the call's job id, with the reason in
@@ -10,14 +11,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Annotated, Any, TypeGuard
 
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from pipeline.errors import ConfigError, InputError, ServiceError
 from pipeline.intake.limits import take_submit_token
-from pipeline.intake.submit import SubmitContext, submit_task_payload
+from pipeline.intake.parse import MAX_TOKENS_CAP, storable_text, validate_records
+from pipeline.intake.submit import JobOptions, SubmitContext, SubmitReceipt, submit_job
 from pipeline.ledger.db import session_scope
 from pipeline.ledger.models import MAX_JOB_ID_CHARS, Job, JobStatus
 from pipeline.ledger.retry import is_permanent
@@ -133,3 +136,55 @@ def _source_of(options: Any) -> str:
     if isinstance(source, str) and 0 < len(source) <= MAX_SOURCE_CHARS:
         return _storable(source)
     return "celery"
+
+
+class SubmitOptions(BaseModel):
+    """Options of the ``ecobatch.submit`` task (JSON object, every key optional).
+
+    Attributes:
+        max_tokens: default new-token limit per prompt, in tokens.
+        strategy: routing strategy name (see ``ecobatch submit --help``).
+        source: label stored on the job.
+        weights: weights of the weighted strategy, e.g. ``{"carbon": 3, "latency": 1}``.
+        slo_s: latency target in seconds.
+        deadline: ISO 8601 time with a zone by which the job must be done.
+        defer: hold the job for the lowest-carbon window before ``deadline``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens: Annotated[int, Field(gt=0, le=MAX_TOKENS_CAP, strict=True)] | None = None
+    strategy: str | None = None
+    source: Annotated[str, Field(max_length=200), AfterValidator(storable_text)] = "celery"
+    weights: dict[str, float] | None = None
+    slo_s: Annotated[float, Field(gt=0)] | None = None
+    deadline: AwareDatetime | None = None
+    defer: bool = False
+
+
+def submit_task_payload(ctx: SubmitContext, prompts: Any, options: dict[str, Any], *,
+                        job_id: str | None = None) -> SubmitReceipt:
+    """Validate and submit the JSON arguments of an ``ecobatch.submit`` task call.
+
+    Args:
+        ctx: the process's engine, Redis client and settings.
+        prompts: a list of strings or JSONL-style records.
+        options: see :class:`SubmitOptions`.
+        job_id: the task id, so that a redelivered task does not submit twice.
+
+    Raises:
+        InputError: bad prompts or options (``line`` is the 1-based record number).
+        ServiceError: SQL or Redis failed.
+    """
+    try:
+        opts = SubmitOptions.model_validate(options)
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in err["loc"]) or None
+        raise InputError(f"bad submit option: {err['msg']}", field=field) from e
+    if not isinstance(prompts, list):
+        raise InputError(f"prompts must be a list, got {type(prompts).__name__}")
+    records = validate_records(prompts)
+    job = JobOptions(max_tokens=opts.max_tokens, strategy=opts.strategy, weights=opts.weights,
+                     slo_s=opts.slo_s, deadline=opts.deadline, deferred=opts.defer, job_id=job_id)
+    return submit_job(ctx, records, source=opts.source, options=job)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TextIO, cast
 
-from sqlalchemy import Connection, Engine, Table, exists, func, select
+from sqlalchemy import Connection, Engine, exists, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.errors import InputError, NotFoundError, ServiceError
@@ -22,6 +22,7 @@ from pipeline.ledger.models import (
     Prompt,
     PromptStatus,
     Result,
+    table_of,
 )
 from pipeline.ledger.rows import EXPORT_FIELDS, ExportRow
 from pipeline.ledger.state import set_job_status
@@ -95,10 +96,6 @@ class JobStatusView:
         return self.n_results / self.total if self.total else 1.0
 
 
-def _t(model: Any) -> Table:
-    return cast(Table, model.__table__)
-
-
 def derive_status(stored: JobStatus, total: int, n_results: int, n_failed: int,
                   n_started: int) -> JobStatus:
     """The status a job should have given its prompts' progress.
@@ -165,7 +162,7 @@ def refresh_job_status(engine: Engine, job_id: str) -> JobStatus:
 
 
 def _status_view(conn: Connection, job_id: str) -> JobStatusView:
-    job, prompt, result = _t(Job), _t(Prompt), _t(Result)
+    job, prompt, result = table_of(Job), table_of(Prompt), table_of(Result)
     row = conn.execute(select(job).where(job.c.id == job_id)).mappings().first()
     if row is None:
         raise job_not_found(job_id)
@@ -198,7 +195,7 @@ def _status_view(conn: Connection, job_id: str) -> JobStatusView:
 def _redelivering(conn: Connection, job_id: str) -> int:
     """Prompts of the job in batches taken back from a lost worker (``dispatched`` with the
     lost worker still named) that no worker has claimed again yet."""
-    prompt, batch = _t(Prompt), _t(Batch)
+    prompt, batch = table_of(Prompt), table_of(Batch)
     return int(conn.execute(select(func.count()).select_from(
         prompt.join(batch, batch.c.id == prompt.c.batch_id)).where(
         prompt.c.job_id == job_id, prompt.c.status == PromptStatus.BATCHED,
@@ -206,7 +203,7 @@ def _redelivering(conn: Connection, job_id: str) -> int:
 
 
 def _dead_errors(conn: Connection, job_id: str) -> dict[str, int]:
-    prompt = _t(Prompt)
+    prompt = table_of(Prompt)
     n = func.count().label("n")
     rows = conn.execute(select(prompt.c.error, n).where(
         prompt.c.job_id == job_id, prompt.c.status == PromptStatus.DEAD,
@@ -227,7 +224,7 @@ def iter_results(engine: Engine, job_id: str) -> Iterator[ExportRow]:
         ServiceError: the database cannot be read.
     """
     check_job_id(job_id)
-    job = _t(Job)
+    job = table_of(Job)
     try:
         with engine.connect() as conn:
             found = conn.execute(select(job.c.id).where(job.c.id == job_id)).first()
@@ -239,7 +236,7 @@ def iter_results(engine: Engine, job_id: str) -> Iterator[ExportRow]:
 
 
 def _export_query(job_id: str) -> Any:
-    prompt, result = _t(Prompt), _t(Result)
+    prompt, result = table_of(Prompt), table_of(Result)
     return (
         select(prompt.c.external_id.label("id"), prompt.c.id.label("prompt_id"),
                prompt.c.status, prompt.c.prompt, prompt.c.messages,

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import cast
 
-from sqlalchemy import JSON, Column, DateTime, Dialect, Index, Text
+from sqlalchemy import JSON, Column, DateTime, Dialect, Index, Table, Text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -38,6 +39,14 @@ MAX_JOB_ID_CHARS = 32
 def utc_now() -> datetime:
     """Current time, timezone-aware UTC."""
     return datetime.now(UTC)
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The SQLAlchemy table of a ledger model (``Job``, ``Prompt``, ...), typed for Core queries.
+
+    SQLModel declares ``__table__`` without a type, so this is the one place that casts it.
+    """
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]
 
 
 def _ts(index: bool = False) -> object:

@@ -1,8 +1,8 @@
 """Cutting the Redis pending list into batches.
 
 The decision is pure (:func:`plan_take` looks at a peeked head of the list and the clock); the
-I/O around it (:func:`take_batches`) peeks many references in one round trip, pops exactly what
-was decided in a second one, and cuts the popped references into batches.
+I/O around it (:func:`take_refs`) peeks many references in one round trip and pops exactly what
+was decided in a second one; :func:`cut_batches` then cuts the popped references into batches.
 
 Batches are cut at :func:`effective_batch_size`, the smaller of the configured batch size and the
 largest ``max_batch_size`` in the registry, so every batch fits at least one device and the

@@ -33,10 +33,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.broker.alive import live_workers
 from pipeline.errors import ServiceError
+from pipeline.fleet.devices import device_queue
 from pipeline.ledger.models import Batch, BatchStatus
 from pipeline.ledger.state import take_back_batch
 from router.live.route import PublishMany
-from router.recovery.requeue import device_queue
 
 log = logging.getLogger(__name__)
 _BATCH = Batch.__table__  # type: ignore[attr-defined]

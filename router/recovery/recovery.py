@@ -27,9 +27,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.broker.restore import reconcile
 from pipeline.errors import ServiceError
+from pipeline.fleet.devices import device_queue
 from pipeline.ledger.models import Batch, BatchStatus, Result
 from router.live.route import Dispatch, PublishMany
-from router.recovery.requeue import device_queue
 
 log = logging.getLogger(__name__)
 EPOCH_KEY = "ecobatch:epoch"

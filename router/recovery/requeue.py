@@ -14,16 +14,12 @@ from sqlalchemy import Engine, exists, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.errors import ServiceError
+from pipeline.fleet.devices import device_queue
 from pipeline.ledger.models import Batch, BatchStatus, Result
 from router.live.route import Dispatch, PublishMany
 
 _BATCH = Batch.__table__.c  # type: ignore[attr-defined]
 _RESULT = Result.__table__.c  # type: ignore[attr-defined]
-
-
-def device_queue(device_name: str) -> str:
-    """Celery queue of a device by name (as :attr:`pipeline.fleet.devices.Device.queue`)."""
-    return f"device.{device_name}"
 
 
 def stale_batches(

@@ -32,9 +32,17 @@ from sqlmodel import SQLModel
 
 from pipeline.broker.queue import PENDING_KEY
 from pipeline.intake.parse import read_input
-from pipeline.intake.submit import PROMPT_COLUMNS, _write_sql, new_job_id, submit_file
+from pipeline.intake.submit import (
+    PROMPT_COLUMNS,
+    SubmitHandles,
+    _write_sql,
+    new_job_id,
+    submit_file,
+)
 from pipeline.ledger.db import make_engine, normalise_url
 from pipeline.ledger.models import Job, JobStatus, Prompt, utc_now
+from pipeline.settings import load_settings
+from workers.backends.llama.tokenizer import ModelTokenizer
 
 GOAL_PER_S = 20_000
 TOPICS = ["photosynthesis", "grid carbon intensity", "PUE", "batch inference", "KV caches",
@@ -84,7 +92,9 @@ def time_submit(engine: Engine, rclient: redis.Redis, path: Path) -> float:
     """Seconds for one ``submit_file`` of ``path``."""
     rclient.delete(PENDING_KEY)
     t0 = time.perf_counter()
-    submit_file(engine, rclient, path, strategy="carbon", default_max_tokens=128)
+    handles = SubmitHandles(load_settings(strategy="carbon", max_tokens=128), ModelTokenizer(None),
+                            engine, rclient)
+    submit_file(handles, path)
     elapsed = time.perf_counter() - t0
     rclient.delete(PENDING_KEY)
     return elapsed

@@ -27,11 +27,13 @@ from pipeline.app.children import ChildGroup
 from pipeline.app.embedded import EmbeddedRedis
 from pipeline.broker.queue import connect
 from pipeline.fleet.modelfile import default_model_path
-from pipeline.intake.submit import submit_file
+from pipeline.intake.submit import SubmitHandles, submit_file
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.models import Result
+from pipeline.settings import load_settings
 from workers.backends.base import GenerationRequest
 from workers.backends.llama.batched import BatchedLlamaBackend
+from workers.backends.llama.tokenizer import ModelTokenizer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "prompts.jsonl"
 
@@ -94,8 +96,9 @@ def _submit(engine, redis_client, tmp: Path, prompts: list[str], max_tokens: int
             batch_size: int, expect_total: int) -> None:
     path = tmp / f"in-{expect_total}.jsonl"
     path.write_text("".join(json.dumps({"prompt": p, "max_tokens": max_tokens}) + "\n" for p in prompts))
-    submit_file(engine, redis_client, str(path), fmt="jsonl", strategy="carbon",
-                default_max_tokens=max_tokens)
+    handles = SubmitHandles(load_settings(strategy="carbon", max_tokens=max_tokens),
+                            ModelTokenizer(None), engine, redis_client)
+    submit_file(handles, str(path), fmt="jsonl")
     while True:
         with Session(engine) as s:
             n = s.execute(select(func.count()).select_from(Result)).scalar_one()

@@ -1,4 +1,4 @@
-"""The Celery app carries DESIGN.md's reliability settings and the public task names."""
+"""The Celery app carries docs/architecture.md's reliability settings and the public task names."""
 
 from __future__ import annotations
 

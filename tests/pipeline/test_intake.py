@@ -25,9 +25,11 @@ from pipeline.intake.parse import (
     sniff_format,
     validate_records,
 )
-from pipeline.intake.submit import submit_file
+from pipeline.intake.submit import SubmitHandles, submit_file
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.models import Job, Prompt
+from pipeline.settings import load_settings
+from workers.backends.llama.tokenizer import ModelTokenizer
 
 # --- good input -------------------------------------------------------------------------------
 
@@ -203,11 +205,12 @@ def test_bad_files_write_nothing_to_sql_or_redis(
     engine = make_engine(db_url)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     ext = {"jsonl": "jsonl", "csv": "csv", "text": "txt"}
+    handles = SubmitHandles(load_settings(max_tokens=16), ModelTokenizer(None), engine, client)
     for i, (fmt, data, line, _field, _words) in enumerate(BAD_CASES):
         path = tmp_path / f"bad{i}.{ext[fmt]}"
         path.write_bytes(data)
         with pytest.raises(InputError) as info:
-            submit_file(engine, client, path, strategy="carbon", default_max_tokens=16)
+            submit_file(handles, path)
         assert info.value.line == line
     assert client.llen(PENDING_KEY) == 0
     with engine.connect() as conn:

@@ -16,13 +16,12 @@ from pipeline.intake.limits import (
     RECORD_SLACK_BYTES,
     check_prompt_sizes,
     line_limit,
-    model_token_bytes,
 )
 from pipeline.intake.lines import LineLimit, bounded_lines, fixed_limit
 from pipeline.intake.parse import PromptIn, read_input, read_stream, validate_records
-from pipeline.intake.tokens import ModelTokenizer
 from pipeline.settings import load_settings
 from tests.cluster import REPO_ROOT, clean_env
+from workers.backends.llama.tokenizer import ModelTokenizer
 
 HUGE_BYTES = 50_000_000  # the single-line file of issue 11, item 4
 PEAK_RSS_LIMIT_BYTES = 300 * 2**20
@@ -47,7 +46,7 @@ class EndlessLine(io.RawIOBase):
 class Counted:
     """A counter that must not be needed: the prompt is refused by its size first."""
 
-    def count(self, record: object) -> int:
+    def count_tokens(self, record: object) -> int:
         raise AssertionError("tokenized a prompt that its size already refuses")
 
     def max_token_bytes(self) -> int:
@@ -115,17 +114,19 @@ def test_bounded_reading_keeps_bom_crlf_csv_and_utf8_errors() -> None:
 def test_no_token_stands_for_more_bytes_than_the_bound(model_path: Path, text: str) -> None:
     with ModelTokenizer(model_path) as tokenizer:
         token_bytes = tokenizer.max_token_bytes()
-        n_tokens = tokenizer.count(PromptIn(prompt=text))
+        n_tokens = tokenizer.count_tokens(PromptIn(prompt=text))
     assert n_tokens * token_bytes >= len(text.encode("utf-8")), (n_tokens, token_bytes)
 
 
 def test_the_line_limit_follows_the_context_and_the_vocabulary(model_path: Path) -> None:
-    token_bytes = model_token_bytes(model_path)
-    for context in (512, 4096):
-        limit = line_limit(load_settings(n_ctx_per_seq=context, model=model_path))
-        max_bytes, why = limit.resolve()
-        assert max_bytes == JSON_BYTES_PER_BYTE * context * token_bytes + RECORD_SLACK_BYTES
-        assert f"{context}-token context" in why and f"{context} tokens x {token_bytes} bytes" in why
+    with ModelTokenizer(model_path) as tokenizer:
+        token_bytes = tokenizer.max_token_bytes()
+        for context in (512, 4096):
+            limit = line_limit(load_settings(n_ctx_per_seq=context), tokenizer)
+            max_bytes, why = limit.resolve()
+            assert max_bytes == JSON_BYTES_PER_BYTE * context * token_bytes + RECORD_SLACK_BYTES
+            assert f"{context}-token context" in why
+            assert f"{context} tokens x {token_bytes} bytes" in why
 
 
 def test_a_prompt_too_large_in_bytes_is_refused_without_tokenizing() -> None:

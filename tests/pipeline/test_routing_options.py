@@ -15,10 +15,12 @@ from sqlmodel import Session
 from pipeline.app.cli.main import main
 from pipeline.errors import ConfigError, InputError
 from pipeline.intake.parse import validate_records
-from pipeline.intake.submit import submit_records, submit_task_payload
+from pipeline.intake.submit import SubmitHandles, submit_records
+from pipeline.intake.submit_call import submit_task_payload
 from pipeline.ledger.models import Job, JobStatus
 from pipeline.policy import check_deadline
 from pipeline.settings import load_settings
+from workers.backends.llama.tokenizer import ModelTokenizer
 
 
 def _submit(engine: Engine, rclient: redis.Redis, **kw: Any) -> str:
@@ -69,17 +71,13 @@ def test_check_deadline_returns_utc() -> None:
 
 
 def test_submit_task_takes_defer_and_deadline(engine: Engine, rclient: redis.Redis) -> None:
-    class Ctx:
-        settings = load_settings()
-
-    ctx = Ctx()
-    ctx.engine, ctx.redis = engine, rclient  # type: ignore[attr-defined]
+    ctx = SubmitHandles(load_settings(), ModelTokenizer(None), engine, rclient)
     deadline = (datetime.now(UTC) + timedelta(hours=5)).isoformat()
-    receipt = submit_task_payload(ctx, ["x"], {"defer": True, "deadline": deadline,  # type: ignore[arg-type]
+    receipt = submit_task_payload(ctx, ["x"], {"defer": True, "deadline": deadline,
                                                "strategy": "latency", "slo_s": 3})
     assert receipt.deferred
     with pytest.raises(InputError, match="deadline"):
-        submit_task_payload(ctx, ["x"], {"defer": True})  # type: ignore[arg-type]
+        submit_task_payload(ctx, ["x"], {"defer": True})
 
 
 def test_cli_submit_defer_and_weights(tmp_path: Path, redis_url: str, db_url: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,15 +19,18 @@ from pipeline.broker.restore import reconcile
 from pipeline.errors import InputError, ServiceError
 from pipeline.intake.parse import validate_records
 from pipeline.intake.submit import (
+    JobOptions,
+    SubmitHandles,
     SubmitReceipt,
     estimate_prompt_tokens,
     submit_file,
     submit_records,
-    submit_task_payload,
 )
+from pipeline.intake.submit_call import submit_task_payload
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.models import Job, JobStatus, Prompt, PromptStatus
-from pipeline.settings import Settings, load_settings
+from pipeline.settings import load_settings
+from workers.backends.llama.tokenizer import ModelTokenizer
 
 pytestmark = pytest.mark.service
 JOBS = SQLModel.metadata.tables["job"]
@@ -84,10 +87,36 @@ def test_submit_file_parses_then_submits(
 ) -> None:
     path = tmp_path / "p.csv"
     path.write_text("prompt,id\nhello,a\nworld,b\n")
-    receipt = submit_file(engine, rclient, path, strategy="latency", default_max_tokens=16)
+    receipt = submit_file(SubmitHandles(load_settings(), ModelTokenizer(None), engine, rclient), path,
+                          options=JobOptions(max_tokens=16, strategy="latency"))
     assert receipt.n_prompts == 2 and rclient.llen(PENDING_KEY) == 2
     with engine.connect() as conn:
         assert conn.execute(select(JOBS.c.source)).scalar_one() == str(path)
+
+
+def test_submit_file_applies_the_limits_and_keeps_what_was_accepted(
+    engine: Engine, rclient: redis.Redis, tmp_path: Path
+) -> None:
+    with ModelTokenizer(None) as tokenizer:  # the bundled model's, as workers count
+        handles = SubmitHandles(load_settings(max_prompts_per_job=3), tokenizer, engine, rclient)
+        good = tmp_path / "good.txt"
+        good.write_text("one\ntwo\n")
+        accepted = submit_file(handles, good)
+        too_many = tmp_path / "many.txt"
+        too_many.write_text("a\nb\nc\nd\n")
+        with pytest.raises(InputError, match="4 prompts exceed the limit of 3"):
+            submit_file(handles, too_many)
+        oversize = tmp_path / "long.jsonl"
+        oversize.write_text('{"prompt": "fine"}\n' + json.dumps({"prompt": "token " * 1500}) + "\n")
+        with pytest.raises(InputError, match="1024-token context per sequence") as info:
+            submit_file(handles, oversize)
+        assert (info.value.line, info.value.field) == (2, "prompt")
+        assert "line 2" in str(info.value)
+    # the refused files wrote nothing; the job accepted before is whole, in SQL and in Redis
+    with engine.connect() as conn:
+        assert conn.execute(select(JOBS.c.id)).scalars().all() == [accepted.job_id]
+        assert conn.execute(select(func.count()).select_from(PROMPTS)).scalar_one() == 2
+    assert [r.prompt_id for r in _refs(rclient)] == [f"{accepted.job_id}:{i}" for i in (1, 2)]
 
 
 def test_deferred_job_stays_in_sql(engine: Engine, rclient: redis.Redis) -> None:
@@ -168,15 +197,9 @@ def test_given_job_id_makes_submission_idempotent(engine: Engine, rclient: redis
         _submit(engine, rclient, ["a"], job_id="x" * 33)
 
 
-@dataclass
-class _Ctx:
-    settings: Settings
-    engine: Engine
-    redis: redis.Redis
-
-
 def test_submit_task_payload(engine: Engine, rclient: redis.Redis) -> None:
-    ctx = _Ctx(load_settings(max_tokens=99, strategy="greedy"), engine, rclient)
+    ctx = SubmitHandles(load_settings(max_tokens=99, strategy="greedy"), ModelTokenizer(None),
+                        engine, rclient)
     receipt = submit_task_payload(ctx, ["a", {"prompt": "b", "max_tokens": 5}], {})
     assert receipt.n_prompts == 2
     assert [r.max_tokens for r in _refs(rclient)] == [99, 5]

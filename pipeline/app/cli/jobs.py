@@ -14,36 +14,32 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from pipeline.app.cli.common import build_settings, handle_errors, make_console, routing_options
+from pipeline.app.cli.common import (
+    build_settings,
+    database_url_option,
+    handle_errors,
+    input_format_option,
+    make_console,
+    max_tokens_option,
+    redis_url_option,
+    routing_options,
+)
+from pipeline.app.context import AppContext
 from pipeline.broker.queue import connect
 from pipeline.grid.data import checked_registry
-from pipeline.intake.limits import check_submission, line_limit
-from pipeline.intake.parse import INPUT_FORMATS, read_input
-from pipeline.intake.submit import submit_records
+from pipeline.intake.submit import JobOptions, submit_file
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.jobs import OUTPUT_FORMATS, JobStatusView, iter_results, job_status, write_results
 from pipeline.settings import Settings
 
-_REDIS_HELP = "Redis URL of the broker, e.g. redis://host:6379/0 [env: ECOBATCH_REDIS_URL]."
-_DB_HELP = ("SQLAlchemy URL of the SQL ledger, e.g. postgresql://user@host/db "
-            "[env: ECOBATCH_DATABASE_URL; default sqlite:///ecobatch.db].")
-
-
-def _database_option(func: click.decorators.FC) -> click.decorators.FC:
-    return click.option("--database-url", default=None, help=_DB_HELP)(func)
-
 
 @click.command("submit")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--format", "fmt", type=click.Choice(INPUT_FORMATS), default=None,
-              help="Input format. Default: from the extension (.jsonl/.ndjson/.json: jsonl, "
-                   ".csv: csv, anything else: text); stdin is jsonl if it starts with '{'.")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=None,
-              help="Default limit on generated tokens per prompt, in tokens; a record's own "
-                   "max_tokens wins [env: ECOBATCH_MAX_TOKENS; default 128].")
+@input_format_option
+@max_tokens_option
 @routing_options
-@click.option("--redis-url", default=None, help=_REDIS_HELP)
-@_database_option
+@redis_url_option
+@database_url_option
 @handle_errors
 def submit(file: str, fmt: str | None, max_tokens: int | None, strategy: str | None,
            weights: dict[str, float] | None, slo_s: float | None, deadline: datetime | None,
@@ -59,13 +55,8 @@ def submit(file: str, fmt: str | None, max_tokens: int | None, strategy: str | N
     if settings.devices is not None:  # the cluster's registry: refuse one it could not route
         checked_registry(settings)
     # '-' reads sys.stdin.buffer, which CliRunner replaces
-    records = read_input(file, fmt, limit=line_limit(settings))
-    check_submission(records, settings.max_tokens, settings)
-    receipt = submit_records(
-        make_engine(settings.database_url), connect(settings.require_redis_url()), records,
-        source=file, strategy=settings.strategy, default_max_tokens=settings.max_tokens,
-        weights=weights, slo_s=slo_s, deadline=deadline, deferred=defer,
-    )
+    options = JobOptions(weights=weights, slo_s=slo_s, deadline=deadline, deferred=defer)
+    receipt = submit_file(AppContext(settings), file, fmt=fmt, options=options)
     note = " (deferred: see `ecobatch plan`)" if receipt.deferred else ""
     click.echo(f"submitted {receipt.n_prompts} prompts{note}", err=True)
     click.echo(receipt.job_id)
@@ -74,7 +65,7 @@ def submit(file: str, fmt: str | None, max_tokens: int | None, strategy: str | N
 @click.command("status")
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@_database_option
+@database_url_option
 @handle_errors
 def status(job_id: str, as_json: bool, database_url: str | None) -> None:
     """Show progress and energy, carbon, water and cost totals of JOB_ID.
@@ -135,7 +126,7 @@ def _status_table(view: JobStatusView) -> Table:
               help="Output format. Default: csv if --output ends in .csv, else jsonl. Columns "
                    "carry their units: ttft_s and latency_s in seconds, energy_j in joules, "
                    "carbon_g in grams CO2e, water_l in litres, cost_usd in US dollars.")
-@_database_option
+@database_url_option
 @handle_errors
 def results(job_id: str, output: str, fmt: str | None, database_url: str | None) -> None:
     """Write the results of JOB_ID (answered and dead prompts, in input order)."""
@@ -152,8 +143,8 @@ def results(job_id: str, output: str, fmt: str | None, database_url: str | None)
 
 
 @click.command("reconcile")
-@click.option("--redis-url", default=None, help=_REDIS_HELP)
-@_database_option
+@redis_url_option
+@database_url_option
 @handle_errors
 def reconcile_pending(redis_url: str | None, database_url: str | None) -> None:
     """Re-enqueue prompts that are pending in SQL but missing from Redis; print how many.

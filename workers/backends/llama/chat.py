@@ -1,11 +1,28 @@
-"""Turn a request (raw prompt or chat messages) into the exact text the model is fed."""
+"""Turn a request (raw prompt or chat messages) into the exact text the model is fed.
+
+The one renderer: workers feed the model with it, and the submit-time limits count tokens with
+it (:mod:`workers.backends.llama.tokenizer`).
+
+A model without a chat template (no ``tokenizer.chat_template`` in its GGUF metadata) is fed a
+plain ``prompt`` as it is, and refuses ``messages`` (an :class:`InputError` naming the field):
+nothing says how its turns would be joined, so none is made up.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from pipeline.errors import InputError
 from workers.backends.base import GenerationRequest
+from workers.backends.llama.native import Vocab, model_meta
+
+
+def model_formatter(model: Any, vocab: Vocab) -> PromptFormatter:
+    """The formatter of a loaded model: its GGUF chat template, with its real BOS and EOS."""
+    return PromptFormatter(model_meta(model, "tokenizer.chat_template"),
+                           bos_token=vocab.special_text("bos"), eos_token=vocab.special_text("eos"))
 
 
 class PromptFormatter:

@@ -14,12 +14,19 @@ from typing import Any
 
 import llama_cpp
 
-from pipeline.errors import InferenceError
+from pipeline.errors import ConfigError, InferenceError
 
 # Sampling defaults for temperature > 0; the request type carries only temperature and seed.
 DEFAULT_TOP_K = 40
 DEFAULT_TOP_P = 0.95
 KV_TYPE = llama_cpp.GGML_TYPE_F16
+# Vocabularies whose tokenizer keeps every input byte in some token's piece (byte-level BPE,
+# SentencePiece with byte fallback, RWKV's and PLaMo-2's greedy byte matching). WordPiece and
+# Unigram normalise text first and can drop whitespace, so no byte count bounds their tokens.
+BYTE_COVERING_VOCABS = {llama_cpp.LLAMA_VOCAB_TYPE_SPM: "SPM", llama_cpp.LLAMA_VOCAB_TYPE_BPE: "BPE",
+                        llama_cpp.LLAMA_VOCAB_TYPE_RWKV: "RWKV",
+                        llama_cpp.LLAMA_VOCAB_TYPE_PLAMO2: "PLaMo-2"}
+MIN_TOKEN_BYTES = 4  # an unknown-token stands for one character: at most 4 UTF-8 bytes
 # pipeline.fleet.kvgeometry sizes the cache as f16 (KV_BYTES_PER_ELEMENT): keep it in step with KV_TYPE.
 
 
@@ -231,6 +238,7 @@ class Vocab:
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
         self._buf = ctypes.create_string_buffer(256)
+        self._token_bytes: int | None = None
 
     def tokenize(self, text: str) -> list[int]:
         """Tokens of ``text``, with BOS where the model wants one and special tokens parsed.
@@ -267,6 +275,35 @@ class Vocab:
             cached = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
             self._eog[token] = cached
         return cached
+
+    def max_token_bytes(self) -> int:
+        """The most input bytes one token of this vocabulary can stand for.
+
+        That is the longest token piece (the bytes a token decodes to, special tokens
+        included, since prompts are tokenized with special tokens parsed), at least
+        :data:`MIN_TOKEN_BYTES`. These tokenizers cover every byte of their input with the
+        pieces of the tokens they emit, so a text of B bytes has at least B /
+        max_token_bytes() tokens: a byte count refuses a prompt as surely as a token count.
+        Read once (about 0.1 s for a 49k-token vocabulary).
+
+        Raises:
+            ConfigError: the vocabulary normalises its input (WordPiece, Unigram), so bytes do
+                not bound its tokens.
+        """
+        if self._token_bytes is None:
+            kind = llama_cpp.llama_vocab_type(self._vocab)
+            if kind not in BYTE_COVERING_VOCABS:
+                raise ConfigError(f"the model's vocabulary (llama.cpp type {kind}) may drop input "
+                                  "bytes, so prompt sizes cannot be bounded; use a model with a "
+                                  f"{', '.join(BYTE_COVERING_VOCABS.values())} vocabulary")
+            self._token_bytes = max(MIN_TOKEN_BYTES, self._longest_piece())
+        return self._token_bytes
+
+    def _longest_piece(self) -> int:
+        buf, size = self._buf, len(self._buf)
+        piece = llama_cpp.llama_token_to_piece
+        return max((abs(piece(self._vocab, t, buf, size, 0, True))
+                    for t in range(llama_cpp.llama_vocab_n_tokens(self._vocab))), default=0)
 
     def special_text(self, which: str) -> str:
         """Text of the ``"bos"`` or ``"eos"`` token, or ``""`` when the model has none."""
