@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
 from itertools import pairwise
-from typing import Final, TypedDict
+from typing import Final
 
 from pipeline.accounting.embodied import device_embodied_kgco2e
 from pipeline.accounting.site import model
 from pipeline.fleet.devices import Device
 from pipeline.grid.trace import GridConditions, device_conditions
+from pipeline.ledger.rows import PromptFigures as PromptAccount
 
 JOULES_PER_KWH: Final = 3.6e6
 SECONDS_PER_YEAR: Final = 365.25 * 86400
@@ -157,19 +158,6 @@ def _largest_remainder(count: int, weights: list[Fraction]) -> list[int]:
     for i in by_remainder[:left]:
         parts[i] += 1
     return parts
-
-
-class PromptAccount(TypedDict):
-    """One prompt's share of a batch, keyed like the matching ``Result`` columns."""
-
-    energy_j: float
-    host_energy_j: float | None
-    carbon_g: float
-    embodied_carbon_g: float
-    water_l: float
-    cost_usd: float | None
-    intensity_g_per_kwh: float
-    intensity_signal: str | None
 
 
 @dataclass(frozen=True)

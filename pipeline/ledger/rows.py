@@ -13,7 +13,21 @@ from typing import Any, NotRequired, TypedDict
 from pipeline.ledger.models import BatchStatus
 
 
-class ResultRow(TypedDict):
+class PromptFigures(TypedDict):
+    """One prompt's share of a batch's figures, keyed like the matching ``Result`` columns
+    (what accounting computes for it)."""
+
+    energy_j: float
+    host_energy_j: float | None
+    carbon_g: float
+    embodied_carbon_g: float
+    water_l: float
+    cost_usd: float | None
+    intensity_g_per_kwh: float
+    intensity_signal: str | None
+
+
+class ResultRow(PromptFigures):
     """One prompt's answer and its share of the batch's figures (a ``Result`` row)."""
 
     prompt_id: str
@@ -31,14 +45,6 @@ class ResultRow(TypedDict):
     host_energy_source: str | None
     host_energy_measured: bool | None
     created_at: datetime
-    energy_j: float
-    host_energy_j: float | None
-    carbon_g: float
-    embodied_carbon_g: float
-    water_l: float
-    cost_usd: float | None
-    intensity_g_per_kwh: float
-    intensity_signal: str | None
 
 
 class BatchFigures(TypedDict):
