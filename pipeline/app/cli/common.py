@@ -184,3 +184,4 @@ def routing_options(func: F) -> F:
     for deco in reversed(decorators):
         func = deco(func)
     return func
+

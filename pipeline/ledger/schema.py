@@ -1,0 +1,134 @@
+"""The ledger's schema revision: create a new ledger at head, refuse or upgrade an older one.
+
+A process checks the revision in ``alembic_version`` against
+:data:`~pipeline.ledger.migrations.HEAD_REVISION` with one SELECT; Alembic itself is imported
+only to create, stamp or upgrade. A database with none of the ledger's tables is new and is
+created at head; one with tables but no ``alembic_version`` was made before migrations
+(revision 0001, commit 79802b8, or a release after it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import SQLModel
+
+from pipeline.errors import LedgerSchemaError, OutdatedLedgerError
+from pipeline.ledger.migrations import BASE_REVISION, HEAD_REVISION, alembic_config
+
+VERSION_TABLE = "alembic_version"
+PG_LOCK_KEY = 0x6563_6F62  # "ecob": one schema change at a time on a shared PostgreSQL
+
+
+class LedgerState(StrEnum):
+    """Where a ledger's schema stands against this ecobatch."""
+
+    EMPTY = "empty"  # none of the ledger's tables: a new database
+    UNVERSIONED = "unversioned"  # made before migrations, no alembic_version
+    OUTDATED = "outdated"  # an older revision
+    HEAD = "head"  # what this ecobatch expects
+    UNKNOWN = "unknown"  # a revision this ecobatch does not know: a newer release made it
+
+
+@dataclass(frozen=True)
+class LedgerRevision:
+    """A ledger's state and the revision in its ``alembic_version`` (None if it has none)."""
+
+    state: LedgerState
+    revision: str | None
+
+
+def read_revision(conn: Connection) -> LedgerRevision:
+    """The state of the ledger behind ``conn``."""
+    tables = set(inspect(conn).get_table_names())
+    if not tables & set(SQLModel.metadata.tables):
+        return LedgerRevision(LedgerState.EMPTY, None)
+    if VERSION_TABLE not in tables:
+        return LedgerRevision(LedgerState.UNVERSIONED, None)
+    revision = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+    if revision == HEAD_REVISION:
+        return LedgerRevision(LedgerState.HEAD, revision)
+    known = revision is not None and revision in known_revisions()
+    return LedgerRevision(LedgerState.OUTDATED if known else LedgerState.UNKNOWN, revision)
+
+
+def known_revisions() -> list[str]:
+    """Every revision in ``versions/``, newest first."""
+    from alembic.script import ScriptDirectory
+
+    from pipeline.ledger.migrations import MIGRATIONS_DIR
+
+    return [s.revision for s in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()]
+
+
+def ensure_schema(engine: Engine, *, upgrade: bool = False) -> LedgerRevision:
+    """Create a new ledger at head; upgrade an older one if ``upgrade``, else refuse it.
+
+    Raises:
+        OutdatedLedgerError: an older ledger and ``upgrade`` is False.
+        LedgerSchemaError: a revision newer than this ecobatch.
+    """
+    with engine.connect() as conn:
+        found = read_revision(conn)
+    if found.state is LedgerState.HEAD:
+        return found
+    _refuse_unless_upgrading(engine, found, upgrade)
+    return migrate(engine)
+
+
+def _refuse_unless_upgrading(engine: Engine, found: LedgerRevision, upgrade: bool) -> None:
+    url = engine.url.render_as_string(hide_password=True)
+    if found.state is LedgerState.UNKNOWN:
+        raise LedgerSchemaError(f"the ledger at {url} is at revision {found.revision}, which this "
+                                f"ecobatch (head {HEAD_REVISION}) does not know: upgrade ecobatch")
+    if found.state is not LedgerState.EMPTY and not upgrade:
+        raise OutdatedLedgerError(
+            f"the ledger at {url} is at revision {found.revision or 'none (made before migrations)'}"
+            f" and this ecobatch needs {HEAD_REVISION}: run `ecobatch db upgrade --database-url "
+            f"{url}` (back the database up first)")
+
+
+def migrate(engine: Engine, target: str = "head") -> LedgerRevision:
+    """Bring the ledger to ``target``: create a new one at head, else upgrade it in place.
+
+    One transaction; on PostgreSQL under an advisory lock, so processes starting together
+    change the schema once. The state is read again under the lock.
+    """
+    from alembic import command
+
+    try:
+        with engine.begin() as conn:
+            _lock(conn)
+            found = read_revision(conn)
+            if found.state is LedgerState.UNKNOWN:
+                _refuse_unless_upgrading(engine, found, upgrade=True)
+            config = alembic_config(conn)
+            if found.state is LedgerState.EMPTY and target == "head":
+                SQLModel.metadata.create_all(conn)  # the models are head: no replay needed
+                command.stamp(config, "head", purge=True)  # a stale row of dropped tables
+            else:
+                if found.state is LedgerState.UNVERSIONED:
+                    command.stamp(config, BASE_REVISION)
+                command.upgrade(config, target)
+            return read_revision(conn)
+    except SQLAlchemyError as e:
+        return _raced_or_raise(engine, e)
+
+
+def _lock(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_LOCK_KEY})
+
+
+def _raced_or_raise(engine: Engine, error: SQLAlchemyError) -> LedgerRevision:
+    """Another process made the same new SQLite ledger at the same moment: fine if it is at
+    head now; any other failure is a service error."""
+    with engine.connect() as conn:
+        found = read_revision(conn)
+    if found.state is LedgerState.HEAD:
+        return found
+    raise LedgerSchemaError(f"cannot migrate the ledger at "
+                            f"{engine.url.render_as_string(hide_password=True)}: {error}") from error
