@@ -152,6 +152,7 @@ def router(loglevel: str, **overrides: object) -> None:
 def _add_optional_commands() -> None:
     from pipeline.app.cli.db import db
     from pipeline.app.cli.devices import bench, devices
+    from pipeline.app.cli.health import health
     from pipeline.app.cli.jobs import reconcile_pending, results, status, submit
     from pipeline.app.cli.plan import plan
     from pipeline.app.cli.provision import provision
@@ -161,7 +162,7 @@ def _add_optional_commands() -> None:
     main.add_command(report)
 
     for cmd in (submit, status, results, reconcile_pending, devices, bench, plan, simulate,
-                optimise, provision, db):
+                optimise, provision, db, health):
         main.add_command(cmd)
 
 
