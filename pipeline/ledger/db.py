@@ -10,7 +10,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, create_engine
 
-from pipeline.errors import ServiceError
+from pipeline.errors import LedgerSchemaError, ServiceError
 from pipeline.ledger import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from pipeline.ledger.schema import ensure_schema
 
@@ -50,6 +50,23 @@ def make_engine(url: str, *, upgrade: bool = False) -> Engine:
     except SQLAlchemyError as e:
         raise ServiceError(f"cannot open database {engine.url!r}: {e}") from e
     return engine
+
+
+def refuse_outdated_ledger(url: str) -> None:
+    """Check, as a long-running process starts, that the ledger at ``url`` is not outdated.
+
+    A database that cannot be reached now is not refused: router and workers start without it
+    and wait for it as before (they log its outage once); it is checked again when first used.
+
+    Raises:
+        LedgerSchemaError: the ledger is older (OutdatedLedgerError) or newer than this ecobatch.
+    """
+    try:
+        make_engine(url).dispose()
+    except LedgerSchemaError:
+        raise
+    except ServiceError:
+        return
 
 
 def connect_engine(url: str) -> Engine:

@@ -23,7 +23,7 @@ from sqlmodel import Session, SQLModel
 
 from pipeline.app.cli.main import main
 from pipeline.errors import LedgerSchemaError, OutdatedLedgerError
-from pipeline.ledger.db import connect_engine, make_engine
+from pipeline.ledger.db import connect_engine, make_engine, refuse_outdated_ledger
 from pipeline.ledger.migrations import HEAD_REVISION, MIGRATIONS_DIR, alembic_config
 from pipeline.ledger.models import Batch, Job, JobStatus, Result
 from pipeline.ledger.schema import LedgerState, read_revision
@@ -260,3 +260,10 @@ def test_router_and_worker_refuse_an_outdated_ledger_before_starting(
     out = CliRunner().invoke(main, [*command_args, "--redis-url", redis_url,
                                     "--database-url", old_ledger])
     assert out.exit_code == 1 and "run `ecobatch db upgrade --database-url" in out.output
+
+
+def test_a_database_away_at_start_is_not_refused(old_ledger: str) -> None:
+    """Router and worker start without their database and wait for it, as before."""
+    refuse_outdated_ledger("postgresql+psycopg://postgres@127.0.0.1:1/away")
+    with pytest.raises(OutdatedLedgerError):
+        refuse_outdated_ledger(old_ledger)

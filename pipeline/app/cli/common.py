@@ -184,4 +184,3 @@ def routing_options(func: F) -> F:
     for deco in reversed(decorators):
         func = deco(func)
     return func
-

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 from rich.table import Table
 
-from pipeline.app.cli.common import build_settings, database_option, handle_errors, make_console
+from pipeline.app.cli.common import (
+    build_settings,
+    database_url_option,
+    devices_option,
+    handle_errors,
+    make_console,
+    redis_url_option,
+)
 from pipeline.app.health import Limits, Report, check_cluster
 from pipeline.grid.data import checked_registry
 
 
 @click.command("health")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--redis-url", default=None,
-              help="Redis URL of the broker, e.g. redis://host:6379/0 [env: ECOBATCH_REDIS_URL].")
-@database_option
-@click.option("--devices", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="TOML device registry whose devices must each have a live worker "
-                   "[env: ECOBATCH_DEVICES; default: this machine].")
+@redis_url_option
+@database_url_option
+@devices_option
 @click.option("--dead-window-s", type=click.FloatRange(min=0, min_open=True), default=3600.0,
               show_default=True, help="Count batches dead-lettered within this many seconds.")
 @click.option("--max-dead", type=click.IntRange(min=0), default=0, show_default=True,

@@ -26,7 +26,7 @@ from pipeline.fleet.devices import Device
 from pipeline.fleet.modelfile import resolve_model_path
 from pipeline.grid.data import checked_registry
 from pipeline.intake.limits import check_batch_size
-from pipeline.ledger.db import make_engine
+from pipeline.ledger.db import refuse_outdated_ledger
 from workers.backends.llama.tokenizer import verify_model
 
 
@@ -104,7 +104,7 @@ def worker(device_name: str, loglevel: str, **overrides: object) -> None:
         pin_process(device)
     verify_model(resolve_model_path(device.model or settings.model))  # fail before Celery starts
     connect(settings.require_redis_url()).close()  # so does a wrong host, password or CA
-    make_engine(settings.database_url).dispose()  # and an outdated ledger
+    refuse_outdated_ledger(settings.database_url)  # and an outdated ledger
     app = create_app(settings)
     app.ctx.worker_id = worker_identity()  # this main process; its pool children inherit it
     app.steps["worker"].add(heartbeat_step(device.name, settings.heartbeat_ttl_s,
@@ -139,7 +139,7 @@ def router(loglevel: str, **overrides: object) -> None:
     settings = build_settings(**overrides)
     check_batch_size(settings.batch_size, checked_registry(settings))  # fail fast
     connect(settings.require_redis_url()).close()  # and on a wrong host, password or CA
-    make_engine(settings.database_url).dispose()  # and on an outdated ledger
+    refuse_outdated_ledger(settings.database_url)  # and on an outdated ledger
     app = create_app(settings)
     quiet_task_info([ROUTE_TASK])  # a pass that did something logs its own line
     # The beat's schedule file is private to this process: routing needs no persistent schedule.
