@@ -94,8 +94,8 @@ def _refuse_unless_upgrading(engine: Engine, found: LedgerRevision, upgrade: boo
 def migrate(engine: Engine, target: str = "head") -> LedgerRevision:
     """Bring the ledger to ``target``: create a new one at head, else upgrade it in place.
 
-    One transaction; on PostgreSQL under an advisory lock, so processes starting together
-    change the schema once. The state is read again under the lock.
+    One transaction under a lock (:func:`_lock`), so processes starting together change the
+    schema once; the state is read again under the lock.
     """
     from alembic import command
 
@@ -119,13 +119,17 @@ def migrate(engine: Engine, target: str = "head") -> LedgerRevision:
 
 
 def _lock(conn: Connection) -> None:
+    """Hold the schema against other processes until this transaction ends: PostgreSQL's
+    advisory lock; on SQLite the database's write lock, taken at once (processes starting
+    together on a new file wait on its busy timeout instead of creating the tables twice)."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_LOCK_KEY})
+    elif conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _raced_or_raise(engine: Engine, error: SQLAlchemyError) -> LedgerRevision:
-    """Another process made the same new SQLite ledger at the same moment: fine if it is at
-    head now; any other failure is a service error."""
+    """Fine if another process brought the ledger to head meanwhile; otherwise a schema error."""
     with engine.connect() as conn:
         found = read_revision(conn)
     if found.state is LedgerState.HEAD:

@@ -7,6 +7,8 @@ The 79802b8 schema is its own DDL, emitted from that commit's ``pipeline/models.
 
 from __future__ import annotations
 
+import multiprocessing
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -267,3 +269,22 @@ def test_a_database_away_at_start_is_not_refused(old_ledger: str) -> None:
     refuse_outdated_ledger("postgresql+psycopg://postgres@127.0.0.1:1/away")
     with pytest.raises(OutdatedLedgerError):
         refuse_outdated_ledger(old_ledger)
+
+
+def _open_ledger(url: str, start_at: float) -> str:
+    while time.time() < start_at:
+        pass
+    try:
+        make_engine(url).dispose()
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+    return "ok"
+
+
+def test_processes_opening_a_new_database_together_create_it_once(ledger_url: str) -> None:
+    """A router and workers started at once on a new ledger (compose, `ecobatch run`)."""
+    start_at = time.time() + 1.5
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        outcomes = pool.starmap(_open_ledger, [(ledger_url, start_at)] * 4)
+    assert outcomes == ["ok"] * 4
+    assert _schema_diffs(connect_engine(ledger_url)) == []
