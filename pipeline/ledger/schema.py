@@ -76,7 +76,7 @@ def ensure_schema(engine: Engine, *, upgrade: bool = False) -> LedgerRevision:
     if found.state is LedgerState.HEAD:
         return found
     _refuse_unless_upgrading(engine, found, upgrade)
-    return migrate(engine)
+    return migrate(engine, upgrade=upgrade)
 
 
 def _refuse_unless_upgrading(engine: Engine, found: LedgerRevision, upgrade: bool) -> None:
@@ -84,38 +84,47 @@ def _refuse_unless_upgrading(engine: Engine, found: LedgerRevision, upgrade: boo
     if found.state is LedgerState.UNKNOWN:
         raise LedgerSchemaError(f"the ledger at {url} is at revision {found.revision}, which this "
                                 f"ecobatch (head {HEAD_REVISION}) does not know: upgrade ecobatch")
-    if found.state is not LedgerState.EMPTY and not upgrade:
+    if found.state in (LedgerState.UNVERSIONED, LedgerState.OUTDATED) and not upgrade:
         raise OutdatedLedgerError(
             f"the ledger at {url} is at revision {found.revision or 'none (made before migrations)'}"
             f" and this ecobatch needs {HEAD_REVISION}: run `ecobatch db upgrade --database-url "
             f"{url}` (back the database up first)")
 
 
-def migrate(engine: Engine, target: str = "head") -> LedgerRevision:
-    """Bring the ledger to ``target``: create a new one at head, else upgrade it in place.
+def migrate(engine: Engine, *, upgrade: bool = True) -> LedgerRevision:
+    """Bring the ledger to head: create a new one, or upgrade an older one in place (only if
+    ``upgrade``; else it is refused).
 
     One transaction under a lock (:func:`_lock`), so processes starting together change the
     schema once; the state is read again under the lock.
-    """
-    from alembic import command
 
+    Raises:
+        OutdatedLedgerError: an older ledger and ``upgrade`` is False.
+        LedgerSchemaError: a revision newer than this ecobatch, or the migration failed.
+    """
     try:
         with engine.begin() as conn:
             _lock(conn)
             found = read_revision(conn)
-            if found.state is LedgerState.UNKNOWN:
-                _refuse_unless_upgrading(engine, found, upgrade=True)
-            config = alembic_config(conn)
-            if found.state is LedgerState.EMPTY and target == "head":
-                SQLModel.metadata.create_all(conn)  # the models are head: no replay needed
-                command.stamp(config, "head", purge=True)  # a stale row of dropped tables
-            else:
-                if found.state is LedgerState.UNVERSIONED:
-                    command.stamp(config, BASE_REVISION)
-                command.upgrade(config, target)
+            _refuse_unless_upgrading(engine, found, upgrade)
+            if found.state is not LedgerState.HEAD:
+                _to_head(conn, found)
             return read_revision(conn)
     except SQLAlchemyError as e:
         return _raced_or_raise(engine, e)
+
+
+def _to_head(conn: Connection, found: LedgerRevision) -> None:
+    from alembic import command
+
+    config = alembic_config(conn)
+    if found.state is LedgerState.EMPTY:
+        SQLModel.metadata.create_all(conn)  # the models are head: no replay needed
+        command.stamp(config, "head", purge=True)  # purge: a stale row of dropped tables
+        return
+    if found.state is LedgerState.UNVERSIONED:
+        command.stamp(config, BASE_REVISION)
+    command.upgrade(config, "head")
 
 
 def _lock(conn: Connection) -> None:

@@ -288,3 +288,9 @@ def test_processes_opening_a_new_database_together_create_it_once(ledger_url: st
         outcomes = pool.starmap(_open_ledger, [(ledger_url, start_at)] * 4)
     assert outcomes == ["ok"] * 4
     assert _schema_diffs(connect_engine(ledger_url)) == []
+
+
+def test_upgrading_a_ledger_at_head_changes_nothing(ledger_url: str) -> None:
+    make_engine(ledger_url).dispose()
+    out = CliRunner().invoke(main, ["db", "upgrade", "--database-url", ledger_url])
+    assert out.exit_code == 0 and out.output.strip() == f"ledger already at {HEAD_REVISION} (head)"

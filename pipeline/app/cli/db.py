@@ -57,7 +57,10 @@ def upgrade(database_url: str | None) -> None:
         before = read_revision(conn)
     after = migrate(engine)
     engine.dispose()
-    click.echo(f"ledger upgraded from {before.revision or before.state.value} to {after.revision}")
+    if before.state is LedgerState.HEAD:
+        click.echo(f"ledger already at {after.revision} (head)")
+    else:
+        click.echo(f"ledger upgraded from {before.revision or before.state.value} to {after.revision}")
 
 
 @db.command("history")
