@@ -43,6 +43,14 @@ class ServiceError(EcobatchError):
     """Redis, the database or a child process could not be reached or started."""
 
 
+class LedgerSchemaError(ServiceError):
+    """The ledger's schema revision is not the one this ecobatch was built for."""
+
+
+class OutdatedLedgerError(LedgerSchemaError):
+    """The ledger was made by an older ecobatch; ``ecobatch db upgrade`` migrates it in place."""
+
+
 class UnroutableError(EcobatchError):
     """No device may take a batch now (all dead, too small, or too small a max batch size).
 

@@ -35,8 +35,8 @@ REFUSED: dict[str, tuple[list[Any], dict[str, Any], str]] = {
 
 
 def _as_previous_version(url: str) -> None:
-    """Make the ledger at ``url`` as the previous version left it: no ``job.error`` column and,
-    on PostgreSQL, a ``jobstatus`` enum type without ``REJECTED``."""
+    """Make the ledger at ``url`` as the previous version left it: no ``job.error`` column,
+    on PostgreSQL a ``jobstatus`` enum type without ``REJECTED``, and no schema revision."""
     engine = make_engine(url)
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE job DROP COLUMN error"))
@@ -47,12 +47,13 @@ def _as_previous_version(url: str) -> None:
                               "USING status::text::jobstatus_old"))
             conn.execute(text("DROP TYPE jobstatus"))
             conn.execute(text("ALTER TYPE jobstatus_old RENAME TO jobstatus"))
+        conn.execute(text("DROP TABLE alembic_version"))
     engine.dispose()
 
 
 def _jobs(plain: Engine) -> dict[str, tuple[str, str | None]]:
-    """Jobs by id: stored status name and error, read without migrating anything (the router
-    must have added the column); empty until it has."""
+    """Jobs by id: stored status name and error, read without migrating anything (`ecobatch db
+    upgrade` must have added the column); empty until it has."""
     try:
         with plain.connect() as conn:
             rows = conn.execute(text("SELECT id, status, error FROM job")).all()
@@ -74,6 +75,8 @@ def test_refused_submit_calls_are_rejected_jobs_shown_by_status(
     _as_previous_version(db_url)
     env = cluster_env(redis_url, db_url)
     cli_env = {**os.environ, **env}
+    upgraded = run_cli(["db", "upgrade"], tmp_path, cli_env)
+    assert upgraded.returncode == 0 and "to 0002" in upgraded.stdout, upgraded.stderr
     bare = Celery(broker=redis_url)
     with ChildGroup(env=env, log_dir=tmp_path / "logs") as children:
         router = children.start("router", ["router"])

@@ -60,7 +60,8 @@ def reliability_conf(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True, "worker_hijack_root_logger": False,
         # A worker outlives a Redis outage of any length instead of exiting after 100 tries.
         "broker_connection_max_retries": None,
-        "worker_send_task_events": False,
+        # Task events on, so Flower and `celery events` see every task; the sender's too.
+        "worker_send_task_events": True, "task_send_sent_event": True,
     }
 
 

@@ -76,9 +76,10 @@ def run_job(settings: Settings, opts: RunOptions, console: Console) -> RunOutcom
     if spawn:
         _check_models(registry, settings)
     with contextlib.ExitStack() as stack:
+        embedded = _is_embedded(settings)
         settings = _with_broker(settings, stack)
         settings = settings.model_copy(update={"database_url": _absolute_db(settings.database_url)})
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, upgrade=embedded)
         log_dir = stack.enter_context(_child_logs())
         children = stack.enter_context(ChildGroup(env=_child_env(settings), log_dir=log_dir))
         if spawn:
@@ -107,6 +108,12 @@ def _with_broker(settings: Settings, stack: contextlib.ExitStack) -> Settings:
         return settings
     server = stack.enter_context(EmbeddedRedis())
     return settings.model_copy(update={"redis_url": server.url})
+
+
+def _is_embedded(settings: Settings) -> bool:
+    """The embedded default: a private Redis and a SQLite ledger, which nobody else serves, so
+    ``run`` upgrades an older ledger itself instead of refusing it."""
+    return not settings.redis_url and settings.database_url.startswith("sqlite")
 
 
 def _absolute_db(url: str) -> str:

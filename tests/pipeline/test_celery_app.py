@@ -18,6 +18,7 @@ def test_reliability_settings_are_on() -> None:
     assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
     assert conf.task_routes[ROUTE_TASK] == {"queue": "router"}
     assert {SUBMIT_TASK, ROUTE_TASK, INFER_TASK} <= set(app.tasks)
+    assert conf.worker_send_task_events and conf.task_send_sent_event  # Flower sees the tasks
 
 
 def test_visibility_timeout_must_outlast_the_longest_batch() -> None:

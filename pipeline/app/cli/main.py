@@ -26,6 +26,7 @@ from pipeline.fleet.devices import Device
 from pipeline.fleet.modelfile import resolve_model_path
 from pipeline.grid.data import checked_registry
 from pipeline.intake.limits import check_batch_size
+from pipeline.ledger.db import refuse_outdated_ledger
 from workers.backends.llama.tokenizer import verify_model
 
 
@@ -103,6 +104,7 @@ def worker(device_name: str, loglevel: str, **overrides: object) -> None:
         pin_process(device)
     verify_model(resolve_model_path(device.model or settings.model))  # fail before Celery starts
     connect(settings.require_redis_url()).close()  # so does a wrong host, password or CA
+    refuse_outdated_ledger(settings.database_url)  # and an outdated ledger
     app = create_app(settings)
     app.ctx.worker_id = worker_identity()  # this main process; its pool children inherit it
     app.steps["worker"].add(heartbeat_step(device.name, settings.heartbeat_ttl_s,
@@ -137,6 +139,7 @@ def router(loglevel: str, **overrides: object) -> None:
     settings = build_settings(**overrides)
     check_batch_size(settings.batch_size, checked_registry(settings))  # fail fast
     connect(settings.require_redis_url()).close()  # and on a wrong host, password or CA
+    refuse_outdated_ledger(settings.database_url)  # and on an outdated ledger
     app = create_app(settings)
     quiet_task_info([ROUTE_TASK])  # a pass that did something logs its own line
     # The beat's schedule file is private to this process: routing needs no persistent schedule.
@@ -147,7 +150,9 @@ def router(loglevel: str, **overrides: object) -> None:
 
 
 def _add_optional_commands() -> None:
+    from pipeline.app.cli.db import db
     from pipeline.app.cli.devices import bench, devices
+    from pipeline.app.cli.health import health
     from pipeline.app.cli.jobs import reconcile_pending, results, status, submit
     from pipeline.app.cli.plan import plan
     from pipeline.app.cli.provision import provision
@@ -157,7 +162,7 @@ def _add_optional_commands() -> None:
     main.add_command(report)
 
     for cmd in (submit, status, results, reconcile_pending, devices, bench, plan, simulate,
-                optimise, provision):
+                optimise, provision, db, health):
         main.add_command(cmd)
 
 
