@@ -1,4 +1,5 @@
-"""Services a fault test may kill: a private redis-server and a TCP proxy it can cut.
+"""Services a fault test may kill: a private redis-server, a Sentinel-watched master with a
+replica, and a TCP proxy it can cut.
 
 The shared Redis and PostgreSQL are never touched; these run on free local ports.
 """
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -155,3 +157,100 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
             dst.sendall(data)
     with contextlib.suppress(OSError):
         dst.shutdown(socket.SHUT_WR)
+
+
+SENTINEL_CONF = """port {port}
+bind 127.0.0.1
+dir {dir}
+logfile {dir}/sentinel.log
+sentinel monitor {name} 127.0.0.1 {master_port} 1
+sentinel down-after-milliseconds {name} {down_after_ms}
+sentinel failover-timeout {name} {failover_timeout_ms}
+sentinel parallel-syncs {name} 1
+"""
+
+
+class SentinelCluster:
+    """A master, one replica of it and one sentinel (quorum 1) on free loopback ports.
+
+    The sentinel declares the master down after ``down_after_ms`` without an answer and
+    promotes the replica; :attr:`url` is the ``sentinel://`` URL ecobatch takes.
+    """
+
+    NAME = "ecobatch-test"
+
+    def __init__(self, workdir: Path, down_after_ms: int = 1000,
+                 failover_timeout_ms: int = 3000) -> None:
+        self.workdir = workdir
+        self.master = RedisServer(workdir / "master")
+        self.replica = RedisServer(workdir / "replica", "--replicaof", "127.0.0.1",
+                                   str(self.master.port))
+        self.sentinel_port = free_port()
+        self.timing = {"down_after_ms": down_after_ms, "failover_timeout_ms": failover_timeout_ms}
+        self.sentinel: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The ``sentinel://`` URL naming the sentinel and the master's name."""
+        return f"sentinel://127.0.0.1:{self.sentinel_port}/0?master={self.NAME}"
+
+    def ask(self) -> redis.Redis:
+        """A client of the sentinel itself."""
+        return redis.Redis(host="127.0.0.1", port=self.sentinel_port, decode_responses=True)
+
+    def master_port(self) -> int | None:
+        """The port of the master the sentinel names now, or None if it cannot say."""
+        try:
+            addr = self.ask().sentinel_get_master_addr_by_name(self.NAME)
+        except redis.RedisError:
+            return None
+        return int(addr[1]) if addr else None
+
+    def start(self, timeout_s: float = 30) -> SentinelCluster:
+        """Start master, replica and sentinel; return once the sentinel knows the replica."""
+        self.master.start()
+        self.replica.start()
+        conf = self.workdir / "sentinel" / "sentinel.conf"
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf.write_text(SENTINEL_CONF.format(port=self.sentinel_port, dir=conf.parent,
+                                             name=self.NAME, master_port=self.master.port,
+                                             **self.timing))
+        self.sentinel = subprocess.Popen([server_binary(), str(conf), "--sentinel"],
+                                         stdin=subprocess.DEVNULL)
+        _poll(self._replica_known, timeout_s, "the sentinel to know the replica")
+        return self
+
+    def _replica_known(self) -> bool:
+        try:
+            replicas = self.ask().sentinel_slaves(self.NAME)
+        except redis.RedisError:
+            return False
+        return any(r.get("master-link-status") == "ok" and "s_down" not in r.get("flags", "")
+                   for r in replicas)
+
+    def stop(self) -> None:
+        """Kill everything (a test cluster keeps no data)."""
+        if self.sentinel is not None and self.sentinel.poll() is None:
+            self.sentinel.kill()
+            self.sentinel.wait(timeout=10)
+        self.replica.stop(signal.SIGKILL)
+        self.master.stop(signal.SIGKILL)
+
+    def __enter__(self) -> SentinelCluster:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def _poll(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(0.1)

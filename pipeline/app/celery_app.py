@@ -16,6 +16,7 @@ from celery import Celery, Task
 
 from pipeline.app.context import AppContext
 from pipeline.broker.queue import secure_url
+from pipeline.broker.sentinel import kombu_url, transport_options
 from pipeline.errors import ConfigError, ServiceError
 from pipeline.ledger.outcome import Action, RetryPolicy, decide
 from pipeline.settings import Settings
@@ -49,7 +50,8 @@ def reliability_conf(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json", "result_serializer": "json", "accept_content": ["json"],
         "task_acks_late": True, "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "broker_transport_options": _transport_options(settings.visibility_timeout_s),
+        "broker_transport_options": {**_transport_options(settings.visibility_timeout_s),
+                                     **transport_options(settings.redis_url)},
         "task_time_limit": settings.task_time_limit_s,
         "task_soft_time_limit": soft_time_limit_s(settings.task_time_limit_s),
         # A batch killed by the hard limit goes back to the queue; its next claim counts the
@@ -84,7 +86,7 @@ def soft_time_limit_s(hard_s: int) -> int:
 
 def create_app(settings: Settings) -> EcobatchCelery:
     """Build the app for ``settings`` and register the three tasks on it."""
-    broker = secure_url(settings.require_redis_url())
+    broker = kombu_url(secure_url(settings.require_redis_url()))
     app = EcobatchCelery("ecobatch", broker=broker, set_as_current=False)
     app.conf.update(reliability_conf(settings))
     app.conf.beat_schedule = {

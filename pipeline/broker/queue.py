@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import redis
 from redis.exceptions import RedisError
 
+from pipeline.broker.sentinel import is_sentinel_url, sentinel_client
 from pipeline.errors import ServiceError
 
 PENDING_KEY = "ecobatch:pending"
@@ -55,7 +56,12 @@ def redis_py_url(url: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its password shown as ``***``: the only form messages and logs may carry."""
+    """``url`` with its password shown as ``***``: the only form messages and logs may carry.
+
+    Each ``;``-separated part of a list of URLs (several sentinels) is redacted on its own.
+    """
+    if ";" in url:
+        return ";".join(redact_url(part) for part in url.split(";"))
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -81,13 +87,17 @@ def secure_url(url: str) -> str:
 
 
 def connect(url: str) -> redis.Redis:
-    """Open a Redis client (broker URLs of either form) and check that the server answers.
+    """Open a Redis client (any broker URL form, ``sentinel://`` included: then a client of
+    the current master, see :mod:`pipeline.broker.sentinel`) and check that it answers.
 
     Raises:
         ServiceError: the server cannot be reached, refuses the password or fails the TLS
             certificate check; the message never shows the password.
     """
-    client = redis.Redis.from_url(redis_py_url(secure_url(url)), decode_responses=True)
+    if is_sentinel_url(url):
+        client = sentinel_client(url)
+    else:
+        client = redis.Redis.from_url(redis_py_url(secure_url(url)), decode_responses=True)
     try:
         client.ping()
     except RedisError as e:
