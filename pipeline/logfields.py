@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
+from types import MappingProxyType
 
 FIELDS = ("job_id", "batch_id", "device")
 FORMATS = ("text", "json")
 
 # A context variable is a key into each thread's or task's context, not shared state: what
 # one batch names never shows on another's lines.
-_FIELDS: ContextVar[Mapping[str, str]] = ContextVar("ecobatch_log_fields", default={})
+_FIELDS: ContextVar[Mapping[str, str]] = ContextVar(
+    "ecobatch_log_fields", default=MappingProxyType({}))
 
 
 def _clean(fields: Mapping[str, object]) -> dict[str, str]:
@@ -60,9 +62,9 @@ def current_log_fields() -> dict[str, str]:
     return dict(_FIELDS.get())
 
 
-def job_ids_field(job_ids: object) -> str:
+def job_ids_field(job_ids: Iterable[object]) -> str:
     """One ``job_id`` value for lines about several jobs: their ids, sorted, comma-separated."""
-    return ",".join(sorted({str(j) for j in job_ids}))  # type: ignore[attr-defined]
+    return ",".join(sorted({str(j) for j in job_ids}))
 
 
 class FieldsFilter(logging.Filter):

@@ -8,7 +8,7 @@ Nothing reads the environment at import time: call :func:`load_settings`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -101,6 +101,11 @@ class Settings(BaseSettings):
         "with the prompt's first words, for dry runs and load tests) or module:factory, a "
         "callable(device, settings) returning an InferenceBackend.",
         pattern=r"^(llama|echo|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines of router and workers: text (Celery's format) or json (one "
+        "object per line, with job_id, batch_id and device where they apply).",
     )
     max_prompts_per_job: PositiveInt = Field(
         default=1_000_000, description="Most prompts one submission may hold."

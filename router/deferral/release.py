@@ -77,7 +77,8 @@ def plan_pass(engine: Engine, redis_client: redis.Redis, planning: Planning,
                 plan = ensure_plan(engine, planning, job_id, deadline, now, report)
             except (ConfigError, UnroutableError) as e:  # no device has data: keep it deferred
                 report.unplanned[job_id] = str(e)
-                log.warning("job %s stays deferred, not planned this pass: %s", job_id, e)
+                log.warning("job %s stays deferred, not planned this pass: %s", job_id, e,
+                            extra={"job_id": job_id})
                 continue
             if plan.start_at <= now:
                 _release(engine, redis_client, job_id, now, plan, report)
@@ -100,7 +101,7 @@ def ensure_plan(engine: Engine, planning: Planning, job_id: str, deadline: datet
     if report is not None:
         report.planned.append(job_id)
     if plan.note:
-        log.warning("job %s: %s", job_id, plan.note)
+        log.warning("job %s: %s", job_id, plan.note, extra={"job_id": job_id})
     return plan
 
 

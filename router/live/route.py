@@ -35,6 +35,7 @@ from pipeline.grid.trace import GridConditions
 from pipeline.ledger.models import Batch, BatchStatus, Prompt, PromptStatus
 from pipeline.ledger.rows import BatchRow
 from pipeline.ledger.state import add_batches, mark_prompts_batched
+from pipeline.logfields import job_ids_field
 from router.config import RouterConfig
 from router.live.backlog import read_backlog_s
 from router.live.batching import PEEK_REFS, cut_batches, effective_batch_size, return_refs, take_refs
@@ -310,7 +311,15 @@ def _assign(
             batch_rows.append(row)
             assignments.extend({"pid": r.prompt_id, "bid": batch_id} for r in batch)
             dispatches.append((batch_id, queue))
+            _say_batch(batch_id, row["device"], batch)
     return batch_rows, assignments, dispatches, unroutable
+
+
+def _say_batch(batch_id: str, device: str, batch: Sequence[PromptRef]) -> None:
+    """One DEBUG line per batch, naming it, its device and its jobs (JSON logs: as fields)."""
+    log.debug("batch %s of %d prompts to %s", batch_id, len(batch), device,
+              extra={"batch_id": batch_id, "device": device,
+                     "job_id": job_ids_field(r.job_id for r in batch)})
 
 
 def _place(

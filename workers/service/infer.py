@@ -30,6 +30,7 @@ from pipeline.ledger.models import Prompt, utc_now
 from pipeline.ledger.outcome import Action, Outcome, failure_reason
 from pipeline.ledger.retry import retry_db
 from pipeline.ledger.rows import BatchFigures, ResultRow
+from pipeline.logfields import add_log_fields, job_ids_field
 from pipeline.outage import SERVICES, Outages, failure_kind
 from pipeline.settings import Settings
 from workers.backends.base import BatchOutput, GenerationRequest, InferenceBackend
@@ -122,6 +123,7 @@ def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:
         DeadLetterError: another attempt would fail the same way (the KV cache cannot fit).
     """
     claimed = claim_batch(ctx.engine, batch_id, ctx.worker_config.max_attempts, ctx.worker_id)
+    add_log_fields(job_id=job_ids_field(p.job_id for p in claimed.prompts))  # the task's scope
     ctx.worker_state.outages.succeeded("database")  # the claim reached it
     if claimed.settled:
         if claimed.dead:  # the attempt limit was passed just now: the job may be finished

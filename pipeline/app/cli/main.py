@@ -27,6 +27,7 @@ from pipeline.fleet.modelfile import resolve_model_path
 from pipeline.grid.data import checked_registry
 from pipeline.intake.limits import check_batch_size
 from pipeline.ledger.db import refuse_outdated_ledger
+from pipeline.settings import Settings
 from workers.backends.llama.tokenizer import verify_model
 
 
@@ -96,6 +97,7 @@ def worker(device_name: str, loglevel: str, **overrides: object) -> None:
     from workers.service.infer import backend_for
 
     settings = build_settings(**overrides)
+    quiet = _log_format(settings, loglevel, device=device_name)
     device = checked_registry(settings).get(device_name)
     if settings.backend != "echo":
         from workers.backends.llama.gpu import pin_process
@@ -114,7 +116,18 @@ def worker(device_name: str, loglevel: str, **overrides: object) -> None:
         backend_for(app.ctx, device)
 
     worker_process_init.connect(preload, weak=False)
-    app.worker_main(_celery_argv(device, loglevel))
+    app.worker_main([*quiet, *_celery_argv(device, loglevel)])
+
+
+def _log_format(settings: Settings, loglevel: str, **static: str) -> list[str]:
+    """Set JSON log lines up if the settings ask for them; return the Celery options that go
+    with the format (no banner with JSON: it is not JSON)."""
+    if settings.log_format != "json":
+        return []
+    from pipeline.app.celerylog import json_logs
+
+    json_logs(loglevel, static)
+    return ["--quiet"]
 
 
 def _celery_argv(device: Device, loglevel: str) -> list[str]:
@@ -137,6 +150,7 @@ def router(loglevel: str, **overrides: object) -> None:
     from pipeline.app.celerylog import quiet_task_info
 
     settings = build_settings(**overrides)
+    quiet = _log_format(settings, loglevel)
     check_batch_size(settings.batch_size, checked_registry(settings))  # fail fast
     connect(settings.require_redis_url()).close()  # and on a wrong host, password or CA
     refuse_outdated_ledger(settings.database_url)  # and on an outdated ledger
@@ -144,7 +158,7 @@ def router(loglevel: str, **overrides: object) -> None:
     quiet_task_info([ROUTE_TASK])  # a pass that did something logs its own line
     # The beat's schedule file is private to this process: routing needs no persistent schedule.
     with tempfile.TemporaryDirectory(prefix="ecobatch-beat-") as beat_dir:
-        app.worker_main(["worker", "-Q", f"{ROUTER_QUEUE},{INTAKE_QUEUE}", "-c", "1", "-B",
+        app.worker_main([*quiet, "worker", "-Q", f"{ROUTER_QUEUE},{INTAKE_QUEUE}", "-c", "1", "-B",
                          "-s", str(Path(beat_dir) / "schedule"), "-n", "router@%h",
                          f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"])
 
