@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import redis
 from sqlalchemy import Engine
 
+from pipeline.app.tracing import trace_engine
 from pipeline.broker.queue import connect
 from pipeline.fleet.devices import Registry
 from pipeline.grid.carbon_api import carbon_api_from_settings, grid_from_settings
@@ -43,7 +44,7 @@ class AppContext:
     @cached_property
     def engine(self) -> Engine:
         """The SQL ledger."""
-        return make_engine(self.settings.database_url)
+        return trace_engine(make_engine(self.settings.database_url))
 
     @cached_property
     def redis(self) -> redis.Redis:

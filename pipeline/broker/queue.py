@@ -1,14 +1,15 @@
 """Redis side of the pipeline: the pending list of prompt references.
 
 Redis only carries small references; the prompt text stays in SQL. A reference is compact JSON:
-``{"id": prompt_id, "job": job_id, "t": enqueued_unix_s, "pt": prompt_tokens, "mt": max_tokens}``.
+``{"id": prompt_id, "job": job_id, "t": enqueued_unix_s, "pt": prompt_tokens, "mt": max_tokens}``,
+with ``"tp": traceparent`` added only while tracing.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import redis
@@ -16,6 +17,7 @@ from redis.exceptions import RedisError
 
 from pipeline.broker.sentinel import is_sentinel_url, sentinel_client
 from pipeline.errors import ServiceError
+from pipeline.tracing import current_traceparent
 
 PENDING_KEY = "ecobatch:pending"
 ROUTER_LOCK_KEY = "ecobatch:router-lock"
@@ -31,6 +33,8 @@ class PromptRef:
     enqueued_unix_s: float
     prompt_tokens: int
     max_tokens: int
+    trace: str | None = None
+    """W3C ``traceparent`` of the span that enqueued it, only while tracing (pipeline.tracing)."""
 
     def encode(self) -> str:
         """Compact JSON for the Redis list.
@@ -38,14 +42,16 @@ class PromptRef:
         Built by hand rather than through ``json.dumps`` of a dict: intake encodes one ref per
         prompt, and this is measurably faster at 100k prompts while giving identical JSON.
         """
+        tp = f',"tp":{json.dumps(self.trace)}' if self.trace else ""
         return (f'{{"id":{json.dumps(self.prompt_id)},"job":{json.dumps(self.job_id)},'
-                f'"t":{self.enqueued_unix_s!r},"pt":{self.prompt_tokens},"mt":{self.max_tokens}}}')
+                f'"t":{self.enqueued_unix_s!r},"pt":{self.prompt_tokens},"mt":{self.max_tokens}'
+                f'{tp}}}')
 
     @classmethod
     def decode(cls, raw: str | bytes) -> PromptRef:
         """Inverse of :meth:`encode`."""
         d = json.loads(raw)
-        return cls(d["id"], d["job"], float(d["t"]), int(d["pt"]), int(d["mt"]))
+        return cls(d["id"], d["job"], float(d["t"]), int(d["pt"]), int(d["mt"]), d.get("tp"))
 
 
 def redis_py_url(url: str) -> str:
@@ -106,7 +112,12 @@ def connect(url: str) -> redis.Redis:
 
 
 def push_refs(client: redis.Redis, refs: Iterable[PromptRef], key: str = PENDING_KEY) -> int:
-    """Append references to the pending list in pipelined chunks; return how many were pushed."""
+    """Append references to the pending list in pipelined chunks; return how many were pushed.
+
+    While a span is in progress, each reference carries its trace (see :mod:`pipeline.tracing`).
+    """
+    if tp := current_traceparent():
+        refs = (r if r.trace else replace(r, trace=tp) for r in refs)
     pushed = 0
     chunk: list[str] = []
     try:

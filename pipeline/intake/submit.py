@@ -40,6 +40,7 @@ from pipeline.ledger.models import (
 )
 from pipeline.policy import check_deadline, check_strategy, normalise_weights
 from pipeline.settings import Settings
+from pipeline.tracing import submit_span
 
 SQL_CHUNK_ROWS = 10_000
 CHARS_PER_TOKEN_EST = 4
@@ -135,9 +136,10 @@ def submit_records(
                "n_prompts": len(records), **policy,
                "max_tokens": default_max_tokens,
                "status": JobStatus.DEFERRED if deferred else JobStatus.QUEUED}
-    rows = _write_sql(engine, job_row, records, default_max_tokens)
-    if not deferred:
-        _enqueue(redis_client, job_id, rows)
+    with submit_span(redis_client, job_id, len(records), deferred, deadline):
+        rows = _write_sql(engine, job_row, records, default_max_tokens)
+        if not deferred:
+            _enqueue(redis_client, job_id, rows)
     return SubmitReceipt(job_id=job_id, n_prompts=len(records), deferred=deferred)
 
 

@@ -26,6 +26,7 @@ from pipeline.fleet.devices import Registry
 from pipeline.grid.trace import CarbonSource
 from pipeline.ledger.models import Job, JobPlan, JobStatus, Prompt, PromptStatus
 from pipeline.ledger.state import release_job
+from pipeline.tracing import release_span
 from router.deferral.planner import Forecast, JobWork, Plan, plan_job
 from router.predict.predictor import Predictor
 
@@ -150,7 +151,9 @@ def _release(engine: Engine, redis_client: redis.Redis, job_id: str, now: dateti
         if not release_job(conn, job_id):
             return  # another planner released it
         conn.execute(update(_PLAN).where(_PLAN.c.job_id == job_id).values(released_at=now))
-    reconcile(engine, redis_client, job_id=job_id)
+    with release_span(redis_client, job_id):  # its prompts' refs carry the job's trace
+        reconcile(engine, redis_client, job_id=job_id)
+    log.debug("job %s released", job_id, extra={"job_id": job_id})
     report.released.append(job_id)
     if plan.note:
         report.late.append(job_id)

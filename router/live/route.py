@@ -23,6 +23,7 @@ from typing import Any
 from uuid import uuid4
 
 import redis
+from opentelemetry.trace import Span
 from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
 from sqlalchemy import Connection, Engine, select
@@ -36,6 +37,7 @@ from pipeline.ledger.models import Batch, BatchStatus, Prompt, PromptStatus
 from pipeline.ledger.rows import BatchRow
 from pipeline.ledger.state import add_batches, mark_prompts_batched
 from pipeline.logfields import job_ids_field
+from pipeline.tracing import publish_in_spans, start_batch_span
 from router.config import RouterConfig
 from router.live.backlog import read_backlog_s
 from router.live.batching import PEEK_REFS, cut_batches, effective_batch_size, return_refs, take_refs
@@ -119,6 +121,8 @@ class _Pass:
     alive: Collection[str] | None = None
     memory_need: MemoryNeed | None = None
     grid: GridNow = field(default_factory=lambda: GridNow({}))
+    spans: dict[str, Span] = field(default_factory=dict)
+    """The open trace span of each batch of this round, by batch id (only while tracing)."""
 
     def strategy_of(self, policy: JobPolicy) -> Strategy:
         """The policy's strategy; the router's default for one that no longer loads."""
@@ -242,14 +246,11 @@ def _route_locked(
         if not refs:
             report.stop_reason = "partial batch not due" if plan.waiting_partial else "empty"
             return
-        try:
-            dispatches, unroutable = _commit_pass(ctx, refs, at, report)
-        except BaseException:
-            return_refs(client, refs)
-            raise
+        dispatches, unroutable = _commit_or_hand_back(ctx, client, refs, at, report)
         report.passes += 1
         if dispatches:
-            publish(dispatches)
+            publish_in_spans(publish, dispatches, ctx.spans)
+        ctx.spans.clear()
         if unroutable:
             return_refs(client, unroutable)
             report.stop_reason = f"unroutable: {report.unroutable}"
@@ -260,6 +261,20 @@ def _route_locked(
         if not _renew(lock):
             report.stop_reason = "lock lost"
             return
+
+
+def _commit_or_hand_back(
+    ctx: _Pass, client: redis.Redis, refs: Sequence[PromptRef], at: datetime, report: RouteReport,
+) -> tuple[list[Dispatch], list[PromptRef]]:
+    """:func:`_commit_pass`; on any failure the refs go back to Redis and the spans end."""
+    try:
+        return _commit_pass(ctx, refs, at, report)
+    except BaseException:
+        for span in ctx.spans.values():
+            span.end()
+        ctx.spans.clear()
+        return_refs(client, refs)
+        raise
 
 
 def _commit_pass(
@@ -311,15 +326,19 @@ def _assign(
             batch_rows.append(row)
             assignments.extend({"pid": r.prompt_id, "bid": batch_id} for r in batch)
             dispatches.append((batch_id, queue))
-            _say_batch(batch_id, row["device"], batch)
+            _note_batch(ctx, batch_id, row["device"], batch)
     return batch_rows, assignments, dispatches, unroutable
 
 
-def _say_batch(batch_id: str, device: str, batch: Sequence[PromptRef]) -> None:
-    """One DEBUG line per batch, naming it, its device and its jobs (JSON logs: as fields)."""
+def _note_batch(ctx: _Pass, batch_id: str, device: str, batch: Sequence[PromptRef]) -> None:
+    """One DEBUG line per batch, naming it, its device and its jobs (JSON logs: as fields),
+    and its trace span, continuing its prompts' traces, while tracing."""
+    jobs = job_ids_field(r.job_id for r in batch)
     log.debug("batch %s of %d prompts to %s", batch_id, len(batch), device,
-              extra={"batch_id": batch_id, "device": device,
-                     "job_id": job_ids_field(r.job_id for r in batch)})
+              extra={"batch_id": batch_id, "device": device, "job_id": jobs})
+    span = start_batch_span(batch_id, device, (r.trace for r in batch), jobs)
+    if span is not None:
+        ctx.spans[batch_id] = span
 
 
 def _place(

@@ -33,6 +33,7 @@ from pipeline.ledger.rows import BatchFigures, ResultRow
 from pipeline.logfields import add_log_fields, job_ids_field
 from pipeline.outage import SERVICES, Outages, failure_kind
 from pipeline.settings import Settings
+from pipeline.tracing import tracer
 from workers.backends.base import BatchOutput, GenerationRequest, InferenceBackend
 from workers.backends.factory import build_backend
 from workers.config import WorkerConfig
@@ -149,8 +150,9 @@ def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:
         raise RetryableError(reason, attempts=claimed.batch.attempts) from e
     rows = _result_rows(ctx, device, claimed.batch.id, prompts, output, reading, started)
     # The answers are in memory: keep them through a database outage rather than decode again.
-    retry_db(lambda: complete_batch(ctx.engine, batch_id, _batch_values(output, reading), rows),
-             total_s=ctx.worker_config.db_retry_s, outages=ctx.worker_state.outages)
+    with tracer().start_as_current_span("ecobatch.write_results"):
+        retry_db(lambda: complete_batch(ctx.engine, batch_id, _batch_values(output, reading), rows),
+                 total_s=ctx.worker_config.db_retry_s, outages=ctx.worker_state.outages)
     return {"batch_id": batch_id, "status": "done", "energy_j": reading.energy_j,
             "rejected": len(claimed.prompts) - len(prompts)}
 
@@ -211,11 +213,14 @@ def _screen(ctx: WorkerContext, backend: InferenceBackend,
 def _decode(backend: InferenceBackend, meter: EnergyMeter,
             requests: list[GenerationRequest]) -> tuple[BatchOutput, EnergyReading, datetime]:
     started = utc_now()
-    meter.start()
-    try:
-        output = backend.generate(requests)
-    finally:
-        reading = meter.stop()
+    with tracer().start_as_current_span("ecobatch.inference",
+                                        attributes={"ecobatch.prompts": len(requests)}) as span:
+        meter.start()
+        try:
+            output = backend.generate(requests)
+        finally:
+            reading = meter.stop()
+        span.set_attribute("ecobatch.energy_j", reading.energy_j)
     return output, reading, started
 
 

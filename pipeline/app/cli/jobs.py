@@ -25,6 +25,7 @@ from pipeline.app.cli.common import (
     routing_options,
 )
 from pipeline.app.context import AppContext
+from pipeline.app.tracing import traced
 from pipeline.broker.queue import connect
 from pipeline.grid.data import checked_registry
 from pipeline.intake.submit import JobOptions, submit_file
@@ -56,7 +57,8 @@ def submit(file: str, fmt: str | None, max_tokens: int | None, strategy: str | N
         checked_registry(settings)
     # '-' reads sys.stdin.buffer, which CliRunner replaces
     options = JobOptions(weights=weights, slo_s=slo_s, deadline=deadline, deferred=defer)
-    receipt = submit_file(AppContext(settings), file, fmt=fmt, options=options)
+    with traced("ecobatch-submit"):
+        receipt = submit_file(AppContext(settings), file, fmt=fmt, options=options)
     note = " (deferred: see `ecobatch plan`)" if receipt.deferred else ""
     click.echo(f"submitted {receipt.n_prompts} prompts{note}", err=True)
     click.echo(receipt.job_id)

@@ -21,6 +21,7 @@ from pipeline.app.cli.common import (
     strategy_option,
 )
 from pipeline.app.run import RunOptions, run_job
+from pipeline.app.tracing import trace_pool_processes, traced
 from pipeline.broker.queue import connect
 from pipeline.fleet.devices import Device
 from pipeline.fleet.modelfile import resolve_model_path
@@ -70,7 +71,8 @@ def run(input_path: str, fmt: str | None, output_path: Path, output_format: str 
     settings = build_settings(**overrides)
     out_fmt = output_format or ("csv" if output_path.suffix.lower() == ".csv" else "jsonl")
     opts = RunOptions(input_path, fmt, output_path, out_fmt, local_workers, timeout_s)
-    outcome = run_job(settings, opts, make_console(stderr=True))
+    with traced("ecobatch-run"):
+        outcome = run_job(settings, opts, make_console(stderr=True))
     click.echo(f"{outcome.n_prompts - outcome.n_dead}/{outcome.n_prompts} answered; "
                f"results in {outcome.output_path}")
 
@@ -108,6 +110,7 @@ def worker(device_name: str, loglevel: str, **overrides: object) -> None:
     connect(settings.require_redis_url()).close()  # so does a wrong host, password or CA
     refuse_outdated_ledger(settings.database_url)  # and an outdated ledger
     app = create_app(settings)
+    trace_pool_processes("ecobatch-worker")
     app.ctx.worker_id = worker_identity()  # this main process; its pool children inherit it
     app.steps["worker"].add(heartbeat_step(device.name, settings.heartbeat_ttl_s,
                                            app.ctx.worker_id, settings.task_time_limit_s))
@@ -155,6 +158,7 @@ def router(loglevel: str, **overrides: object) -> None:
     connect(settings.require_redis_url()).close()  # and on a wrong host, password or CA
     refuse_outdated_ledger(settings.database_url)  # and on an outdated ledger
     app = create_app(settings)
+    trace_pool_processes("ecobatch-router")
     quiet_task_info([ROUTE_TASK])  # a pass that did something logs its own line
     # The beat's schedule file is private to this process: routing needs no persistent schedule.
     with tempfile.TemporaryDirectory(prefix="ecobatch-beat-") as beat_dir:
