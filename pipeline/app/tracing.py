@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 SQL_TRACER = "opentelemetry.instrumentation.sqlalchemy"
+ROUTINE_SPANS = frozenset({"run/ecobatch.route"})
+"""Celery's span of the beat's routing pass: never the root of a trace."""
 ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
@@ -52,13 +54,39 @@ def setup_tracing(service: str, exporter: SpanExporter | None = None, *,
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
     except ImportError as e:
         raise ConfigError("tracing needs the otel extra: pip install 'ecobatch[otel]'") from e
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider = TracerProvider(resource=Resource.create({"service.name": service}),
+                              sampler=_quiet_routine_sampler())
     exporter = exporter or _otlp_exporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter) if simple
                                 else BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     _instrument(provider)
     return provider
+
+
+def _quiet_routine_sampler() -> Any:
+    """Sample everything but a trace that would start at the beat's routing pass (four a
+    second, mostly idle): the batches of a pass still join their prompts' traces, as their
+    spans have those as parents."""
+    from opentelemetry.sdk.trace.sampling import (
+        ALWAYS_ON,
+        Decision,
+        ParentBased,
+        Sampler,
+        SamplingResult,
+    )
+
+    class QuietRoutine(Sampler):
+        def should_sample(self, parent_context: Any, trace_id: int, name: str,
+                          *args: Any, **kwargs: Any) -> SamplingResult:
+            if name in ROUTINE_SPANS:
+                return SamplingResult(Decision.DROP)
+            return ALWAYS_ON.should_sample(parent_context, trace_id, name, *args, **kwargs)
+
+        def get_description(self) -> str:
+            return "QuietRoutine"
+
+    return ParentBased(root=QuietRoutine())
 
 
 def _otlp_exporter() -> SpanExporter:
