@@ -19,6 +19,15 @@ from sqlalchemy import Engine
 from pipeline.broker.alive import alive_devices
 from pipeline.fleet.devices import Registry
 from pipeline.grid.trace import GridConditions
+from pipeline.metrics.defs import metrics_of
+from pipeline.metrics.gauges import (
+    GAUGES_EVERY_S,
+    FleetState,
+    read_broker,
+    read_intensity,
+    read_ledger,
+    set_gauges,
+)
 from pipeline.outage import failure_kind, outages_of
 from pipeline.settings import Settings
 from router.deferral.planner import Forecast
@@ -39,6 +48,7 @@ _PLANNED_KEY = "router.planned_at"
 _ENV_KEY = "router.env"
 _LOST_CHECKED_KEY = "router.lost_checked_at"
 _LOST_WATCH_KEY = "router.lost_watch"
+_GAUGES_KEY = "router.gauges_at"
 log = logging.getLogger(__name__)
 
 
@@ -136,6 +146,7 @@ def guarded_route_pass(ctx: RouterContext, publish: PublishMany) -> dict[str, An
         return {"backing_off": True}
     try:
         out = route_pass(ctx, publish)
+        update_gauges(ctx)
     except Exception as e:  # said once by outages; the next pass retries after the backoff
         outages.failed(e)
         return {"failed": failure_kind(e)}
@@ -143,6 +154,21 @@ def guarded_route_pass(ctx: RouterContext, publish: PublishMany) -> dict[str, An
     if summary := pass_summary(out):
         log.info("%s", summary)
     return out
+
+
+def update_gauges(ctx: RouterContext) -> None:
+    """Refresh the fleet gauges every ``GAUGES_EVERY_S`` while metrics are served.
+
+    Raises:
+        ServiceError: Redis or the database failed.
+    """
+    if not ctx.settings.metrics_port or not _due(ctx, _GAUGES_KEY, GAUGES_EVERY_S):
+        return
+    names, state = ctx.registry.names, FleetState()
+    read_ledger(ctx.engine, state, names)
+    read_broker(ctx.redis, state, names, ctx.settings.heartbeat_ttl_s)
+    read_intensity(ctx.grid, ctx.registry, state, datetime.now(UTC))
+    set_gauges(metrics_of(ctx.cache), state)
 
 
 def pass_summary(out: dict[str, Any]) -> str:

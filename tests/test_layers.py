@@ -22,7 +22,7 @@ TIERS: dict[str, dict[str, int]] = {
     "pipeline": {
         "errors": 0, "policy": 1, "outage": 1, "settings": 2,
         "fleet": 3, "ledger": 3, "broker": 4, "grid": 5, "accounting": 6,
-        "intake": 7, "report": 7, "client": 8, "app": 9,
+        "intake": 7, "report": 7, "metrics": 7, "client": 8, "app": 9,
     },
     "router": {
         "predict": 1, "allocation": 1, "scoring": 2, "live": 3, "deferral": 3,

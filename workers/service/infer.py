@@ -26,6 +26,8 @@ from pipeline.ledger.batches import (
 )
 from pipeline.ledger.models import Prompt, utc_now
 from pipeline.ledger.retry import retry_db
+from pipeline.metrics.defs import metrics_of
+from pipeline.metrics.record import count_dead, count_done, count_rejected
 from pipeline.outage import SERVICES, failure_kind, outages_of
 from pipeline.settings import Settings
 from workers.backends.base import BatchOutput, GenerationRequest, InferenceBackend
@@ -109,6 +111,7 @@ def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:
     if claimed.settled:
         if claimed.dead:  # the attempt limit was passed just now: the job may be finished
             refresh_jobs(ctx.engine, batch_id)
+            count_dead(metrics_of(ctx.cache), claimed.batch.device, len(claimed.prompts))
         return {"batch_id": batch_id, "status": claimed.batch.status.value,
                 "error": claimed.batch.error}
     if claimed.lost_before:
@@ -124,6 +127,7 @@ def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:
         output, reading, started = _decode(backend, meter_for(ctx, device), requests)
     except MemoryBudgetError as e:
         dead_letter(ctx.engine, batch_id, str(e))  # another attempt would fail the same way
+        count_dead(metrics_of(ctx.cache), device.name, len(prompts))
         return {"batch_id": batch_id, "status": "dead", "error": str(e)}
     except Exception as e:  # llama.cpp raises RuntimeError/ValueError too; attempts are capped
         reason = str(e) if isinstance(e, InferenceError) else f"{type(e).__name__}: {e}"
@@ -131,8 +135,10 @@ def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:
         raise RetryableError(reason, attempts=claimed.batch.attempts) from e
     rows = _result_rows(ctx, device, claimed.batch.id, prompts, output, reading, started)
     # The answers are in memory: keep them through a database outage rather than decode again.
-    retry_db(lambda: complete_batch(ctx.engine, batch_id, _batch_values(output, reading), rows),
+    values = _batch_values(output, reading)
+    retry_db(lambda: complete_batch(ctx.engine, batch_id, values, rows),
              total_s=ctx.settings.db_retry_s, outages=outages_of(ctx.cache, "worker"))
+    count_done(metrics_of(ctx.cache), device, values, rows)
     return {"batch_id": batch_id, "status": "done", "energy_j": reading.energy_j,
             "rejected": len(claimed.prompts) - len(prompts)}
 
@@ -164,6 +170,7 @@ def _screen(ctx: WorkerContext, backend: InferenceBackend,
                if (reason := backend.check(r)) is not None}
     if reasons:
         reject_prompts(ctx.engine, reasons)
+        count_rejected(metrics_of(ctx.cache), len(reasons))
     kept = [(p, r) for p, r in zip(prompts, requests, strict=True) if p.id not in reasons]
     return [p for p, _ in kept], [r for _, r in kept]
 

