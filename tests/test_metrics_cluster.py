@@ -1,10 +1,13 @@
-"""Metrics on real processes (issue 15): a router and a worker per device (real Redis, real
-llama.cpp, SQLite and PostgreSQL) serve ``/metrics``; after a real job every counter scraped
-equals the sum of the same ledger column, and the router's gauges show the fleet's state.
+"""Metrics and the dashboard on real processes (issue 15): a router and a worker per device (real
+Redis, real llama.cpp, SQLite and PostgreSQL) serve ``/metrics``; after a real job every counter
+scraped equals the sum of the same ledger column, and every metric a panel of the Grafana
+dashboard queries is in the scrape.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import urllib.error
 import urllib.request
@@ -12,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,10 +29,11 @@ from pipeline.client import Client
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.models import Batch, BatchStatus, Prompt, PromptStatus, Result
 from pipeline.settings import load_settings
-from tests.cluster import cluster_env, start_worker, wait_until
+from tests.cluster import REPO_ROOT, cluster_env, start_worker, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.service]
 PROMPTS20 = Path(__file__).parent / "fixtures" / "prompts20.jsonl"
+DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "dashboards" / "ecobatch.json"
 WAIT_S = 300.0
 DEVICES = ("de", "gb")  # DE-LU has prices, GB has none: cost counts DE-LU only
 REGISTRY = """
@@ -200,10 +205,31 @@ def check_gauges(got: Samples) -> None:
         assert total(got, "ecobatch_grid_carbon_intensity_grams_per_kwh", zone=zone) > 0
 
 
+def panel_metrics(dashboard: dict[str, Any]) -> dict[str, set[str]]:
+    """Each panel's title and the ecobatch metric names its queries use."""
+    found = {}
+    for panel in dashboard["panels"]:
+        exprs = " ".join(t["expr"] for t in panel.get("targets", []))
+        found[panel["title"]] = set(re.findall(r"\becobatch_[a-z0-9_]+", exprs))
+    return found
+
+
+def check_dashboard(scraped: set[str]) -> dict[str, set[str]]:
+    """Every metric a panel queries is in the scrape; returns the panels' metrics."""
+    panels = panel_metrics(json.loads(DASHBOARD.read_text()))
+    assert len(panels) >= 10
+    for title, names in panels.items():
+        assert names, f"panel {title!r} queries no ecobatch metric"
+        assert names <= scraped, f"panel {title!r}: {sorted(names - scraped)} not in the scrape"
+    return panels
+
+
 def test_a_real_job_scraped(after_a_job: Scraped) -> None:
-    """Counters against SQL and the router's gauges: one job."""
+    """Counters against SQL, gauges, the dashboard against the scrape: one job."""
     check_counters(after_a_job.samples, after_a_job.engine)
     check_gauges(after_a_job.samples)
+    panels = check_dashboard({name for name, _ in after_a_job.samples})
+    print("\n".join(f"panel {t!r}: {sorted(n)}" for t, n in panels.items()))
     for name, text in after_a_job.text.items():
         print(f"--- {name}")
         print("\n".join(line for line in text.splitlines()
