@@ -165,7 +165,7 @@ class Settings(BaseSettings):
 
     metrics_port: int = Field(
         default=0, ge=0, le=65535,
-        description="Prometheus metrics over HTTP: the router listens on "
+        description="Prometheus metrics, /healthz and /readyz over HTTP: the router listens on "
         "this port and the worker of the registry's Nth device (from 0) on this port + 1 + N; "
         "0 turns them off. `ecobatch worker --metrics-port` gives one worker its own port.")
     metrics_addr: str = Field(

