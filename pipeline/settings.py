@@ -168,6 +168,14 @@ class Settings(BaseSettings):
         description="Longest Retry-After (s) waited out within one API call; a longer one "
         "pauses the API for the whole cluster and the last known value is used meanwhile.")
 
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535,
+        description="Prometheus metrics, /healthz and /readyz over HTTP: the router listens on "
+        "this port and the worker of the registry's Nth device (from 0) on this port + 1 + N; "
+        "0 turns them off. `ecobatch worker --metrics-port` gives one worker its own port.")
+    metrics_addr: str = Field(
+        default="0.0.0.0", description="Address the metrics server binds (127.0.0.1: this host only).")
+
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, v: str) -> str:

@@ -32,6 +32,7 @@ class RouterConfig:
         heartbeat_ttl_s: how long a worker's heartbeat lives.
         visibility_timeout_s: how long Redis keeps an unacknowledged message from others.
         task_time_limit_s: the hard time limit of a batch.
+        metrics_port: the port of the router's /metrics (0: not served, no gauges kept).
     """
 
     batch_size: int
@@ -47,6 +48,7 @@ class RouterConfig:
     heartbeat_ttl_s: float
     visibility_timeout_s: int
     task_time_limit_s: int
+    metrics_port: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RouterConfig:
@@ -59,5 +61,5 @@ class RouterConfig:
             planner_interval_s=settings.planner_interval_s,
             heartbeat_ttl_s=settings.heartbeat_ttl_s,
             visibility_timeout_s=settings.visibility_timeout_s,
-            task_time_limit_s=settings.task_time_limit_s,
+            task_time_limit_s=settings.task_time_limit_s, metrics_port=settings.metrics_port,
         )

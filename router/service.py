@@ -20,6 +20,15 @@ from sqlalchemy import Engine
 from pipeline.broker.alive import alive_devices
 from pipeline.fleet.devices import Registry
 from pipeline.grid.trace import GridConditions
+from pipeline.metrics.defs import Metrics
+from pipeline.metrics.gauges import (
+    GAUGES_EVERY_S,
+    FleetState,
+    read_broker,
+    read_intensity,
+    read_ledger,
+    set_gauges,
+)
 from pipeline.outage import Outages, failure_kind
 from router.config import RouterConfig
 from router.deferral.planner import Forecast
@@ -67,6 +76,9 @@ class RouterState:
     planned: Every = field(default_factory=Every)
     reconciled: Every = field(default_factory=Every)
     lost_checked: Every = field(default_factory=Every)
+    gauges: Every = field(default_factory=Every)
+    metrics: Metrics = field(default_factory=Metrics)
+    """This process's Prometheus metrics (served only when a metrics port is set)."""
 
 
 class RouterContext(Protocol):
@@ -170,6 +182,7 @@ def guarded_route_pass(ctx: RouterContext, publish: PublishMany) -> dict[str, An
         return {"backing_off": True}
     try:
         out = route_pass(ctx, publish)
+        update_gauges(ctx)
     except Exception as e:  # said once by outages; the next pass retries after the backoff
         outages.failed(e)
         return {"failed": failure_kind(e)}
@@ -177,6 +190,22 @@ def guarded_route_pass(ctx: RouterContext, publish: PublishMany) -> dict[str, An
     if summary := pass_summary(out):
         log.info("%s", summary)
     return out
+
+
+def update_gauges(ctx: RouterContext) -> None:
+    """Refresh the fleet gauges every ``GAUGES_EVERY_S`` while metrics are served.
+
+    Raises:
+        ServiceError: Redis or the database failed.
+    """
+    s, kept = ctx.router_config, ctx.router_state
+    if not s.metrics_port or not kept.gauges.due(GAUGES_EVERY_S):
+        return
+    names, state = ctx.registry.names, FleetState()
+    read_ledger(ctx.engine, state, names)
+    read_broker(ctx.redis, state, names, s.heartbeat_ttl_s)
+    read_intensity(ctx.grid, ctx.registry, state, datetime.now(UTC))
+    set_gauges(kept.metrics, state)
 
 
 def pass_summary(out: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ TIERS: dict[str, dict[str, int]] = {
     "pipeline": {
         "errors": 0, "policy": 1, "outage": 1, "logfields": 1, "tracing": 1, "settings": 2,
         "fleet": 3, "ledger": 3, "broker": 4, "grid": 5, "accounting": 6,
-        "intake": 7, "report": 7, "app": 9,
+        "intake": 7, "report": 7, "metrics": 7, "app": 9,
         "client": 10,  # the published path of pipeline.app.client.Client, re-exported
     },
     "router": {

@@ -31,6 +31,8 @@ from pipeline.ledger.outcome import Action, Outcome, failure_reason
 from pipeline.ledger.retry import retry_db
 from pipeline.ledger.rows import BatchFigures, ResultRow
 from pipeline.logfields import add_log_fields, job_ids_field
+from pipeline.metrics.defs import Metrics
+from pipeline.metrics.record import count_dead, count_done, count_rejected
 from pipeline.outage import SERVICES, Outages, failure_kind
 from pipeline.settings import Settings
 from pipeline.tracing import tracer
@@ -52,6 +54,8 @@ class WorkerState:
     """Loaded models by device name."""
     meters: dict[str, EnergyMeter] = field(default_factory=dict)
     """Energy meters by device name."""
+    metrics: Metrics = field(default_factory=Metrics)
+    """This process's Prometheus metrics (served only when a metrics port is set)."""
     outages: Outages = field(default_factory=lambda: Outages("worker"))
 
 
@@ -129,6 +133,7 @@ def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:
     if claimed.settled:
         if claimed.dead:  # the attempt limit was passed just now: the job may be finished
             refresh_jobs(ctx.engine, batch_id)
+            count_dead(ctx.worker_state.metrics, claimed.batch.device, len(claimed.prompts))
         return {"batch_id": batch_id, "status": claimed.batch.status.value,
                 "error": claimed.batch.error}
     if claimed.lost_before:
@@ -142,17 +147,20 @@ def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:
         return {"batch_id": batch_id, "status": "done", "rejected": len(claimed.prompts)}
     try:
         output, reading, started = _decode(backend, meter_for(ctx, device), requests)
-    except DeadLetterError:
-        raise  # the policy dead-letters it (pipeline.ledger.outcome.decide)
+    except DeadLetterError:  # the policy dead-letters it (pipeline.ledger.outcome.decide)
+        count_dead(ctx.worker_state.metrics, device.name, len(prompts))
+        raise
     except Exception as e:  # llama.cpp raises RuntimeError/ValueError too; attempts are capped
         reason = str(e) if isinstance(e, InferenceError) else failure_reason(e)
         record_failure(ctx.engine, batch_id, reason)
         raise RetryableError(reason, attempts=claimed.batch.attempts) from e
     rows = _result_rows(ctx, device, claimed.batch.id, prompts, output, reading, started)
     # The answers are in memory: keep them through a database outage rather than decode again.
+    values = _batch_values(output, reading)
     with tracer().start_as_current_span("ecobatch.write_results"):
-        retry_db(lambda: complete_batch(ctx.engine, batch_id, _batch_values(output, reading), rows),
+        retry_db(lambda: complete_batch(ctx.engine, batch_id, values, rows),
                  total_s=ctx.worker_config.db_retry_s, outages=ctx.worker_state.outages)
+    count_done(ctx.worker_state.metrics, device, values, rows)
     return {"batch_id": batch_id, "status": "done", "energy_j": reading.energy_j,
             "rejected": len(claimed.prompts) - len(prompts)}
 
@@ -206,6 +214,7 @@ def _screen(ctx: WorkerContext, backend: InferenceBackend,
                if (reason := backend.check(r)) is not None}
     if reasons:
         reject_prompts(ctx.engine, reasons)
+        count_rejected(ctx.worker_state.metrics, len(reasons))
     kept = [(p, r) for p, r in zip(prompts, requests, strict=True) if p.id not in reasons]
     return [p for p, _ in kept], [r for _, r in kept]
 

@@ -87,20 +87,27 @@ def _worker_options(func: click.decorators.FC) -> click.decorators.FC:
 @main.command()
 @click.option("--device", "device_name", required=True, help="Device name from the registry.")
 @model_option
+@click.option("--metrics-port", "own_metrics_port", type=click.IntRange(0, 65535),
+              help="Port of this worker's /metrics, /healthz and /readyz (0: off) [default: "
+                   "ECOBATCH_METRICS_PORT + 1 + the device's position in the registry, from 0; "
+                   "off when that is unset or 0].")
 @_worker_options
 @handle_errors
-def worker(device_name: str, loglevel: str, **overrides: object) -> None:
+def worker(device_name: str, loglevel: str, own_metrics_port: int | None,
+           **overrides: object) -> None:
     """Serve queue device.NAME: load the model once, run each batch as one decode, meter it."""
     from celery.signals import worker_process_init
 
     from pipeline.app.celery_app import create_app
     from pipeline.broker.alive import worker_identity
+    from pipeline.metrics.serve import start_metrics, worker_port
     from workers.service.heartbeat import heartbeat_step
     from workers.service.infer import backend_for
 
     settings = build_settings(**overrides)
     quiet = _log_format(settings, loglevel, device=device_name)
-    device = checked_registry(settings).get(device_name)
+    registry = checked_registry(settings)
+    device = registry.get(device_name)
     if settings.backend != "echo":
         from workers.backends.llama.gpu import pin_process
 
@@ -109,6 +116,8 @@ def worker(device_name: str, loglevel: str, **overrides: object) -> None:
     verify_model(resolve_model_path(device.model or settings.model))  # fail before Celery starts
     connect(settings.require_redis_url()).close()  # so does a wrong host, password or CA
     refuse_outdated_ledger(settings.database_url)  # and an outdated ledger
+    port = worker_port(settings, registry, device) if own_metrics_port is None else own_metrics_port
+    start_metrics(settings, port)  # before the pool forks: its children write the metrics
     app = create_app(settings)
     trace_pool_processes("ecobatch-worker")
     app.ctx.worker_id = worker_identity()  # this main process; its pool children inherit it
@@ -141,6 +150,9 @@ def _celery_argv(device: Device, loglevel: str) -> list[str]:
 @main.command()
 @batching_options
 @strategy_option
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Port of the router's /metrics, /healthz and /readyz (0: off) "
+                   "[env: ECOBATCH_METRICS_PORT; default off].")
 @_worker_options
 @handle_errors
 def router(loglevel: str, **overrides: object) -> None:
@@ -151,12 +163,14 @@ def router(loglevel: str, **overrides: object) -> None:
     """
     from pipeline.app.celery_app import INTAKE_QUEUE, ROUTE_TASK, ROUTER_QUEUE, create_app
     from pipeline.app.celerylog import quiet_task_info
+    from pipeline.metrics.serve import start_metrics
 
     settings = build_settings(**overrides)
     quiet = _log_format(settings, loglevel)
     check_batch_size(settings.batch_size, checked_registry(settings))  # fail fast
     connect(settings.require_redis_url()).close()  # and on a wrong host, password or CA
     refuse_outdated_ledger(settings.database_url)  # and on an outdated ledger
+    start_metrics(settings, settings.metrics_port)  # before the pool forks
     app = create_app(settings)
     trace_pool_processes("ecobatch-router")
     quiet_task_info([ROUTE_TASK])  # a pass that did something logs its own line
