@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.app.children import ChildGroup
 from pipeline.client import Client
 from pipeline.fleet.modelfile import default_model_path
 from pipeline.settings import load_settings
-from tests.cluster import fault_env, ledger_counts, run_cli, start_worker
+from tests.cluster import QuickStopGroup, fault_env, ledger_counts, run_cli, start_worker
 
 GOOD = "one\ntwo\n"
 REGISTRIES = {
@@ -104,7 +103,7 @@ def test_bad_submissions_leave_an_accepted_job_untouched(
     good = _file(tmp_path, "good.txt", GOOD)
     bad_options = [(["--deadline", "2000-01-01T00:00Z", "--defer"], "is in the past"),
                    (["--strategy", "fastest"], "Invalid value for '--strategy'")]
-    with ChildGroup(env=env, log_dir=tmp_path / "logs") as children, \
+    with QuickStopGroup(env=env, log_dir=tmp_path / "logs") as children, \
             Client(load_settings(redis_url=redis_url, database_url=sqlite_url)) as client:
         children.start("router", ["router"])
         job_id = client.submit([f"[sleep 0.2] accepted {i}" for i in range(8)])

@@ -24,13 +24,12 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-from pipeline.app.children import ChildGroup
 from pipeline.broker.alive import alive_devices
 from pipeline.broker.queue import connect
 from pipeline.client import Client
 from pipeline.ledger.models import Batch, Result
 from pipeline.settings import Settings, load_settings
-from tests.cluster import clean_env, run_cli
+from tests.cluster import QuickStopGroup, clean_env, run_cli
 from tests.gridfiles import write_em_csv
 
 pytestmark = pytest.mark.service
@@ -112,7 +111,7 @@ def four_device_cluster(redis_url: str, db_url: str, tmp_path: Path) -> Iterator
            "ECOBATCH_DEVICES": str(registry), "ECOBATCH_GRID_DIR": str(grid_dir(tmp_path)),
            "ECOBATCH_GRID_AT": GRID_AT, "ECOBATCH_BACKEND": "echo",
            "ECOBATCH_BATCH_SIZE": "2", "ECOBATCH_MAX_WAIT_S": "0.2"}
-    with ChildGroup(env=env, log_dir=tmp_path / "logs") as children:
+    with QuickStopGroup(env=env, log_dir=tmp_path / "logs") as children:
         children.start("router", ["router"])
         names = ["lost", "sg", "gb", "fixed"]
         for name in names:

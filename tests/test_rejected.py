@@ -19,10 +19,9 @@ from celery import Celery
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
-from pipeline.app.children import ChildGroup
 from pipeline.ledger.db import make_engine, normalise_url
 from pipeline.ledger.models import JobStatus
-from tests.cluster import cluster_env, run_cli, wait_until
+from tests.cluster import QuickStopGroup, cluster_env, run_cli, wait_until
 
 HUGE_PROMPT = "word " * 1_000_000  # 5 MB: refused by its size, never tokenized
 REFUSED: dict[str, tuple[list[Any], dict[str, Any], str]] = {
@@ -78,7 +77,7 @@ def test_refused_submit_calls_are_rejected_jobs_shown_by_status(
     upgraded = run_cli(["db", "upgrade"], tmp_path, cli_env)
     assert upgraded.returncode == 0 and "to 0002" in upgraded.stdout, upgraded.stderr
     bare = Celery(broker=redis_url)
-    with ChildGroup(env=env, log_dir=tmp_path / "logs") as children:
+    with QuickStopGroup(env=env, log_dir=tmp_path / "logs") as children:
         router = children.start("router", ["router"])
         sent = {case: bare.send_task("ecobatch.submit", args=[prompts, options]).id
                 for case, (prompts, options, _) in REFUSED.items()}
