@@ -13,6 +13,7 @@ from pipeline.fleet.modelfile import default_model_path
 from pipeline.settings import load_settings
 from tests.cluster import QuickStopGroup, fault_env, ledger_counts, run_cli, start_worker
 
+pytestmark = pytest.mark.slow  # every case runs the real CLI in a child process
 GOOD = "one\ntwo\n"
 REGISTRIES = {
     "not TOML": ("[[device]\nname = 'x'\n", "device registry"),

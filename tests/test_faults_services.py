@@ -29,7 +29,7 @@ from tests.cluster import (
 )
 from tests.servers import RedisServer, TcpProxy
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.slow]
 WAIT_S = 120.0
 
 

@@ -32,7 +32,7 @@ from pipeline.settings import Settings, load_settings
 from tests.cluster import QuickStopGroup, clean_env, run_cli
 from tests.gridfiles import write_em_csv
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.slow]
 GRID_AT = "2024-06-03T12:00:00+00:00"  # GB's packaged trace reads 139 g/kWh at this hour
 SG_AT_GRID_AT = 412.0  # the SG file's value at GRID_AT (400 + 12 hours)
 WAIT_S = 180.0

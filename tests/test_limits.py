@@ -109,6 +109,7 @@ def test_rate_limit_window_counts_per_client(rclient: redis.Redis) -> None:
 
 
 @pytest.mark.service
+@pytest.mark.slow
 def test_submit_task_is_rate_limited_per_client(
     redis_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:

@@ -68,6 +68,7 @@ def _status_json(job_id: str, env: dict[str, str], cwd: Path) -> dict[str, Any]:
 
 
 @pytest.mark.service
+@pytest.mark.slow
 def test_refused_submit_calls_are_rejected_jobs_shown_by_status(
     redis_url: str, db_url: str, tmp_path: Path
 ) -> None:

@@ -48,6 +48,7 @@ def test_redact_and_secure_url() -> None:
 
 
 @pytest.mark.service
+@pytest.mark.slow
 def test_a_pickled_message_is_refused(redis_url: str, sqlite_url: str, tmp_path: Path) -> None:
     evil = Celery(broker=redis_url)
     evil.conf.update(task_serializer="pickle", accept_content=["pickle"])
@@ -110,6 +111,7 @@ def tls_redis(certs: Path, tmp_path: Path) -> Iterator[int]:
 
 
 @pytest.mark.service
+@pytest.mark.slow
 def test_password_and_verified_tls_work_and_secrets_stay_out_of_outputs(
     tls_redis: int, certs: Path, sqlite_url: str, tmp_path: Path
 ) -> None:
@@ -141,6 +143,7 @@ def test_password_and_verified_tls_work_and_secrets_stay_out_of_outputs(
     ("wrong CA", "certificate verify failed"),
     ("no CA", "certificate verify failed"),  # a rediss:// URL checks the certificate by default
 ])
+@pytest.mark.slow
 def test_wrong_password_or_ca_fails_clearly_without_leaking(
     tls_redis: int, certs: Path, tmp_path: Path, case: str, expected: str
 ) -> None:
