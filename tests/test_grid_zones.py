@@ -29,7 +29,7 @@ from pipeline.broker.queue import connect
 from pipeline.client import Client
 from pipeline.ledger.models import Batch, Result
 from pipeline.settings import Settings, load_settings
-from tests.cluster import QuickStopGroup, clean_env, run_cli
+from tests.cluster import QuickStopGroup, clean_env, run_cli, run_clis
 from tests.gridfiles import write_em_csv
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
@@ -88,9 +88,9 @@ def test_every_entry_point_refuses_a_zone_without_data(redis_url: str, sqlite_ur
     prompts.write_text('{"prompt": "hello"}\n', encoding="utf-8")
     env = {**clean_env(), "ECOBATCH_DEVICES": str(registry), "ECOBATCH_REDIS_URL": redis_url,
            "ECOBATCH_DATABASE_URL": sqlite_url, "ECOBATCH_BACKEND": "echo"}
-    for args in (["devices"], ["router"], ["worker", "--device", "gb"], ["submit", str(prompts)],
-                 ["run", str(prompts), "-o", str(tmp_path / "out.jsonl")]):
-        res = run_cli(args, tmp_path, env=env, timeout_s=60)
+    every = (["devices"], ["router"], ["worker", "--device", "gb"], ["submit", str(prompts)],
+             ["run", str(prompts), "-o", str(tmp_path / "out.jsonl")])
+    for args, res in zip(every, run_clis(every, tmp_path, env=env, timeout_s=60), strict=True):
         assert res.returncode == 1, (args, res.stdout, res.stderr)
         one_line = " ".join(res.stderr.split())
         for part in (f"device registry {registry}: device 'sg'", "grid zone 'SG' has no carbon",
