@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from pipeline.ledger.db import make_engine, normalise_url
 from pipeline.ledger.models import JobStatus
-from tests.cluster import QuickStopGroup, cluster_env, run_cli, wait_until
+from tests.cluster import QuickStopGroup, cluster_env, run_cli, run_clis, wait_until
 
 HUGE_PROMPT = "word " * 1_000_000  # 5 MB: refused by its size, never tokenized
 REFUSED: dict[str, tuple[list[Any], dict[str, Any], str]] = {
@@ -61,10 +61,11 @@ def _jobs(plain: Engine) -> dict[str, tuple[str, str | None]]:
     return {row[0]: (row[1], row[2]) for row in rows}
 
 
-def _status_json(job_id: str, env: dict[str, str], cwd: Path) -> dict[str, Any]:
-    out = run_cli(["status", job_id, "--json"], cwd, env)
-    assert out.returncode == 0, out.stderr
-    return dict(json.loads(out.stdout))
+def _status_json(job_ids: list[str], env: dict[str, str], cwd: Path) -> list[dict[str, Any]]:
+    outs = run_clis([["status", job_id, "--json"] for job_id in job_ids], cwd, env)
+    for out in outs:
+        assert out.returncode == 0, out.stderr
+    return [dict(json.loads(out.stdout)) for out in outs]
 
 
 @pytest.mark.service
@@ -95,11 +96,13 @@ def test_refused_submit_calls_are_rejected_jobs_shown_by_status(
     assert again.id == sent["unknown strategy"]
     jobs = _jobs(plain)
     assert jobs[accepted.replace("-", "")][0] == JobStatus.QUEUED.name
+    views = dict(zip(REFUSED, _status_json([ids[case] for case in REFUSED], cli_env, tmp_path),
+                     strict=True))
     for case, (_, _, reason) in REFUSED.items():
         status, error = jobs[ids[case]]
         assert status == JobStatus.REJECTED.name and error is not None and reason in error, case
         assert re.search(rf"WARNING/\S+\] ecobatch.submit: job {ids[case]} rejected", log), case
-        view = _status_json(ids[case], cli_env, tmp_path)
+        view = views[case]
         assert view["status"] == "rejected" and reason in view["error"], (case, view)
     assert "stays rejected" in log
     with plain.connect() as conn:

@@ -29,7 +29,15 @@ from pipeline.errors import InputError
 from pipeline.intake.submit_call import submit_task_payload
 from pipeline.ledger.models import Job, Prompt
 from pipeline.settings import load_settings
-from tests.cluster import QuickStopGroup, cluster_env, fault_env, run_cli, start_worker, wait_until
+from tests.cluster import (
+    QuickStopGroup,
+    cluster_env,
+    fault_env,
+    run_cli,
+    run_clis,
+    start_worker,
+    wait_until,
+)
 from tests.conftest import service_missing
 from tests.servers import RedisServer, free_port
 
@@ -128,8 +136,8 @@ def test_password_and_verified_tls_work_and_secrets_stay_out_of_outputs(
         job_id = sub.stdout.strip()
         client = Client(load_settings(redis_url=url, database_url=sqlite_url))
         client.wait(job_id, timeout_s=60)
-        outputs = [sub] + [run_cli(args, tmp_path, cli_env) for args in
-                           (["status", job_id], ["results", job_id], ["reconcile"])]
+        outputs = [sub, *run_clis([["status", job_id], ["results", job_id], ["reconcile"]],
+                                  tmp_path, cli_env)]
         logs = router.log_tail(1_000_000) + worker.log_tail(1_000_000)
     assert all(o.returncode == 0 for o in outputs), [o.stderr for o in outputs]
     assert len(client.results(job_id)) == 3
