@@ -11,7 +11,7 @@ INPUT ?= examples/prompts.jsonl
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 export CMAKE_ARGS ?= $(LLAMA_CMAKE_ARGS)
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-fast lint bench clean
 
 $(BIN)/ecobatch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ run: $(BIN)/ecobatch
 
 test: $(BIN)/ecobatch
 	$(BIN)/python -m pytest -q -rs
+
+# The inner loop (under 2 min): everything but the tests marked slow (llama.cpp inference and
+# real router/worker processes). CI runs `make test`, which runs them all.
+test-fast: $(BIN)/ecobatch
+	$(BIN)/python -m pytest -q -rs -m "not slow"
 
 lint: $(BIN)/ecobatch
 	$(BIN)/ruff check pipeline router workers tests

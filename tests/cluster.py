@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,32 @@ def fault_env(redis_url: str, db_url: str, **extra: str) -> dict[str, str]:
     return cluster_env(redis_url, db_url, **{**defaults, **extra})
 
 
+class QuickStopGroup(ChildGroup):
+    """A :class:`ChildGroup` whose stop at the end of a test is a crash stop: SIGKILL to every
+    process of every child's tree at once.
+
+    A warm Celery shutdown costs about 2 s per cluster (billiard's pool join polls once a
+    second), about a minute over the suite. No test asserts anything on the stop at its end;
+    the tests that prove warm shutdown (``test_warm_shutdown_*``, the reconcile test) signal
+    their children themselves, and ``ecobatch run``'s own warm stop is run by ``test_e2e``.
+    """
+
+    def stop(self) -> None:
+        """Kill every child's tree and reap it, so nothing outlives the test."""
+        procs: list[psutil.Process] = []
+        for c in self.children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                main = psutil.Process(c.proc.pid)
+                procs += [main, *main.children(recursive=True)]
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        psutil.wait_procs(procs, timeout=30)
+        for c in self.children:
+            c.proc.wait()
+        self.children.clear()
+
+
 def start_worker(children: ChildGroup, name: str = "worker", device: str = "cpu") -> Child:
     """Start ``ecobatch worker --device DEVICE`` as a child."""
     return children.start(name, ["worker", "--device", device])
@@ -67,7 +94,7 @@ def running_cluster(env: dict[str, str], log_dir: Path, *, workers: int = 1,
     """
     settings = load_settings(redis_url=env["ECOBATCH_REDIS_URL"],
                              database_url=client_db_url or env["ECOBATCH_DATABASE_URL"])
-    with ChildGroup(env=env, log_dir=log_dir) as children, Client(settings) as client:
+    with QuickStopGroup(env=env, log_dir=log_dir) as children, Client(settings) as client:
         router = children.start("router", ["router"])
         started = [start_worker(children, f"worker{i + 1}", device) for i in range(workers)]
         yield Cluster(children, client, router, started)
@@ -85,6 +112,17 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None,
         [sys.executable, "-m", "pipeline.app.cli.main", *args], cwd=cwd, env=env or clean_env(),
         input=stdin.decode() if stdin is not None else None, capture_output=True, text=True,
         timeout=timeout_s)
+
+
+def run_clis(arg_lists: Sequence[list[str]], cwd: Path, env: dict[str, str] | None = None,
+             timeout_s: float = 120) -> list[subprocess.CompletedProcess[str]]:
+    """:func:`run_cli` for each argument list, two children at a time, results in order.
+
+    Each child spends about a second importing on one core, so on two cores a pair takes the
+    wall time of one.
+    """
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda args: run_cli(args, cwd, env, timeout_s=timeout_s), arg_lists))
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> None:

@@ -26,6 +26,7 @@ from pipeline.broker.queue import connect
 from pipeline.client import Client
 from pipeline.ledger.models import Batch, Job, Result
 from pipeline.settings import Settings, load_settings
+from tests.cluster import QuickStopGroup
 
 GRID_AT = "2024-06-03T12:00:00+00:00"
 DEVICES = ("nsw", "gb")  # registry order: greedy takes nsw, the dirtier zone
@@ -76,7 +77,7 @@ def two_zone_cluster(redis_url: str, db_url: str, tmp_path: Path) -> Iterator[Se
            "ECOBATCH_DEVICES": str(registry), "ECOBATCH_GRID_AT": GRID_AT,
            "ECOBATCH_N_THREADS": "1", "ECOBATCH_MAX_WAIT_S": "0.3",
            "ECOBATCH_BATCH_SIZE": "4"}
-    with ChildGroup(env=env, log_dir=tmp_path / "logs") as children:
+    with QuickStopGroup(env=env, log_dir=tmp_path / "logs") as children:
         children.start("router", ["router"])
         for name in DEVICES:
             children.start(f"worker-{name}", ["worker", "--device", name])

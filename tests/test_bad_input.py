@@ -8,12 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.app.children import ChildGroup
 from pipeline.client import Client
 from pipeline.fleet.modelfile import default_model_path
 from pipeline.settings import load_settings
-from tests.cluster import fault_env, ledger_counts, run_cli, start_worker
+from tests.cluster import (
+    QuickStopGroup,
+    fault_env,
+    ledger_counts,
+    run_cli,
+    run_clis,
+    start_worker,
+)
 
+pytestmark = pytest.mark.slow  # every case runs the real CLI in a child process
 GOOD = "one\ntwo\n"
 REGISTRIES = {
     "not TOML": ("[[device]\nname = 'x'\n", "device registry"),
@@ -37,8 +44,8 @@ def test_a_registry_with_errors_is_refused_by_field(tmp_path: Path, case: str) -
     text, message = REGISTRIES[case]
     registry = _file(tmp_path, "devices.toml", text)
     prompts = _file(tmp_path, "p.txt", GOOD)
-    for args in (["run", prompts, "--devices", registry], ["devices", "--devices", registry]):
-        out = run_cli(args, tmp_path)
+    for out in run_clis([["run", prompts, "--devices", registry],
+                         ["devices", "--devices", registry]], tmp_path):
         assert out.returncode == 1, out.stderr
         assert message in out.stderr
     assert not (tmp_path / "ecobatch.db").exists()
@@ -61,9 +68,9 @@ def test_a_corrupt_or_missing_model_fails_before_anything_starts(
             "not gguf": lambda: _file(tmp_path, "x.gguf", b"PK\x03\x04 a zip file"),
             "missing": lambda: str(tmp_path / "none.gguf")}[model]()
     prompts = _file(tmp_path, "p.txt", GOOD)
-    for args in (["run", prompts, "--model", path], ["worker", "--device", "cpu", "--model", path,
-                                                     "--redis-url", "redis://127.0.0.1:1/0"]):
-        out = run_cli(args, tmp_path)
+    for out in run_clis([["run", prompts, "--model", path],
+                         ["worker", "--device", "cpu", "--model", path,
+                          "--redis-url", "redis://127.0.0.1:1/0"]], tmp_path):
         assert out.returncode == 1, out.stderr
         assert message in out.stderr
     assert not (tmp_path / "ecobatch.db").exists()
@@ -104,7 +111,7 @@ def test_bad_submissions_leave_an_accepted_job_untouched(
     good = _file(tmp_path, "good.txt", GOOD)
     bad_options = [(["--deadline", "2000-01-01T00:00Z", "--defer"], "is in the past"),
                    (["--strategy", "fastest"], "Invalid value for '--strategy'")]
-    with ChildGroup(env=env, log_dir=tmp_path / "logs") as children, \
+    with QuickStopGroup(env=env, log_dir=tmp_path / "logs") as children, \
             Client(load_settings(redis_url=redis_url, database_url=sqlite_url)) as client:
         children.start("router", ["router"])
         job_id = client.submit([f"[sleep 0.2] accepted {i}" for i in range(8)])

@@ -14,12 +14,11 @@ from celery import Celery
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from pipeline.app.children import ChildGroup
 from pipeline.client import Client
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.models import Result
 from pipeline.settings import load_settings
-from tests.cluster import clean_env, cluster_env, start_worker
+from tests.cluster import QuickStopGroup, clean_env, cluster_env, start_worker
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROMPTS20 = FIXTURES / "prompts20.jsonl"
@@ -32,7 +31,7 @@ pytestmark = pytest.mark.slow
 def cluster(redis_url: str, db_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     """A router and a CPU worker as real child processes on the test Redis and database."""
     env = cluster_env(redis_url, db_url)
-    with ChildGroup(env=env, log_dir=tmp_path / "logs") as children:
+    with QuickStopGroup(env=env, log_dir=tmp_path / "logs") as children:
         children.start("router", ["router"])
         start_worker(children)
         yield env

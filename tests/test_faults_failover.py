@@ -23,7 +23,7 @@ from tests.cluster import energy_counted_once, fault_env, running_cluster, wait_
 from tests.conftest import service_missing
 from tests.servers import SentinelCluster, server_binary
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.slow]
 WAIT_S = 180.0  # generous: two cores shared by three Redis, a router, a worker and the test
 PROMPTS = 24
 

@@ -16,11 +16,17 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from pipeline.app.children import ChildGroup
 from pipeline.client import Client
 from pipeline.ledger.models import Batch, BatchStatus
 from pipeline.settings import load_settings
-from tests.cluster import cluster_env, energy_counted_once, kill_all, ledger_counts, start_worker
+from tests.cluster import (
+    QuickStopGroup,
+    cluster_env,
+    energy_counted_once,
+    kill_all,
+    ledger_counts,
+    start_worker,
+)
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 N_PROMPTS = 100_000
@@ -60,7 +66,7 @@ def test_100k_prompts_complete_while_a_worker_is_killed_every_30_s(
     prompts = [f"Question {i}: how much energy does a batch of {i % 97} prompts use?"
                for i in range(N_PROMPTS)]
     kills = 0
-    with ChildGroup(env=env, log_dir=tmp_path / "logs") as children, \
+    with QuickStopGroup(env=env, log_dir=tmp_path / "logs") as children, \
             Client(load_settings(redis_url=redis_url, database_url=pg_url)) as client:
         children.start("router", ["router"])
         workers = [start_worker(children, "worker-a", "echo"), start_worker(children, "worker-b", "echo")]

@@ -18,7 +18,7 @@ from pipeline.settings import load_settings
 from tests.cluster import fault_env, wait_until
 from tests.servers import TcpProxy
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.slow]
 WAIT_S = 120.0
 OUTAGE_S = 4.0
 

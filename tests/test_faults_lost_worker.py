@@ -25,7 +25,7 @@ from tests.cluster import (
     wait_until,
 )
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.slow]
 RECOVERY_DEADLINE_S = 60.0  # the bound; twice HEARTBEAT_TTL_S (15 s) plus the rerun
 UNACKED, UNACKED_INDEX = "unacked", "unacked_index"  # kombu's Redis transport keys
 

@@ -29,7 +29,7 @@ from tests.cluster import (
 )
 from tests.servers import RedisServer, TcpProxy
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.slow]
 WAIT_S = 120.0
 
 
@@ -45,7 +45,8 @@ def test_redis_restarted_mid_job_the_job_completes(
         env = fault_env(server.url, sqlite_url, ECOBATCH_BATCH_SIZE="2")
         with running_cluster(env, tmp_path / "logs") as c:
             client = c.client
-            job_id = client.submit([f"[sleep 0.5] question {i}" for i in range(24)])
+            # 12 batches of 0.5 s: 4 answers come after 1 s, and 5 s of work is still queued
+            job_id = client.submit([f"[sleep 0.25] question {i}" for i in range(24)])
             wait_until("some answers", lambda: _answered(client, job_id) >= 4, WAIT_S)
             server.stop(how)  # the pending list and queued batches are gone with it
             time.sleep(1.0)

@@ -31,7 +31,7 @@ from tests.cluster import (
     wait_for_running_batch,
 )
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.slow]
 WAIT_S = 120.0
 
 

@@ -24,16 +24,15 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-from pipeline.app.children import ChildGroup
 from pipeline.broker.alive import alive_devices
 from pipeline.broker.queue import connect
 from pipeline.client import Client
 from pipeline.ledger.models import Batch, Result
 from pipeline.settings import Settings, load_settings
-from tests.cluster import clean_env, run_cli
+from tests.cluster import QuickStopGroup, clean_env, run_cli, run_clis
 from tests.gridfiles import write_em_csv
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.slow]
 GRID_AT = "2024-06-03T12:00:00+00:00"  # GB's packaged trace reads 139 g/kWh at this hour
 SG_AT_GRID_AT = 412.0  # the SG file's value at GRID_AT (400 + 12 hours)
 WAIT_S = 180.0
@@ -89,9 +88,9 @@ def test_every_entry_point_refuses_a_zone_without_data(redis_url: str, sqlite_ur
     prompts.write_text('{"prompt": "hello"}\n', encoding="utf-8")
     env = {**clean_env(), "ECOBATCH_DEVICES": str(registry), "ECOBATCH_REDIS_URL": redis_url,
            "ECOBATCH_DATABASE_URL": sqlite_url, "ECOBATCH_BACKEND": "echo"}
-    for args in (["devices"], ["router"], ["worker", "--device", "gb"], ["submit", str(prompts)],
-                 ["run", str(prompts), "-o", str(tmp_path / "out.jsonl")]):
-        res = run_cli(args, tmp_path, env=env, timeout_s=60)
+    every = (["devices"], ["router"], ["worker", "--device", "gb"], ["submit", str(prompts)],
+             ["run", str(prompts), "-o", str(tmp_path / "out.jsonl")])
+    for args, res in zip(every, run_clis(every, tmp_path, env=env, timeout_s=60), strict=True):
         assert res.returncode == 1, (args, res.stdout, res.stderr)
         one_line = " ".join(res.stderr.split())
         for part in (f"device registry {registry}: device 'sg'", "grid zone 'SG' has no carbon",
@@ -112,7 +111,7 @@ def four_device_cluster(redis_url: str, db_url: str, tmp_path: Path) -> Iterator
            "ECOBATCH_DEVICES": str(registry), "ECOBATCH_GRID_DIR": str(grid_dir(tmp_path)),
            "ECOBATCH_GRID_AT": GRID_AT, "ECOBATCH_BACKEND": "echo",
            "ECOBATCH_BATCH_SIZE": "2", "ECOBATCH_MAX_WAIT_S": "0.2"}
-    with ChildGroup(env=env, log_dir=tmp_path / "logs") as children:
+    with QuickStopGroup(env=env, log_dir=tmp_path / "logs") as children:
         children.start("router", ["router"])
         names = ["lost", "sg", "gb", "fixed"]
         for name in names:

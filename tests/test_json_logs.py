@@ -13,7 +13,7 @@ from pipeline.client import Client
 from pipeline.settings import load_settings
 from tests.cluster import cluster_env, wait_until
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.slow]
 WAIT_S = 120.0
 
 

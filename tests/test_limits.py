@@ -12,7 +12,6 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from pipeline.app.children import ChildGroup
 from pipeline.app.cli.main import main
 from pipeline.broker.queue import PENDING_KEY
 from pipeline.client import Client
@@ -28,7 +27,7 @@ from pipeline.intake.parse import PromptIn, validate_records
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.models import Job, JobStatus
 from pipeline.settings import load_settings
-from tests.cluster import cluster_env, wait_until
+from tests.cluster import QuickStopGroup, cluster_env, wait_until
 from workers.backends.llama.tokenizer import ModelTokenizer
 
 LONG = "token " * 1500  # about 1500 tokens: over the 1024-token default context
@@ -110,6 +109,7 @@ def test_rate_limit_window_counts_per_client(rclient: redis.Redis) -> None:
 
 
 @pytest.mark.service
+@pytest.mark.slow
 def test_submit_task_is_rate_limited_per_client(
     redis_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
@@ -117,7 +117,7 @@ def test_submit_task_is_rate_limited_per_client(
         time.sleep(RATE_WINDOW_S - time.time() % RATE_WINDOW_S + 0.5)
     env = cluster_env(redis_url, sqlite_url, ECOBATCH_SUBMIT_RATE_PER_MIN="2")
     bare = Celery(broker=redis_url)
-    with ChildGroup(env=env, log_dir=tmp_path / "logs") as children:
+    with QuickStopGroup(env=env, log_dir=tmp_path / "logs") as children:
         router = children.start("router", ["router"])
         sent = {name: [bare.send_task("ecobatch.submit", args=[["hello"]],
                                       headers={"client": name}).id.replace("-", "")

@@ -38,6 +38,7 @@ def _hours(start: datetime, end: datetime) -> int:
     return int((hour_start(end) - hour_start(start)) / timedelta(hours=1)) + 1
 
 
+@pytest.mark.slow
 def test_cluster_shares_one_request_and_records_the_signal(
         watttime: tuple[str, Replay], redis_url: str, db_url: str, tmp_path: Path) -> None:
     base, replay = watttime

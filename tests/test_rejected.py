@@ -19,10 +19,9 @@ from celery import Celery
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
-from pipeline.app.children import ChildGroup
 from pipeline.ledger.db import make_engine, normalise_url
 from pipeline.ledger.models import JobStatus
-from tests.cluster import cluster_env, run_cli, wait_until
+from tests.cluster import QuickStopGroup, cluster_env, run_cli, run_clis, wait_until
 
 HUGE_PROMPT = "word " * 1_000_000  # 5 MB: refused by its size, never tokenized
 REFUSED: dict[str, tuple[list[Any], dict[str, Any], str]] = {
@@ -62,13 +61,15 @@ def _jobs(plain: Engine) -> dict[str, tuple[str, str | None]]:
     return {row[0]: (row[1], row[2]) for row in rows}
 
 
-def _status_json(job_id: str, env: dict[str, str], cwd: Path) -> dict[str, Any]:
-    out = run_cli(["status", job_id, "--json"], cwd, env)
-    assert out.returncode == 0, out.stderr
-    return dict(json.loads(out.stdout))
+def _status_json(job_ids: list[str], env: dict[str, str], cwd: Path) -> list[dict[str, Any]]:
+    outs = run_clis([["status", job_id, "--json"] for job_id in job_ids], cwd, env)
+    for out in outs:
+        assert out.returncode == 0, out.stderr
+    return [dict(json.loads(out.stdout)) for out in outs]
 
 
 @pytest.mark.service
+@pytest.mark.slow
 def test_refused_submit_calls_are_rejected_jobs_shown_by_status(
     redis_url: str, db_url: str, tmp_path: Path
 ) -> None:
@@ -78,7 +79,7 @@ def test_refused_submit_calls_are_rejected_jobs_shown_by_status(
     upgraded = run_cli(["db", "upgrade"], tmp_path, cli_env)
     assert upgraded.returncode == 0 and "to 0002" in upgraded.stdout, upgraded.stderr
     bare = Celery(broker=redis_url)
-    with ChildGroup(env=env, log_dir=tmp_path / "logs") as children:
+    with QuickStopGroup(env=env, log_dir=tmp_path / "logs") as children:
         router = children.start("router", ["router"])
         sent = {case: bare.send_task("ecobatch.submit", args=[prompts, options]).id
                 for case, (prompts, options, _) in REFUSED.items()}
@@ -95,11 +96,13 @@ def test_refused_submit_calls_are_rejected_jobs_shown_by_status(
     assert again.id == sent["unknown strategy"]
     jobs = _jobs(plain)
     assert jobs[accepted.replace("-", "")][0] == JobStatus.QUEUED.name
+    views = dict(zip(REFUSED, _status_json([ids[case] for case in REFUSED], cli_env, tmp_path),
+                     strict=True))
     for case, (_, _, reason) in REFUSED.items():
         status, error = jobs[ids[case]]
         assert status == JobStatus.REJECTED.name and error is not None and reason in error, case
         assert re.search(rf"WARNING/\S+\] ecobatch.submit: job {ids[case]} rejected", log), case
-        view = _status_json(ids[case], cli_env, tmp_path)
+        view = views[case]
         assert view["status"] == "rejected" and reason in view["error"], (case, view)
     assert "stays rejected" in log
     with plain.connect() as conn:

@@ -8,12 +8,17 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from pipeline.app.children import ChildGroup
 from pipeline.client import Client
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.models import Batch, BatchStatus, Result
 from pipeline.settings import load_settings
-from tests.cluster import cluster_env, kill_pool_children, start_worker, wait_for_running_batch
+from tests.cluster import (
+    QuickStopGroup,
+    cluster_env,
+    kill_pool_children,
+    start_worker,
+    wait_for_running_batch,
+)
 
 pytestmark = pytest.mark.slow
 WAIT_S = 300.0
@@ -25,7 +30,7 @@ def test_killed_pool_process_mid_batch_is_redelivered_without_duplicates(
     env = cluster_env(redis_url, sqlite_url)
     settings = load_settings(redis_url=redis_url, database_url=sqlite_url)
     engine = make_engine(sqlite_url)
-    with ChildGroup(env=env, log_dir=tmp_path / "logs") as children:
+    with QuickStopGroup(env=env, log_dir=tmp_path / "logs") as children:
         children.start("router", ["router"])
         worker = start_worker(children)
         client = Client(settings)

@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
-from pipeline.app.children import ChildGroup
 from pipeline.app.cli.main import main
 from pipeline.app.context import AppContext
 from pipeline.broker.queue import redact_url, secure_url
@@ -30,7 +29,15 @@ from pipeline.errors import InputError
 from pipeline.intake.submit_call import submit_task_payload
 from pipeline.ledger.models import Job, Prompt
 from pipeline.settings import load_settings
-from tests.cluster import cluster_env, fault_env, run_cli, start_worker, wait_until
+from tests.cluster import (
+    QuickStopGroup,
+    cluster_env,
+    fault_env,
+    run_cli,
+    run_clis,
+    start_worker,
+    wait_until,
+)
 from tests.conftest import service_missing
 from tests.servers import RedisServer, free_port
 
@@ -49,10 +56,11 @@ def test_redact_and_secure_url() -> None:
 
 
 @pytest.mark.service
+@pytest.mark.slow
 def test_a_pickled_message_is_refused(redis_url: str, sqlite_url: str, tmp_path: Path) -> None:
     evil = Celery(broker=redis_url)
     evil.conf.update(task_serializer="pickle", accept_content=["pickle"])
-    with ChildGroup(env=cluster_env(redis_url, sqlite_url), log_dir=tmp_path / "logs") as group:
+    with QuickStopGroup(env=cluster_env(redis_url, sqlite_url), log_dir=tmp_path / "logs") as group:
         router = group.start("router", ["router"])
         refused = evil.send_task("ecobatch.submit", args=[["pickled prompt"]]).id.replace("-", "")
         wait_until("the refusal", lambda: "pickle" in router.log_tail(100_000), 60)
@@ -111,6 +119,7 @@ def tls_redis(certs: Path, tmp_path: Path) -> Iterator[int]:
 
 
 @pytest.mark.service
+@pytest.mark.slow
 def test_password_and_verified_tls_work_and_secrets_stay_out_of_outputs(
     tls_redis: int, certs: Path, sqlite_url: str, tmp_path: Path
 ) -> None:
@@ -119,7 +128,7 @@ def test_password_and_verified_tls_work_and_secrets_stay_out_of_outputs(
     prompts = tmp_path / "p.txt"
     prompts.write_text("one two\nthree four\nfive six\n")
     cli_env = {**os.environ, **env}
-    with ChildGroup(env=env, log_dir=tmp_path / "logs") as children:
+    with QuickStopGroup(env=env, log_dir=tmp_path / "logs") as children:
         router = children.start("router", ["router"])
         worker = start_worker(children)
         sub = run_cli(["submit", str(prompts)], tmp_path, cli_env)
@@ -127,8 +136,8 @@ def test_password_and_verified_tls_work_and_secrets_stay_out_of_outputs(
         job_id = sub.stdout.strip()
         client = Client(load_settings(redis_url=url, database_url=sqlite_url))
         client.wait(job_id, timeout_s=60)
-        outputs = [sub] + [run_cli(args, tmp_path, cli_env) for args in
-                           (["status", job_id], ["results", job_id], ["reconcile"])]
+        outputs = [sub, *run_clis([["status", job_id], ["results", job_id], ["reconcile"]],
+                                  tmp_path, cli_env)]
         logs = router.log_tail(1_000_000) + worker.log_tail(1_000_000)
     assert all(o.returncode == 0 for o in outputs), [o.stderr for o in outputs]
     assert len(client.results(job_id)) == 3
@@ -142,6 +151,7 @@ def test_password_and_verified_tls_work_and_secrets_stay_out_of_outputs(
     ("wrong CA", "certificate verify failed"),
     ("no CA", "certificate verify failed"),  # a rediss:// URL checks the certificate by default
 ])
+@pytest.mark.slow
 def test_wrong_password_or_ca_fails_clearly_without_leaking(
     tls_redis: int, certs: Path, tmp_path: Path, case: str, expected: str
 ) -> None:

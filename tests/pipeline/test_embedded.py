@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 
 from pipeline.app.embedded import EmbeddedRedis
 from pipeline.broker.queue import connect
 
 
+@pytest.mark.slow
 def test_embedded_redis_serves_on_a_private_socket_and_stops() -> None:
     with EmbeddedRedis() as server:
         assert server.url.startswith("redis+socket://")

@@ -32,6 +32,7 @@ def _checks(report: dict[str, object]) -> dict[str, dict[str, object]]:
 
 
 @pytest.mark.service
+@pytest.mark.slow
 def test_a_running_cluster_is_healthy_until_its_worker_stops(redis_url: str, sqlite_url: str,
                                                             tmp_path: Path) -> None:
     settings = load_settings(redis_url=redis_url, database_url=sqlite_url)

@@ -237,6 +237,7 @@ def test_history_lists_the_revisions() -> None:
     assert lines[-1].startswith("<base> -> 0001")
 
 
+@pytest.mark.slow
 def test_ecobatch_run_upgrades_its_own_old_sqlite_ledger(tmp_path: Path) -> None:
     """The embedded default (no ECOBATCH_REDIS_URL, SQLite) is the one process that upgrades."""
     engine = connect_engine(f"sqlite:///{tmp_path / 'ecobatch.db'}")

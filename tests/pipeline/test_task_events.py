@@ -43,6 +43,7 @@ def _infer_tasks(tap: EventTap) -> dict[str, list[str]]:
 
 
 @pytest.mark.service
+@pytest.mark.slow
 def test_every_task_of_a_job_shows_on_the_event_stream(
         redis_url: str, sqlite_url: str, tmp_path: Path) -> None:
     """submit (sent by this process), then the router's infer_batch (sent inside the router's

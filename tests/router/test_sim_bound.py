@@ -67,6 +67,7 @@ def run_for(fleet: Fleet, pattern: str, order: tuple[str, ...]) -> SimRun:
         2024, 6, 1, hour, tzinfo=UTC), hours, SLO_S, order)
 
 
+@pytest.mark.slow  # six strategies and an LP per pattern: 2 to 4 s each
 @pytest.mark.parametrize("pattern", list(ARRIVALS))
 def test_no_strategy_beats_the_lower_bound(tmp_path: Path, pattern: str) -> None:
     run = run_for(small_fleet(tmp_path), pattern, ("carbon", "cost", "delay"))

@@ -43,6 +43,7 @@ def test_backend_setting_selects_echo_or_a_plugin() -> None:
         load_settings(backend="echo; rm -rf /")
 
 
+@pytest.mark.slow
 def test_dry_run_answers_every_prompt_without_a_model(tmp_path: Path) -> None:
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"question {i} about joules"}) + "\n"
