@@ -48,7 +48,7 @@ def read_revision(conn: Connection) -> LedgerRevision:
         return LedgerRevision(LedgerState.EMPTY, None)
     if VERSION_TABLE not in tables:
         return LedgerRevision(LedgerState.UNVERSIONED, None)
-    revision = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+    revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()  # VERSION_TABLE
     if revision == HEAD_REVISION:
         return LedgerRevision(LedgerState.HEAD, revision)
     known = revision is not None and revision in known_revisions()
