@@ -31,6 +31,7 @@ from pipeline.intake.lines import (
     nonblank_lines,
     starts_with_brace,
 )
+from pipeline.intake.sampling import SAMPLING_FIELDS, Sampling
 
 InputFormat = Literal["jsonl", "csv", "text"]
 INPUT_FORMATS: tuple[InputFormat, ...] = ("jsonl", "csv", "text")
@@ -40,6 +41,7 @@ _EXTENSIONS: dict[str, InputFormat] = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".txt": "text",
 }
 _CSV_FIELDS = ("prompt", "id", "max_tokens")
+_SAMPLING_KEYS = frozenset(SAMPLING_FIELDS)
 
 
 class Message(TypedDict):
@@ -54,12 +56,17 @@ class Message(TypedDict):
 class PromptIn(BaseModel):
     """One validated input record: exactly one of ``prompt`` or ``messages``.
 
+    A record gives its sampling fields (``temperature``, ``seed``, ``response_format``, ...)
+    beside ``prompt``; :func:`validate_records` and the file readers gather them into
+    ``sampling``.
+
     Attributes:
         prompt: plain prompt text (not empty or whitespace-only).
         messages: chat messages, at least one.
         id: the user's id (an int is turned into its decimal string); unique within one input.
         max_tokens: new-token limit for this prompt, in tokens; None uses the job default.
         metadata: free JSON object stored with the prompt and exported with its result.
+        sampling: how this prompt is sampled; None: every default.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -69,6 +76,7 @@ class PromptIn(BaseModel):
     id: Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)] | None = None
     max_tokens: Annotated[int, Field(gt=0, le=MAX_TOKENS_CAP)] | None = None
     metadata: dict[str, JsonValue] | None = None
+    sampling: Sampling | None = None
 
     @field_validator("id", mode="before")
     @classmethod
@@ -360,14 +368,26 @@ def _validate_one(obj: object, line: int) -> PromptIn:
             line=line, field="prompt",
         )
     try:
-        return PromptIn.model_validate(obj)
+        return PromptIn.model_validate(_gather_sampling(obj, line))
     except ValidationError as e:
         raise _input_error(e, line) from e
 
 
+def _gather_sampling(obj: Mapping[str, Any], line: int) -> Mapping[str, Any]:
+    """The record with its sampling fields moved under ``sampling``, as :class:`PromptIn` has them."""
+    if "sampling" in obj:
+        raise InputError("unknown field (give temperature, seed, ... beside the prompt)",
+                         line=line, field="sampling")
+    if _SAMPLING_KEYS.isdisjoint(obj):
+        return obj
+    record = {k: v for k, v in obj.items() if k not in _SAMPLING_KEYS}
+    record["sampling"] = {k: v for k, v in obj.items() if k in _SAMPLING_KEYS}
+    return record
+
+
 def _input_error(e: ValidationError, line: int) -> InputError:
     err = e.errors(include_url=False)[0]
-    field = ".".join(str(p) for p in err["loc"]) or None
+    field = ".".join(str(p) for p in err["loc"]).removeprefix("sampling.") or None
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown field (put extra data under 'metadata')"

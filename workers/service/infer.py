@@ -28,7 +28,12 @@ from pipeline.ledger.models import Prompt, utc_now
 from pipeline.ledger.retry import retry_db
 from pipeline.outage import SERVICES, failure_kind, outages_of
 from pipeline.settings import Settings
-from workers.backends.base import BatchOutput, GenerationRequest, InferenceBackend
+from workers.backends.base import (
+    BatchOutput,
+    GenerationRequest,
+    InferenceBackend,
+    sampling_fields,
+)
 from workers.backends.factory import build_backend
 from workers.meters import make_meter
 from workers.meters.base import EnergyMeter, EnergyReading
@@ -89,9 +94,10 @@ def meter_for(ctx: WorkerContext, device: Device) -> EnergyMeter:
 
 
 def to_request(p: Prompt, temperature: float) -> GenerationRequest:
-    """The backend request for one ledger prompt."""
+    """The backend request for one ledger prompt; ``temperature`` where it gives none."""
     return GenerationRequest(request_id=p.id, prompt=p.prompt, messages=p.messages,
-                             max_tokens=p.max_tokens, temperature=temperature)
+                             max_tokens=p.max_tokens,
+                             **sampling_fields(p.sampling, temperature))
 
 
 def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:
