@@ -7,21 +7,25 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
 
 from pipeline.app.cli.common import build_settings, handle_errors, make_console, routing_options
 from pipeline.broker.queue import connect
+from pipeline.fleet.modelfile import resolve_model_path
 from pipeline.grid.data import checked_registry
 from pipeline.intake.limits import check_submission, line_limit
 from pipeline.intake.parse import INPUT_FORMATS, read_input
 from pipeline.intake.submit import submit_records
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.jobs import OUTPUT_FORMATS, JobStatusView, iter_results, job_status, write_results
+from pipeline.report.openai_files import error_path_for, write_openai_paths
 from pipeline.settings import Settings
 
 _REDIS_HELP = "Redis URL of the broker, e.g. redis://host:6379/0 [env: ECOBATCH_REDIS_URL]."
@@ -37,7 +41,8 @@ def _database_option(func: click.decorators.FC) -> click.decorators.FC:
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--format", "fmt", type=click.Choice(INPUT_FORMATS), default=None,
               help="Input format. Default: from the extension (.jsonl/.ndjson/.json: jsonl, "
-                   ".csv: csv, anything else: text); stdin is jsonl if it starts with '{'.")
+                   ".csv: csv, anything else: text); stdin is jsonl if it starts with '{'. "
+                   "JSONL whose first line has a custom_id is an OpenAI batch file (openai).")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=None,
               help="Default limit on generated tokens per prompt, in tokens; a record's own "
                    "max_tokens wins [env: ECOBATCH_MAX_TOKENS; default 128].")
@@ -131,17 +136,26 @@ def _status_table(view: JobStatusView) -> Table:
 @click.argument("job_id")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
               help="File to write; '-' (default) is stdout.")
-@click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS), default=None,
+@click.option("--format", "fmt", type=click.Choice((*OUTPUT_FORMATS, "openai")), default=None,
               help="Output format. Default: csv if --output ends in .csv, else jsonl. Columns "
                    "carry their units: ttft_s and latency_s in seconds, energy_j in joules, "
-                   "carbon_g in grams CO2e, water_l in litres, cost_usd in US dollars.")
+                   "carbon_g in grams CO2e, water_l in litres, cost_usd in US dollars. openai: "
+                   "OpenAI batch output lines (needs --output), with ecobatch's figures under "
+                   "each body's 'ecobatch' key, and an error file of the dead prompts.")
+@click.option("--error-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --format openai: where the error file goes (default: OUTPUT with "
+                   ".errors before its extension).")
 @_database_option
 @handle_errors
-def results(job_id: str, output: str, fmt: str | None, database_url: str | None) -> None:
+def results(job_id: str, output: str, fmt: str | None, error_file: Path | None,
+            database_url: str | None) -> None:
     """Write the results of JOB_ID (answered and dead prompts, in input order)."""
     settings: Settings = build_settings(database_url=database_url)
     fmt = fmt or ("csv" if output.lower().endswith(".csv") else "jsonl")
     rows = iter_results(make_engine(settings.database_url), job_id)
+    if fmt == "openai":
+        _write_openai(rows, output, error_file, settings)
+        return
     if output == "-":
         n = write_results(rows, sys.stdout, fmt)
     else:
@@ -149,6 +163,16 @@ def results(job_id: str, output: str, fmt: str | None, database_url: str | None)
             n = write_results(rows, fh, fmt)
     click.echo(f"wrote {n} rows", err=True)
     sys.stdout.flush()
+
+
+def _write_openai(rows: Iterable[dict[str, Any]], output: str, error_file: Path | None,
+                  settings: Settings) -> None:
+    if output == "-":
+        raise click.UsageError("--format openai writes two files: give --output")
+    model = resolve_model_path(settings.model).stem
+    n_out, n_err = write_openai_paths(rows, Path(output), error_file, model)
+    where = error_file or error_path_for(Path(output))
+    click.echo(f"wrote {n_out} answers to {output}, {n_err} errors to {where}", err=True)
 
 
 @click.command("reconcile")

@@ -32,12 +32,15 @@ def main() -> None:
 
 @main.command()
 @click.argument("input_path", metavar="FILE")
-@click.option("--format", "input_format", type=click.Choice(["jsonl", "csv", "text"]),
-              help="Input format; default from the file extension (.jsonl/.csv, else text).")
+@click.option("--format", "--input-format", "input_format",
+              type=click.Choice(["jsonl", "csv", "text", "openai"]),
+              help="Input format; default from the file extension (.jsonl/.csv, else text). A "
+                   "JSONL file whose first line has a custom_id is an OpenAI batch file.")
 @click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("results.jsonl"), show_default=True, help="Results file.")
-@click.option("--output-format", type=click.Choice(["jsonl", "csv"]),
-              help="Results format; default from the output extension.")
+@click.option("--output-format", type=click.Choice(["jsonl", "csv", "openai"]),
+              help="Results format; default: openai for an OpenAI batch input (answers in "
+                   "--output, failures in OUTPUT.errors.jsonl), else from the output extension.")
 @click.option("--batch-size", type=int, help="Prompts per batch (default 4).")
 @click.option("--max-wait-s", type=float, help="Seconds before a partial batch is flushed.")
 @click.option("--max-tokens", type=int, help="New-token limit per prompt (default 128).")
@@ -59,8 +62,8 @@ def run(input_path: str, input_format: str | None, output_path: Path, output_for
     (./ecobatch.db) and the router and a worker per local device run as child processes.
     """
     settings = build_settings(**overrides)
-    fmt = output_format or ("csv" if output_path.suffix.lower() == ".csv" else "jsonl")
-    opts = RunOptions(input_path, input_format, output_path, fmt, local_workers, timeout_s)
+    opts = RunOptions(input_path, input_format, output_path, output_format, local_workers,
+                      timeout_s)
     outcome = run_job(settings, opts, make_console(stderr=True))
     click.echo(f"{outcome.n_prompts - outcome.n_dead}/{outcome.n_prompts} answered; "
                f"results in {outcome.output_path}")
