@@ -151,6 +151,7 @@ def router(loglevel: str, **overrides: object) -> None:
 
 def _add_optional_commands() -> None:
     from pipeline.app.cli.devices import bench, devices
+    from pipeline.app.cli.joblist import jobs
     from pipeline.app.cli.jobs import reconcile_pending, results, status, submit
     from pipeline.app.cli.plan import plan
     from pipeline.app.cli.provision import provision
@@ -159,7 +160,7 @@ def _add_optional_commands() -> None:
 
     main.add_command(report)
 
-    for cmd in (submit, status, results, reconcile_pending, devices, bench, plan, simulate,
+    for cmd in (submit, status, results, jobs, reconcile_pending, devices, bench, plan, simulate,
                 optimise, provision):
         main.add_command(cmd)
 
