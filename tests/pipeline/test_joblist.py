@@ -1,15 +1,18 @@
-"""``ecobatch jobs``: newest first, filtered by derived state, on real SQLite and PostgreSQL."""
+"""``ecobatch jobs`` and ``status --watch`` on real SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
-from pipeline.app.cli.joblist import jobs
+from pipeline.app.cli.joblist import jobs, watch_job
+from pipeline.app.cli.jobs import _status_table, status
 from pipeline.errors import InputError
 from pipeline.ledger.db import session_scope
 from pipeline.ledger.joblist import recent_jobs
@@ -43,3 +46,21 @@ def test_jobs_are_listed_newest_first_and_filtered_by_state(engine: Engine, db_u
     assert (rows[0]["total"], rows[0]["n_failed"]) == (2, 1)
     table = CliRunner().invoke(jobs, ["--database-url", db_url, "--state", "queued"]).output
     assert "old" in table and "3h" in table and "refused" not in table
+
+
+def test_status_watch_redraws_until_the_job_ends(engine: Engine, db_url: str) -> None:
+    _seed(engine)
+
+    def finish_later() -> None:
+        time.sleep(0.5)
+        with session_scope(engine) as s:
+            s.execute(update(Prompt).where(Prompt.job_id == "new")  # type: ignore[arg-type]
+                      .values(status=PromptStatus.DEAD))
+
+    worker = threading.Thread(target=finish_later)
+    worker.start()
+    view = watch_job(engine, "new", _status_table, interval_s=0.1)
+    worker.join()
+    assert view.finished and view.n_failed == 2
+    out = CliRunner().invoke(status, ["refused", "--watch", "--database-url", db_url])
+    assert out.exit_code == 0 and "rejected" in out.output

@@ -1,17 +1,24 @@
-"""``ecobatch jobs``: the newest jobs with their state, progress, age and totals."""
+"""``ecobatch jobs``: the newest jobs with their state, progress, age and totals; and the live
+view of one job that ``ecobatch status --watch`` shows."""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from datetime import datetime
 
 import click
+from rich.console import Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
 from rich.table import Table
+from sqlalchemy import Engine
 
 from pipeline.app.cli.common import build_settings, handle_errors, make_console
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.joblist import MAX_LISTED, recent_jobs
-from pipeline.ledger.jobs import JobStatusView
+from pipeline.ledger.jobs import JobStatusView, job_status
 from pipeline.ledger.models import JobStatus, utc_now
 
 
@@ -68,3 +75,30 @@ def _table(views: list[JobStatusView]) -> Table:
                       f"{v.energy_j:.1f}", f"{v.carbon_g:.3f}", f"{v.water_l:.4f}", cost,
                       v.source)
     return table
+
+
+def watch_job(engine: Engine, job_id: str, render: Callable[[JobStatusView], Table],
+              interval_s: float = 1.0) -> JobStatusView:
+    """Redraw ``render(view)`` under a progress bar every ``interval_s`` until the job ends
+    (every prompt answered or dead, or the submission rejected); return the last view.
+
+    Raises:
+        NotFoundError: no job with this id.
+        ServiceError: the database cannot be read.
+    """
+    view = job_status(engine, job_id)
+    with Live(_live(view, render), console=make_console(), auto_refresh=False) as live:
+        while not _ended(view):
+            time.sleep(interval_s)
+            view = job_status(engine, job_id)
+            live.update(_live(view, render), refresh=True)
+    return view
+
+
+def _ended(view: JobStatusView) -> bool:
+    return view.finished or view.status in (JobStatus.REJECTED, JobStatus.FAILED, JobStatus.DONE)
+
+
+def _live(view: JobStatusView, render: Callable[[JobStatusView], Table]) -> Group:
+    bar = ProgressBar(total=max(view.total, 1), completed=view.n_results + view.n_failed)
+    return Group(render(view), bar)

@@ -17,6 +17,7 @@ import click
 from rich.table import Table
 
 from pipeline.app.cli.common import build_settings, handle_errors, make_console, routing_options
+from pipeline.app.cli.joblist import watch_job
 from pipeline.broker.queue import connect
 from pipeline.fleet.modelfile import resolve_model_path
 from pipeline.grid.data import checked_registry
@@ -79,9 +80,13 @@ def submit(file: str, fmt: str | None, max_tokens: int | None, strategy: str | N
 @click.command("status")
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--watch", is_flag=True, help="Redraw the table live until the job ends.")
+@click.option("--interval-s", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between redraws with --watch.")
 @_database_option
 @handle_errors
-def status(job_id: str, as_json: bool, database_url: str | None) -> None:
+def status(job_id: str, as_json: bool, watch: bool, interval_s: float,
+           database_url: str | None) -> None:
     """Show progress and energy, carbon, water and cost totals of JOB_ID.
 
     A submission refused by the cluster (an ecobatch.submit call with bad prompts or options,
@@ -89,6 +94,9 @@ def status(job_id: str, as_json: bool, database_url: str | None) -> None:
     reported as not found (not yet taken in, or never submitted) and exits 1.
     """
     settings = build_settings(database_url=database_url)
+    if watch:
+        watch_job(make_engine(settings.database_url), job_id, _status_table, interval_s)
+        return
     view = job_status(make_engine(settings.database_url), job_id)
     if as_json:
         click.echo(json.dumps(_view_dict(view), default=str))
