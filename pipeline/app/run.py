@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -28,11 +28,13 @@ from pipeline.fleet.devices import Registry
 from pipeline.fleet.modelfile import resolve_model_path
 from pipeline.grid.data import checked_registry
 from pipeline.intake.limits import check_batch_size, line_limit
-from pipeline.intake.parse import read_input
+from pipeline.intake.openai_batch import is_openai_record
+from pipeline.intake.parse import PromptIn, read_input
 from pipeline.intake.submit import check_job, submit_checked
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.jobs import iter_results, write_results
 from pipeline.ledger.models import Prompt, PromptStatus
+from pipeline.report.openai_files import write_openai_paths
 from pipeline.report.summary import DeviceSummary, summarise, summary_table
 from pipeline.settings import Settings
 from workers.backends.llama.tokenizer import ModelTokenizer, verify_model
@@ -47,7 +49,7 @@ class RunOptions:
     input_path: str
     input_format: str | None
     output_path: Path
-    output_format: str
+    output_format: str | None  # None: openai for an OpenAI batch input, else by extension
     local_workers: bool | None
     timeout_s: float
 
@@ -70,6 +72,7 @@ def run_job(settings: Settings, opts: RunOptions, console: Console) -> RunOutcom
         records = read_input(opts.input_path, opts.input_format,
                              limit=line_limit(settings, tokenizer))
         job = check_job(records, settings, tokenizer, source=opts.input_path)
+    opts = replace(opts, output_format=_output_format(opts, records))
     registry = checked_registry(settings)
     check_batch_size(settings.batch_size, registry)
     spawn = opts.local_workers if opts.local_workers is not None else not settings.redis_url
@@ -87,7 +90,7 @@ def run_job(settings: Settings, opts: RunOptions, console: Console) -> RunOutcom
         receipt = submit_checked(engine, connect(settings.require_redis_url()), job)
         console.print(f"job {receipt.job_id}: {receipt.n_prompts} prompts queued")
         n_dead = _wait(engine, receipt.job_id, receipt.n_prompts, children, opts.timeout_s, console)
-        _write(engine, receipt.job_id, opts)
+        _write(engine, receipt.job_id, opts, settings)
         rows = summarise(engine, receipt.job_id)
         console.print(summary_table(rows, title=f"job {receipt.job_id}"))
         return RunOutcome(receipt.job_id, receipt.n_prompts, n_dead, rows, opts.output_path)
@@ -172,6 +175,19 @@ def _wait(engine: Engine, job_id: str, total: int, children: ChildGroup, timeout
             time.sleep(POLL_S)
 
 
-def _write(engine: Engine, job_id: str, opts: RunOptions) -> None:
+def _output_format(opts: RunOptions, records: list[PromptIn]) -> str:
+    if opts.output_format is not None:
+        return opts.output_format
+    if is_openai_record(records[0]):
+        return "openai"
+    return "csv" if opts.output_path.suffix.lower() == ".csv" else "jsonl"
+
+
+def _write(engine: Engine, job_id: str, opts: RunOptions, settings: Settings) -> None:
+    rows = iter_results(engine, job_id)
+    if opts.output_format == "openai":
+        model = resolve_model_path(settings.model).stem
+        write_openai_paths(rows, opts.output_path, None, model)
+        return
     with opts.output_path.open("w", encoding="utf-8", newline="") as fh:
-        write_results(iter_results(engine, job_id), fh, opts.output_format)
+        write_results(rows, fh, opts.output_format or "jsonl")

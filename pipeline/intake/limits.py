@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 from pipeline.errors import ConfigError, InputError, ServiceError
 from pipeline.fleet.devices import Registry
 from pipeline.intake.lines import LineLimit
+from pipeline.intake.openai_batch import check_models, is_openai_record, served_models
 from pipeline.intake.parse import PromptIn
 from pipeline.settings import Settings
 
@@ -190,7 +191,8 @@ def _check_bytes(line: int, record: PromptIn, max_tokens: int, context_tokens: i
 
 def check_submission(records: Sequence[PromptIn], default_max_tokens: int, settings: Settings,
                      tokenizer: PromptTokenizer) -> None:
-    """Every submit-time limit on one submission: job size, then prompt sizes in tokens of
+    """Every submit-time limit on one submission: job size, the model OpenAI batch lines
+    name (:func:`pipeline.intake.openai_batch.check_models`), then prompt sizes in tokens of
     ``tokenizer`` (the model ``settings.model`` names).
 
     Raises:
@@ -198,6 +200,8 @@ def check_submission(records: Sequence[PromptIn], default_max_tokens: int, setti
         ConfigError: the model file is unreadable.
     """
     check_job_size(len(records), settings)
+    if records and is_openai_record(records[0]):
+        check_models(records, served_models(settings))
     check_prompt_sizes(records, default_max_tokens, settings.n_ctx_per_seq, tokenizer)
 
 

@@ -31,15 +31,18 @@ from pipeline.intake.lines import (
     nonblank_lines,
     starts_with_brace,
 )
+from pipeline.intake.openai_batch import is_openai_line, openai_record
+from pipeline.intake.sampling import SAMPLING_FIELDS, Sampling
 
-InputFormat = Literal["jsonl", "csv", "text"]
-INPUT_FORMATS: tuple[InputFormat, ...] = ("jsonl", "csv", "text")
+InputFormat = Literal["jsonl", "csv", "text", "openai"]
+INPUT_FORMATS: tuple[InputFormat, ...] = ("jsonl", "csv", "text", "openai")
 MAX_TOKENS_CAP = 8192
 MAX_ID_CHARS = 200
 _EXTENSIONS: dict[str, InputFormat] = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".txt": "text",
 }
 _CSV_FIELDS = ("prompt", "id", "max_tokens")
+_SAMPLING_KEYS = frozenset(SAMPLING_FIELDS)
 
 
 class Message(TypedDict):
@@ -54,12 +57,17 @@ class Message(TypedDict):
 class PromptIn(BaseModel):
     """One validated input record: exactly one of ``prompt`` or ``messages``.
 
+    A record gives its sampling fields (``temperature``, ``seed``, ``response_format``, ...)
+    beside ``prompt``; :func:`validate_records` and the file readers gather them into
+    ``sampling``.
+
     Attributes:
         prompt: plain prompt text (not empty or whitespace-only).
         messages: chat messages, at least one.
         id: the user's id (an int is turned into its decimal string); unique within one input.
         max_tokens: new-token limit for this prompt, in tokens; None uses the job default.
         metadata: free JSON object stored with the prompt and exported with its result.
+        sampling: how this prompt is sampled; None: every default.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -69,6 +77,7 @@ class PromptIn(BaseModel):
     id: Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)] | None = None
     max_tokens: Annotated[int, Field(gt=0, le=MAX_TOKENS_CAP)] | None = None
     metadata: dict[str, JsonValue] | None = None
+    sampling: Sampling | None = None
 
     @field_validator("id", mode="before")
     @classmethod
@@ -199,8 +208,9 @@ def read_stream(stream: BinaryIO, fmt: str | None = None,
     if fmt is None:
         braced, lines = starts_with_brace(lines)
         fmt = "jsonl" if braced else "text"
-    items = {"jsonl": _jsonl_items, "csv": _csv_items, "text": _text_items}[fmt](lines)
-    return _validate_all(items)
+    items = {"jsonl": _jsonl_items, "csv": _csv_items, "text": _text_items,
+             "openai": _jsonl_items}[fmt](lines)
+    return _validate_all(items, openai=True if fmt == "openai" else None)
 
 
 def parse_bytes(data: bytes, fmt: str) -> list[PromptIn]:
@@ -325,15 +335,21 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _validate_all(items: Iterable[tuple[int, object]]) -> list[PromptIn]:
+def _validate_all(items: Iterable[tuple[int, object]],
+                  openai: bool | None = None) -> list[PromptIn]:
+    """Validate every record; ``openai`` None: OpenAI batch lines if the first record is one."""
     records: list[PromptIn] = []
     first_line_of_id: dict[str, int] = {}
+    url_seen: list[str] = []
     with _gc_paused():
         for line, obj in items:
-            record = _validate_one(obj, line)
+            if openai is None:
+                openai = is_openai_line(obj)
+            record = _validate_openai(obj, line, url_seen) if openai else _validate_one(obj, line)
             ext = external_id(record, len(records) + 1)
             if ext in first_line_of_id:
-                raise _duplicate_id(record, ext, line, first_line_of_id[ext])
+                raise _duplicate_id(record, ext, line, first_line_of_id[ext],
+                                    "custom_id" if openai else "id")
             first_line_of_id[ext] = line
             records.append(record)
     if not records:
@@ -341,12 +357,26 @@ def _validate_all(items: Iterable[tuple[int, object]]) -> list[PromptIn]:
     return records
 
 
-def _duplicate_id(record: PromptIn, ext: str, line: int, first: int) -> InputError:
+def _validate_openai(obj: object, line: int, url_seen: list[str]) -> PromptIn:
+    """An OpenAI batch line as a record; errors name the line's own fields."""
+    record = openai_record(obj, line, url_seen)
+    try:
+        return _validate_one(record, line)
+    except InputError as e:
+        if e.field is None:
+            raise
+        field = "custom_id" if e.field == "id" else f"body.{e.field}"
+        message = str(e).split(": ", 1)[-1]
+        raise InputError(message, line=e.line, field=field) from e
+
+
+def _duplicate_id(record: PromptIn, ext: str, line: int, first: int,
+                  field: str) -> InputError:
     if record.id is None:
         return InputError(
             f"this record's default id {ext!r} (its position) is already used on line {first}; "
             "give it an explicit id", line=line, field="id")
-    return InputError(f"duplicate id {ext!r} (first used on line {first})", line=line, field="id")
+    return InputError(f"duplicate id {ext!r} (first used on line {first})", line=line, field=field)
 
 
 def _validate_one(obj: object, line: int) -> PromptIn:
@@ -360,14 +390,26 @@ def _validate_one(obj: object, line: int) -> PromptIn:
             line=line, field="prompt",
         )
     try:
-        return PromptIn.model_validate(obj)
+        return PromptIn.model_validate(_gather_sampling(obj, line))
     except ValidationError as e:
         raise _input_error(e, line) from e
 
 
+def _gather_sampling(obj: Mapping[str, Any], line: int) -> Mapping[str, Any]:
+    """The record with its sampling fields moved under ``sampling``, as :class:`PromptIn` has them."""
+    if "sampling" in obj:
+        raise InputError("unknown field (give temperature, seed, ... beside the prompt)",
+                         line=line, field="sampling")
+    if _SAMPLING_KEYS.isdisjoint(obj):
+        return obj
+    record = {k: v for k, v in obj.items() if k not in _SAMPLING_KEYS}
+    record["sampling"] = {k: v for k, v in obj.items() if k in _SAMPLING_KEYS}
+    return record
+
+
 def _input_error(e: ValidationError, line: int) -> InputError:
     err = e.errors(include_url=False)[0]
-    field = ".".join(str(p) for p in err["loc"]) or None
+    field = ".".join(str(p) for p in err["loc"]).removeprefix("sampling.") or None
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown field (put extra data under 'metadata')"

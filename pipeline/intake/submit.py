@@ -46,7 +46,7 @@ SQL_CHUNK_ROWS = 10_000
 CHARS_PER_TOKEN_EST = 4
 MESSAGE_OVERHEAD_TOKENS_EST = 4
 PROMPT_COLUMNS = ("id", "job_id", "position", "external_id", "prompt", "messages", "max_tokens",
-                  "metadata", "prompt_tokens_est", "status")
+                  "metadata", "sampling", "prompt_tokens_est", "status")
 _MAX_TOKENS = PROMPT_COLUMNS.index("max_tokens")
 _TOKENS_EST = PROMPT_COLUMNS.index("prompt_tokens_est")
 
@@ -332,6 +332,7 @@ def _prompt_rows(job_id: str, records: Sequence[PromptIn], default_max_tokens: i
          None if rec.messages is None else dumps(rec.messages),
          rec.max_tokens or default_max_tokens,
          None if rec.metadata is None else dumps(rec.metadata),
+         None if rec.sampling is None else dumps(rec.sampling.stored()),
          estimate_prompt_tokens(rec), pending_db_value)
         for position, rec in enumerate(records, start=1)
     ]

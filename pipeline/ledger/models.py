@@ -112,6 +112,8 @@ class Prompt(SQLModel, table=True):
     messages: list[dict[str, str]] | None = Field(default=None, sa_column=Column(JSON))
     max_tokens: int = 128
     extra: dict[str, object] | None = Field(default=None, sa_column=Column("metadata", JSON))
+    # pipeline.intake.sampling.Sampling as JSON; None: every default (greedy, free text)
+    sampling: dict[str, object] | None = Field(default=None, sa_column=Column(JSON))
     prompt_tokens_est: int = 0
     status: PromptStatus = Field(default=PromptStatus.PENDING, index=True)
     batch_id: str | None = Field(default=None, index=True, max_length=32)

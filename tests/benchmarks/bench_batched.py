@@ -5,15 +5,20 @@ set it measures, interleaved round by round so that machine noise hits every con
 
 - ``plain``: ``llama_cpp.Llama.create_completion`` per prompt, one after another;
 - ``ours-b1``: :class:`workers.backends.llama.batched.BatchedLlamaBackend` with one prompt per batch;
-- ``ours-bN``: the same backend with N prompts per batch.
+- ``ours-bN``: the same backend with N prompts per batch;
+- ``mixed-bN`` (with ``--mixed``): the same batches with per-request sampling mixed in: a
+  quarter greedy, a quarter seeded top-k/top-p/min-p sampling, a quarter with presence and
+  frequency penalties, a quarter held to a JSON schema by grammar.
 
-All runs decode greedily with the same attention kernels, so they produce the same tokens
-(the script checks), and tokens per second compare like with like.
+The greedy runs decode with the same attention kernels, so they produce the same tokens (the
+script checks), and tokens per second compare like with like; ``mixed-bN`` produces other
+tokens, so only its tokens per second compare.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import math
 import statistics
@@ -67,6 +72,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     p.add_argument("--n-ubatch", type=int, default=512, help="llama.cpp physical batch size")
     p.add_argument("--no-flash-attn", action="store_true", help="use the plain attention path")
+    p.add_argument("--mixed", action="store_true", help="also time batches of mixed sampling")
     return p.parse_args()
 
 
@@ -105,6 +111,25 @@ def run_ours(
     s.texts = [r.text for r in results]
 
 
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "maxLength": 200}, "sure": {"type": "boolean"}},
+    "required": ["answer", "sure"], "additionalProperties": False,
+}
+MIXES: tuple[dict[str, Any], ...] = (
+    {},
+    {"temperature": 0.8, "top_k": 20, "top_p": 0.9, "min_p": 0.05},
+    {"temperature": 0.7, "presence_penalty": 0.5, "frequency_penalty": 0.5},
+    {"json_schema": SCHEMA},
+)
+
+
+def mixed_requests(requests: list[GenerationRequest]) -> list[GenerationRequest]:
+    """The same prompts with the sampling of :data:`MIXES` in turn, each seeded by its index."""
+    return [dataclasses.replace(r, seed=i, **MIXES[i % len(MIXES)])
+            for i, r in enumerate(requests)]
+
+
 def report(series: list[Series], batch_sizes: list[int]) -> None:
     """Print one line per configuration, then the ratios asked for.
 
@@ -131,7 +156,10 @@ def report(series: list[Series], batch_sizes: list[int]) -> None:
             f"{name} / ours-b1 (sequential) = {med[name] / med['ours-b1']:.2f}x   "
             f"{name} / plain API = {med[name] / med['plain']:.2f}x"
         )
-    same = all(s.texts == series[0].texts for s in series)
+    for b in batch_sizes:
+        if f"mixed-b{b}" in med:
+            print(f"mixed-b{b} / ours-b{b} (all greedy) = {med[f'mixed-b{b}'] / med[f'ours-b{b}']:.2f}x")
+    same = all(s.texts == series[0].texts for s in series if not s.name.startswith("mixed"))
     print(f"\nidentical greedy outputs across all configurations: {'yes' if same else 'NO'}")
 
 
@@ -166,6 +194,10 @@ def main() -> None:
     ]
     for b in batch_sizes:
         configs.append((Series(f"ours-b{b}"), functools.partial(run_ours, backend, requests, b)))
+    if args.mixed:
+        mixed = mixed_requests(requests)
+        for b in batch_sizes:
+            configs.append((Series(f"mixed-b{b}"), functools.partial(run_ours, backend, mixed, b)))
     run_ours(backend, requests[:2], 2, Series("warm-up"))
     run_plain(llm, prompts[:1], 8, Series("warm-up"))
     for _ in range(args.rounds):

@@ -36,7 +36,12 @@ from pipeline.metrics.record import count_dead, count_done, count_rejected
 from pipeline.outage import SERVICES, Outages, failure_kind
 from pipeline.settings import Settings
 from pipeline.tracing import tracer
-from workers.backends.base import BatchOutput, GenerationRequest, InferenceBackend
+from workers.backends.base import (
+    BatchOutput,
+    GenerationRequest,
+    InferenceBackend,
+    sampling_fields,
+)
 from workers.backends.factory import build_backend
 from workers.config import WorkerConfig
 from workers.meters import make_meter
@@ -110,9 +115,10 @@ def meter_for(ctx: WorkerContext, device: Device) -> EnergyMeter:
 
 
 def to_request(p: Prompt, temperature: float) -> GenerationRequest:
-    """The backend request for one ledger prompt."""
+    """The backend request for one ledger prompt; ``temperature`` where it gives none."""
     return GenerationRequest(request_id=p.id, prompt=p.prompt, messages=p.messages,
-                             max_tokens=p.max_tokens, temperature=temperature)
+                             max_tokens=p.max_tokens,
+                             **sampling_fields(p.sampling, temperature))
 
 
 def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:

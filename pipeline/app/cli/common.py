@@ -157,9 +157,10 @@ def max_tokens_option(func: F) -> F:
 def input_format_option(func: F) -> F:
     """``--format``: how a prompt file is read."""
     return click.option(
-        "--format", "fmt", type=click.Choice(INPUT_FORMATS), default=None,
+        "--format", "--input-format", "fmt", type=click.Choice(INPUT_FORMATS), default=None,
         help="Input format. Default: from the extension (.jsonl/.ndjson/.json: jsonl, .csv: "
-             "csv, anything else: text); stdin is jsonl if it starts with '{'.")(func)
+             "csv, anything else: text); stdin is jsonl if it starts with '{'. JSONL whose "
+             "first line has a custom_id is an OpenAI batch file (openai).")(func)
 
 
 def routing_options(func: F) -> F:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -24,13 +25,17 @@ from pipeline.app.cli.common import (
     redis_url_option,
     routing_options,
 )
+from pipeline.app.cli.joblist import watch_job
 from pipeline.app.context import AppContext
 from pipeline.app.tracing import traced
 from pipeline.broker.queue import connect
+from pipeline.fleet.modelfile import resolve_model_path
 from pipeline.grid.data import checked_registry
 from pipeline.intake.submit import JobOptions, submit_file
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.jobs import OUTPUT_FORMATS, JobStatusView, iter_results, job_status, write_results
+from pipeline.ledger.rows import ExportRow
+from pipeline.report.openai_files import error_path_for, write_openai_paths
 from pipeline.settings import Settings
 
 
@@ -67,9 +72,13 @@ def submit(file: str, fmt: str | None, max_tokens: int | None, strategy: str | N
 @click.command("status")
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--watch", is_flag=True, help="Redraw the table live until the job ends.")
+@click.option("--interval-s", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between redraws with --watch.")
 @database_url_option
 @handle_errors
-def status(job_id: str, as_json: bool, database_url: str | None) -> None:
+def status(job_id: str, as_json: bool, watch: bool, interval_s: float,
+           database_url: str | None) -> None:
     """Show progress and energy, carbon, water and cost totals of JOB_ID.
 
     A submission refused by the cluster (an ecobatch.submit call with bad prompts or options,
@@ -77,6 +86,9 @@ def status(job_id: str, as_json: bool, database_url: str | None) -> None:
     reported as not found (not yet taken in, or never submitted) and exits 1.
     """
     settings = build_settings(database_url=database_url)
+    if watch:
+        watch_job(make_engine(settings.database_url), job_id, _status_table, interval_s)
+        return
     view = job_status(make_engine(settings.database_url), job_id)
     if as_json:
         click.echo(json.dumps(_view_dict(view), default=str))
@@ -124,17 +136,26 @@ def _status_table(view: JobStatusView) -> Table:
 @click.argument("job_id")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
               help="File to write; '-' (default) is stdout.")
-@click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS), default=None,
+@click.option("--format", "fmt", type=click.Choice((*OUTPUT_FORMATS, "openai")), default=None,
               help="Output format. Default: csv if --output ends in .csv, else jsonl. Columns "
                    "carry their units: ttft_s and latency_s in seconds, energy_j in joules, "
-                   "carbon_g in grams CO2e, water_l in litres, cost_usd in US dollars.")
+                   "carbon_g in grams CO2e, water_l in litres, cost_usd in US dollars. openai: "
+                   "OpenAI batch output lines (needs --output), with ecobatch's figures under "
+                   "each body's 'ecobatch' key, and an error file of the dead prompts.")
+@click.option("--error-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --format openai: where the error file goes (default: OUTPUT with "
+                   ".errors before its extension).")
 @database_url_option
 @handle_errors
-def results(job_id: str, output: str, fmt: str | None, database_url: str | None) -> None:
+def results(job_id: str, output: str, fmt: str | None, error_file: Path | None,
+            database_url: str | None) -> None:
     """Write the results of JOB_ID (answered and dead prompts, in input order)."""
     settings: Settings = build_settings(database_url=database_url)
     fmt = fmt or ("csv" if output.lower().endswith(".csv") else "jsonl")
     rows = iter_results(make_engine(settings.database_url), job_id)
+    if fmt == "openai":
+        _write_openai(rows, output, error_file, settings)
+        return
     if output == "-":
         n = write_results(rows, sys.stdout, fmt)
     else:
@@ -142,6 +163,16 @@ def results(job_id: str, output: str, fmt: str | None, database_url: str | None)
             n = write_results(rows, fh, fmt)
     click.echo(f"wrote {n} rows", err=True)
     sys.stdout.flush()
+
+
+def _write_openai(rows: Iterable[ExportRow], output: str, error_file: Path | None,
+                  settings: Settings) -> None:
+    if output == "-":
+        raise click.UsageError("--format openai writes two files: give --output")
+    model = resolve_model_path(settings.model).stem
+    n_out, n_err = write_openai_paths(rows, Path(output), error_file, model)
+    where = error_file or error_path_for(Path(output))
+    click.echo(f"wrote {n_out} answers to {output}, {n_err} errors to {where}", err=True)
 
 
 @click.command("reconcile")

@@ -48,8 +48,9 @@ def main() -> None:
 @input_format_option
 @click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("results.jsonl"), show_default=True, help="Results file.")
-@click.option("--output-format", type=click.Choice(["jsonl", "csv"]),
-              help="Results format; default from the output extension.")
+@click.option("--output-format", type=click.Choice(["jsonl", "csv", "openai"]),
+              help="Results format; default: openai for an OpenAI batch input (answers in "
+                   "--output, failures in OUTPUT.errors.jsonl), else from the output extension.")
 @batching_options
 @max_tokens_option
 @strategy_option
@@ -69,8 +70,7 @@ def run(input_path: str, fmt: str | None, output_path: Path, output_format: str 
     (./ecobatch.db) and the router and a worker per local device run as child processes.
     """
     settings = build_settings(**overrides)
-    out_fmt = output_format or ("csv" if output_path.suffix.lower() == ".csv" else "jsonl")
-    opts = RunOptions(input_path, fmt, output_path, out_fmt, local_workers, timeout_s)
+    opts = RunOptions(input_path, fmt, output_path, output_format, local_workers, timeout_s)
     with traced("ecobatch-run"):
         outcome = run_job(settings, opts, make_console(stderr=True))
     click.echo(f"{outcome.n_prompts - outcome.n_dead}/{outcome.n_prompts} answered; "
@@ -185,6 +185,7 @@ def _add_optional_commands() -> None:
     from pipeline.app.cli.db import db
     from pipeline.app.cli.devices import bench, devices
     from pipeline.app.cli.health import health
+    from pipeline.app.cli.joblist import jobs
     from pipeline.app.cli.jobs import reconcile_pending, results, status, submit
     from pipeline.app.cli.plan import plan
     from pipeline.app.cli.provision import provision
@@ -193,7 +194,7 @@ def _add_optional_commands() -> None:
 
     main.add_command(report)
 
-    for cmd in (submit, status, results, reconcile_pending, devices, bench, plan, simulate,
+    for cmd in (submit, status, results, jobs, reconcile_pending, devices, bench, plan, simulate,
                 optimise, provision, db, health):
         main.add_command(cmd)
 

@@ -40,11 +40,10 @@ from workers.backends.llama.native import (
     Vocab,
     create_context,
     default_thread_count,
-    free_sampler,
     load_model,
-    make_sampler,
     silence_llama_logs,
 )
+from workers.backends.llama.sampling import free_sampler, make_sampler
 from workers.backends.llama.sequence import Sequence
 from workers.backends.llama.streams import compact, copy_sequence, shareable_prefix_len
 
@@ -223,6 +222,8 @@ class BatchedLlamaBackend:
                 "context per sequence; shorten the prompt or lower max_tokens",
                 field="prompt",
             )
+        if request.json_schema is not None:  # refuse a grammar llama.cpp rejects here, alone
+            free_sampler(make_sampler(request, self._vocab.native))
         return request, tokens
 
     def _reserve(self, n_requests: int) -> int:
@@ -271,12 +272,11 @@ class BatchedLlamaBackend:
 
     def _run(self, prepared: list[Prepared], t0: float) -> list[GenerationResult]:
         """Prefill and decode one sub-batch to the end; the context is left empty."""
-        seqs = [
-            Sequence(request=req, seq_id=i, prompt_tokens=toks,
-                     sampler=make_sampler(req.temperature, req.seed))
-            for i, (req, toks) in enumerate(prepared)
-        ]
+        seqs: list[Sequence] = []
         try:
+            for i, (req, toks) in enumerate(prepared):
+                sampler = make_sampler(req, self._vocab.native)
+                seqs.append(Sequence(request=req, seq_id=i, prompt_tokens=toks, sampler=sampler))
             self._prefill(seqs, t0)
             self._decode_until_done(seqs, t0)
         finally:

@@ -1,6 +1,6 @@
 """Thin, typed wrappers over the llama.cpp C API as exposed by llama-cpp-python's ``llama_cpp``.
 
-Everything here owns one native object (model, context, batch, sampler chain) or reads one
+Everything here owns one native object (model, context, batch, vocabulary) or reads one
 property of it; the batched decode loop in :mod:`workers.backends.llama.batched` composes them. Native calls
 that can fail are checked here and turned into :class:`pipeline.errors.InferenceError`.
 """
@@ -16,9 +16,6 @@ import llama_cpp
 
 from pipeline.errors import ConfigError, InferenceError
 
-# Sampling defaults for temperature > 0; the request type carries only temperature and seed.
-DEFAULT_TOP_K = 40
-DEFAULT_TOP_P = 0.95
 KV_TYPE = llama_cpp.GGML_TYPE_F16
 # Vocabularies whose tokenizer keeps every input byte in some token's piece (byte-level BPE,
 # SentencePiece with byte fallback, RWKV's and PLaMo-2's greedy byte matching). WordPiece and
@@ -204,29 +201,6 @@ class TokenBatch:
             self.capacity = 0
 
 
-def make_sampler(temperature: float, seed: int) -> Any:
-    """A native sampler chain: greedy at temperature 0, else top-k, top-p, temperature, dist.
-
-    The caller owns the chain and frees it with :func:`free_sampler`.
-    """
-    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-    if temperature <= 0.0:
-        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
-        return chain
-    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(DEFAULT_TOP_K))
-    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(DEFAULT_TOP_P, 1))
-    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(temperature))
-    llama_cpp.llama_sampler_chain_add(
-        chain, llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF)
-    )
-    return chain
-
-
-def free_sampler(chain: Any) -> None:
-    """Free a chain made by :func:`make_sampler` (the chain frees its members)."""
-    llama_cpp.llama_sampler_free(chain)
-
-
 class Vocab:
     """The model's tokenizer: text to tokens, and tokens to bytes, with per-token caches."""
 
@@ -239,6 +213,11 @@ class Vocab:
         self._eog: dict[int, bool] = {}
         self._buf = ctypes.create_string_buffer(256)
         self._token_bytes: int | None = None
+
+    @property
+    def native(self) -> Any:
+        """The native ``llama_vocab`` pointer (for grammar and penalty samplers)."""
+        return self._vocab
 
     def tokenize(self, text: str) -> list[int]:
         """Tokens of ``text``, with BOS where the model wants one and special tokens parsed.

@@ -1,9 +1,11 @@
-"""What the ledger gained after 79802b8: rejected jobs, the worker of a batch, the signal.
+"""What the ledger gained after 79802b8: rejected jobs, the worker of a batch, the signal,
+per-request sampling.
 
 - ``job.error`` (why a submission was refused) and the ``REJECTED`` job status, which on
   PostgreSQL is a new label of the native ``jobstatus`` enum;
 - ``batch.worker_id``, the worker that claimed a batch last (lost-worker take-back);
-- ``result.intensity_signal``, average or marginal intensity and where it came from.
+- ``result.intensity_signal``, average or marginal intensity and where it came from;
+- ``prompt.sampling``, a request's own sampling parameters and response format (JSON).
 
 Releases between 79802b8 and this revision added these nullable columns one by one at start-up,
 so each is added only where it is missing.
@@ -33,6 +35,7 @@ def _new_columns() -> dict[str, list[sa.Column]]:
         "job": [sa.Column("error", sa.Text(), nullable=True)],
         "batch": [sa.Column("worker_id", sa.String(length=200), nullable=True)],
         "result": [sa.Column("intensity_signal", sa.String(length=80), nullable=True)],
+        "prompt": [sa.Column("sampling", sa.JSON(), nullable=True)],
     }
 
 
@@ -41,7 +44,7 @@ def _columns_of(table: str) -> set[str]:
 
 
 def upgrade() -> None:
-    """Add the three nullable columns where missing, and ``REJECTED`` to PostgreSQL's enum.
+    """Add the four nullable columns where missing, and ``REJECTED`` to PostgreSQL's enum.
 
     ``ADD VALUE`` inside a transaction needs PostgreSQL 12 or newer; nothing in this
     transaction uses the new label, which is all PostgreSQL asks.
@@ -56,7 +59,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drop the three columns; PostgreSQL cannot drop an enum label, so ``REJECTED`` stays."""
+    """Drop the four columns; PostgreSQL cannot drop an enum label, so ``REJECTED`` stays."""
     for table, columns in _new_columns().items():
         with op.batch_alter_table(table) as batch:
             for column in columns:
