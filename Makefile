@@ -22,13 +22,20 @@ $(BIN)/ecobatch: pyproject.toml
 run: $(BIN)/ecobatch
 	$(BIN)/ecobatch run $(INPUT) -o results.jsonl
 
+# Two pytest processes share the suite (pytest-xdist; each has its own Redis and PostgreSQL
+# database, see tests/conftest.py): most tests wait on real processes, retries and heartbeats,
+# so two at a time use the second core. Tests marked serial compare wall-clock latencies and
+# run alone afterwards.
+TEST_WORKERS ?= 2
+
 test: $(BIN)/ecobatch
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) -m "not serial"
+	$(BIN)/python -m pytest -q -rs -m serial
 
 # The inner loop (under 2 min): everything but the tests marked slow (llama.cpp inference and
 # real router/worker processes). CI runs `make test`, which runs them all.
 test-fast: $(BIN)/ecobatch
-	$(BIN)/python -m pytest -q -rs -m "not slow"
+	$(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) -m "not slow and not serial"
 
 lint: $(BIN)/ecobatch
 	$(BIN)/ruff check pipeline router workers tests

@@ -16,10 +16,26 @@ from pipeline.fleet.modelfile import default_model_path
 from pipeline.ledger.db import make_engine, normalise_url
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-TEST_REDIS_URL = os.environ.get("ECOBATCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
-TEST_PG_URL = os.environ.get(
+# pytest-xdist runs the suite in processes gw0, gw1, ...: each gets a Redis database and a
+# PostgreSQL database of its own (gw0 the configured ones, gwN the Redis database N below and
+# the PostgreSQL database with _gwN appended), so parallel tests never empty each other's.
+XDIST_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+
+
+def _per_worker_redis(url: str) -> str:
+    base, _, db = url.rpartition("/")
+    return f"{base}/{int(db) - XDIST_WORKER}" if XDIST_WORKER and db.isdigit() else url
+
+
+def _per_worker_pg(url: str) -> str:
+    return f"{url}_gw{XDIST_WORKER}" if XDIST_WORKER else url
+
+
+TEST_REDIS_URL = _per_worker_redis(
+    os.environ.get("ECOBATCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/14"))
+TEST_PG_URL = _per_worker_pg(os.environ.get(
     "ECOBATCH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+))
 
 
 def service_missing(what: str, err: Exception) -> None:
@@ -54,6 +70,7 @@ def pg_url() -> Iterator[str]:
     url = normalise_url(TEST_PG_URL)
     engine = create_engine(url)
     try:
+        _create_worker_database(url)
         with engine.connect() as conn:
             conn.execute(text("select 1"))
     except Exception as e:
@@ -62,6 +79,22 @@ def pg_url() -> Iterator[str]:
     yield url
     SQLModel.metadata.drop_all(engine)
     engine.dispose()
+
+
+def _create_worker_database(url: str) -> None:
+    """Create an xdist worker's own PostgreSQL database (``..._gwN``) on first use."""
+    if not XDIST_WORKER:
+        return
+    admin_url, _, name = url.rpartition("/")
+    admin = create_engine(f"{admin_url}/{name.removesuffix(f'_gw{XDIST_WORKER}')}",
+                          isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            found = conn.execute(text("select 1 from pg_database where datname = :n"), {"n": name})
+            if found.first() is None:
+                conn.execute(text(f'create database "{name}"'))
+    finally:
+        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -13,7 +13,7 @@ import pytest
 
 from tests.strategy_run import run_strategy, two_zone_cluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # p95 latencies: alone, not beside other tests
 
 
 def test_carbon_beats_greedy_latency_beats_carbon_and_slo_holds(
