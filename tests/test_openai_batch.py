@@ -21,6 +21,7 @@ from pipeline.intake.parse import validate_records
 from pipeline.report.openai_files import write_openai_files
 from pipeline.settings import load_settings
 from tests.cluster import clean_env
+from workers.backends.llama.tokenizer import ModelTokenizer
 
 MODEL = default_model_path().stem
 SCHEMA: dict[str, Any] = {
@@ -108,7 +109,7 @@ def test_a_bad_line_is_refused_by_line_and_field(change: Any, field: str, words:
 
 def test_a_model_the_fleet_does_not_serve_is_refused_by_line() -> None:
     records = validate_records([chat_line("a", "hi"), chat_line("b", "hi", model="gpt-4o")])
-    with pytest.raises(InputError) as err:
-        check_submission(records, 8, load_settings())
+    with ModelTokenizer(None) as tokenizer, pytest.raises(InputError) as err:
+        check_submission(records, 8, load_settings(), tokenizer)
     assert (err.value.line, err.value.field) == (2, "body.model")
     assert "gpt-4o" in str(err.value) and MODEL in str(err.value)
