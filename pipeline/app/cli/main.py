@@ -185,7 +185,7 @@ def _add_optional_commands() -> None:
     from pipeline.app.cli.db import db
     from pipeline.app.cli.devices import bench, devices
     from pipeline.app.cli.health import health
-    from pipeline.app.cli.joblist import jobs
+    from pipeline.app.cli.joblist import cancel_command, jobs
     from pipeline.app.cli.jobs import reconcile_pending, results, status, submit
     from pipeline.app.cli.plan import plan
     from pipeline.app.cli.provision import provision
@@ -195,7 +195,7 @@ def _add_optional_commands() -> None:
     main.add_command(report)
 
     for cmd in (submit, status, results, jobs, reconcile_pending, devices, bench, plan, simulate,
-                optimise, provision, db, health):
+                optimise, provision, db, health, cancel_command):
         main.add_command(cmd)
 
 
