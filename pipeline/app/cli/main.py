@@ -190,12 +190,13 @@ def _add_optional_commands() -> None:
     from pipeline.app.cli.plan import plan
     from pipeline.app.cli.provision import provision
     from pipeline.app.cli.report import report
+    from pipeline.app.cli.serve import serve
     from pipeline.app.cli.simulate import optimise, simulate
 
     main.add_command(report)
 
     for cmd in (submit, status, results, jobs, reconcile_pending, devices, bench, plan, simulate,
-                optimise, provision, db, health, cancel_command):
+                optimise, provision, db, health, cancel_command, serve):
         main.add_command(cmd)
 
 
