@@ -42,7 +42,7 @@ def free_port() -> int:
 
 def _up(url: str) -> bool:
     try:
-        return requests.get(f"{url}/batches", timeout=1).status_code == 401
+        return requests.get(f"{url.removesuffix('/v1')}/healthz", timeout=1).ok
     except requests.RequestException:
         return False
 
@@ -143,6 +143,8 @@ def test_bad_input_through_the_api(served: Served) -> None:
     assert big.value.status_code == 413
     with pytest.raises(openai.AuthenticationError):
         served.client("sk-wrong").batches.list()
+    assert requests.get(f"{served.url}/batches", timeout=5).json()["error"]["code"] == \
+        "invalid_api_key"
     with pytest.raises(openai.NotFoundError):
         served.client(OTHER_KEY).batches.retrieve(failed.id)
     with pytest.raises(openai.NotFoundError):

@@ -48,9 +48,15 @@ def create_app(svc: BatchService, keys: KeyRing, limits: FileLimits) -> FastAPI:
     app = FastAPI(title="ecobatch", docs_url=None, redoc_url=None)
     app.add_exception_handler(EcobatchError, _ecobatch_error)
     app.add_exception_handler(RequestValidationError, _invalid)
+    app.get("/healthz")(_healthz)
     _file_routes(app, svc, keys, limits)
     _batch_routes(app, svc, keys)
     return app
+
+
+def _healthz() -> dict[str, str]:
+    """Liveness for probes (no key needed)."""
+    return {"status": "ok"}
 
 
 def _file_routes(app: FastAPI, svc: BatchService, keys: KeyRing, limits: FileLimits) -> None:
