@@ -149,3 +149,23 @@ def test_bad_input_through_the_api(served: Served) -> None:
         served.client(OTHER_KEY).batches.retrieve(failed.id)
     with pytest.raises(openai.NotFoundError):
         served.client(OTHER_KEY).files.retrieve(up.id)
+
+
+def test_a_batch_whose_window_passes_expires(served: Served) -> None:
+    client = served.client()
+    up = client.files.create(file=batch_file(served.tmp / "e.jsonl", 40, 64).open("rb"),
+                             purpose="batch")
+    batch = client.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions",
+                                  completion_window="4s")  # type: ignore[arg-type]
+    assert batch.expires_at == batch.created_at + 4
+    ended = poll(client, batch.id, ("expired", "completed"))
+    assert ended.status == "expired" and ended.expired_at and ended.error_file_id
+    counts = ended.request_counts
+    assert counts is not None and counts.completed < 40
+    errors = _lines(client, ended.error_file_id)
+    assert len(errors) == 40 - counts.completed
+    shown = run_cli(["status", batch.id], served.tmp, served.env)
+    assert "cancelled" in shown.stdout
+    with pytest.raises(openai.BadRequestError, match="completion_window"):
+        client.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions",
+                              completion_window="2d")  # type: ignore[arg-type]

@@ -22,7 +22,8 @@ from pipeline.ledger.models import JobStatus
 from pipeline.report.openai_files import write_openai_paths
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
-WINDOWS_H = {"24h": 24}
+WINDOW_UNITS_S = {"s": 1, "m": 60, "h": 3600}
+MAX_WINDOW_S = 7 * 24 * 3600
 
 
 @dataclass
@@ -41,12 +42,12 @@ def create_batch(svc: BatchService, owner: str, body: dict[str, Any]) -> dict[st
         InputError: a bad endpoint or window (HTTP 400).
         NotFoundError: the input file is not this key's.
     """
-    endpoint, window = _checked_request(body)
+    endpoint, window, window_s = _checked_request(body)
     svc.store.file(owner, str(body.get("input_file_id", "")))
     now = int(time.time())
     record = {"id": "", "input_file_id": body["input_file_id"], "endpoint": endpoint,
               "completion_window": window, "metadata": body.get("metadata") or None,
-              "created_at": now, "expires_at": now + WINDOWS_H[window] * 3600}
+              "created_at": now, "expires_at": now + window_s}
     try:
         record["id"] = _submit(svc, owner, record)
     except InputError as e:
@@ -56,15 +57,26 @@ def create_batch(svc: BatchService, owner: str, body: dict[str, Any]) -> dict[st
     return batch_object(svc, owner, record)
 
 
-def _checked_request(body: dict[str, Any]) -> tuple[str, str]:
-    endpoint, window = body.get("endpoint"), body.get("completion_window")
+def _checked_request(body: dict[str, Any]) -> tuple[str, str, int]:
+    endpoint, window = body.get("endpoint"), str(body.get("completion_window"))
     if endpoint not in ENDPOINTS:
         raise InputError(f"endpoint {endpoint!r} is not supported; use one of "
                          f"{', '.join(ENDPOINTS)}", field="endpoint")
-    if window not in WINDOWS_H:
-        raise InputError(f"completion_window {window!r} is not supported; use '24h'",
-                         field="completion_window")
-    return str(endpoint), str(window)
+    return str(endpoint), window, window_seconds(window)
+
+
+def window_seconds(window: str) -> int:
+    """A completion window in seconds: OpenAI's ``24h``, or any ``<N>h``, ``<N>m`` or ``<N>s``
+    up to a week (an ecobatch extension; the SDK passes the string through).
+
+    Raises:
+        InputError: another form, zero, or longer than a week.
+    """
+    n, unit = window[:-1], window[-1:]
+    if not n.isdigit() or unit not in WINDOW_UNITS_S or not 0 < int(n) * WINDOW_UNITS_S[unit] <= MAX_WINDOW_S:
+        raise InputError(f"completion_window {window!r} is not supported; use '24h' (or <N>h, "
+                         "<N>m, <N>s up to a week)", field="completion_window")
+    return int(n) * WINDOW_UNITS_S[unit]
 
 
 def _submit(svc: BatchService, owner: str, record: dict[str, Any]) -> str:
