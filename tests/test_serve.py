@@ -141,6 +141,10 @@ def test_bad_input_through_the_api(served: Served) -> None:
         client.files.create(file=batch_file(served.tmp / "big.jsonl", 200).open("rb"),
                             purpose="batch")
     assert big.value.status_code == 413
+    with pytest.raises(openai.APIStatusError, match="20000 bytes") as huge:  # refused unread
+        client.files.create(file=batch_file(served.tmp / "huge.jsonl", 1000).open("rb"),
+                            purpose="batch")
+    assert huge.value.status_code == 413
     with pytest.raises(openai.AuthenticationError):
         served.client("sk-wrong").batches.list()
     assert requests.get(f"{served.url}/batches", timeout=5).json()["error"]["code"] == \

@@ -63,6 +63,7 @@ def _file_routes(app: FastAPI, svc: BatchService, keys: KeyRing, limits: FileLim
     @app.post("/v1/files")
     async def upload(request: Request, authorization: Auth = None) -> dict[str, Any]:
         owner = keys.owner(authorization)
+        _refuse_declared_size(request, limits)
         form = await request.form()
         upload, purpose = form.get("file"), form.get("purpose")
         if purpose != "batch":
@@ -87,6 +88,17 @@ def _file_routes(app: FastAPI, svc: BatchService, keys: KeyRing, limits: FileLim
     def delete(file_id: str, authorization: Auth = None) -> dict[str, Any]:
         svc.store.delete_file(keys.owner(authorization), file_id)
         return {"id": file_id, "object": "file", "deleted": True}
+
+
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+def _refuse_declared_size(request: Request, limits: FileLimits) -> None:
+    """Refuse, before reading it, a body whose declared length is past the limit."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limits.max_bytes + MULTIPART_OVERHEAD_BYTES:
+        raise UploadTooLarge(f"file larger than the limit of {limits.max_bytes} bytes "
+                             "(ecobatch serve --max-file-bytes)", field="file")
 
 
 async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:

@@ -7,6 +7,7 @@ files are written once (``write_openai_paths``) and their ids kept in the batch 
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -51,7 +52,7 @@ def create_batch(svc: BatchService, owner: str, body: dict[str, Any]) -> dict[st
     try:
         record["id"] = _submit(svc, owner, record)
     except InputError as e:
-        record.update(id=f"batch_failed_{now}_{id(record):x}", failed_at=now,
+        record.update(id=f"batch_failed_{uuid.uuid4().hex}", failed_at=now,
                       errors={"object": "list", "data": [_line_error(e)]})
     svc.store.save_batch(owner, record)
     return batch_object(svc, owner, record)
