@@ -27,7 +27,7 @@ from pipeline.errors import WaitTimeoutError
 from pipeline.intake.parse import validate_records
 from pipeline.intake.submit import JobOptions, submit_file, submit_job
 from pipeline.ledger.db import make_engine
-from pipeline.ledger.jobs import JobStatusView, iter_results, job_status
+from pipeline.ledger.jobs import JobStatusView, cancel, iter_results, job_status
 from pipeline.ledger.rows import ExportRow
 from pipeline.settings import Settings
 
@@ -114,6 +114,15 @@ class Client:
             NotFoundError: unknown job id.
         """
         return job_status(self.engine, job_id)
+
+    def cancel(self, job_id: str) -> JobStatusView:
+        """Cancel a job: none of its prompts not yet started will start (they end dead, as
+        cancelled); a batch already in flight finishes. Harmless to repeat.
+
+        Raises:
+            NotFoundError: unknown job id.
+        """
+        return cancel(self.engine, job_id)
 
     def wait(self, job_id: str, timeout_s: float, poll_s: float = 0.2) -> JobStatusView:
         """Poll until every prompt of the job has a result or is dead.

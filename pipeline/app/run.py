@@ -97,6 +97,25 @@ def run_job(settings: Settings, opts: RunOptions, console: Console) -> RunOutcom
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def local_cluster(settings: Settings, stack: contextlib.ExitStack, spawn: bool) -> Settings:
+    """What ``run`` starts, for a long-running entry (``ecobatch serve``): the embedded Redis
+    when no broker is set, the ledger at head, and with ``spawn`` a router and one worker per
+    device, all stopped by ``stack``. Return the settings the children were given."""
+    registry = checked_registry(settings)
+    check_batch_size(settings.batch_size, registry)
+    if spawn:
+        _check_models(registry, settings)
+    embedded = _is_embedded(settings)
+    settings = _with_broker(settings, stack)
+    settings = settings.model_copy(update={"database_url": _absolute_db(settings.database_url)})
+    make_engine(settings.database_url, upgrade=embedded).dispose()
+    log_dir = stack.enter_context(_child_logs())
+    children = stack.enter_context(ChildGroup(env=_child_env(settings), log_dir=log_dir))
+    if spawn:
+        _start_children(children, registry)
+    return settings
+
+
 @contextlib.contextmanager
 def _child_logs() -> Iterator[Path]:
     """A directory for the children's logs, removed after a clean run and kept after a failure

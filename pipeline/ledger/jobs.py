@@ -25,7 +25,7 @@ from pipeline.ledger.models import (
     table_of,
 )
 from pipeline.ledger.rows import EXPORT_FIELDS, ExportRow
-from pipeline.ledger.state import set_job_status
+from pipeline.ledger.state import cancel_job, set_job_status
 
 OutputFormat = Literal["jsonl", "csv"]
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("jsonl", "csv")
@@ -102,7 +102,10 @@ def derive_status(stored: JobStatus, total: int, n_results: int, n_failed: int,
 
     Every prompt answered or dead: done (failed if none was answered). Some work started on a
     queued job: running. Otherwise the stored status stands (deferred jobs stay deferred).
+    A cancelled job stays cancelled.
     """
+    if stored == JobStatus.CANCELED:
+        return stored
     if total and n_results + n_failed >= total:
         return JobStatus.FAILED if n_results == 0 else JobStatus.DONE
     if stored == JobStatus.QUEUED and n_started > 0:
@@ -159,6 +162,24 @@ def refresh_job_status(engine: Engine, job_id: str) -> JobStatus:
     except SQLAlchemyError as e:
         raise ServiceError(f"cannot update job {job_id}: {e}") from e
     return view.status
+
+
+def cancel(engine: Engine, job_id: str) -> JobStatusView:
+    """Cancel a job (see :func:`pipeline.ledger.state.cancel_job`); a repeat, or a job that
+    already ended, changes nothing. Return its status after.
+
+    Raises:
+        NotFoundError: no job with this id.
+        ServiceError: the database cannot be written.
+    """
+    check_job_id(job_id)
+    try:
+        with engine.begin() as conn:
+            _status_view(conn, job_id)  # NotFoundError before anything is written
+            cancel_job(conn, job_id)
+            return _status_view(conn, job_id)
+    except SQLAlchemyError as e:
+        raise ServiceError(f"cannot cancel job {job_id}: {e}") from e
 
 
 def _status_view(conn: Connection, job_id: str) -> JobStatusView:

@@ -62,6 +62,9 @@ class JobStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     REJECTED = "rejected"  # an ecobatch.submit call refused; Job.error says why
+    # by ``ecobatch cancel``; its unstarted prompts are dead. Stored by name: 8 characters fit
+    # the SQLite column (migration 0003)
+    CANCELED = "cancelled"
 
 
 class PromptStatus(StrEnum):

@@ -19,7 +19,7 @@ from collections.abc import Collection, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, CursorResult, Update, bindparam, insert, update
+from sqlalchemy import Connection, CursorResult, Update, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -39,18 +39,19 @@ BATCH_MOVES: Mapping[BatchStatus, frozenset[BatchStatus]] = {
     _B.MOVED: frozenset({_B.DONE}),
 }
 PROMPT_MOVES: Mapping[PromptStatus, frozenset[PromptStatus]] = {
-    _P.PENDING: frozenset({_P.BATCHED, _P.DONE}),
+    _P.PENDING: frozenset({_P.BATCHED, _P.DONE, _P.DEAD}),  # dead: its job was cancelled
     _P.BATCHED: frozenset({_P.PENDING, _P.DONE, _P.DEAD}),
     _P.DONE: frozenset({_P.DONE}),
     _P.DEAD: frozenset({_P.DEAD, _P.DONE}),  # its batch's reason replaces its own
 }
 JOB_MOVES: Mapping[JobStatus, frozenset[JobStatus]] = {
-    _J.QUEUED: frozenset({_J.RUNNING, _J.DONE, _J.FAILED}),
-    _J.DEFERRED: frozenset({_J.QUEUED, _J.DONE, _J.FAILED}),
-    _J.RUNNING: frozenset({_J.DONE, _J.FAILED}),
+    _J.QUEUED: frozenset({_J.RUNNING, _J.DONE, _J.FAILED, _J.CANCELED}),
+    _J.DEFERRED: frozenset({_J.QUEUED, _J.DONE, _J.FAILED, _J.CANCELED}),
+    _J.RUNNING: frozenset({_J.DONE, _J.FAILED, _J.CANCELED}),
     _J.FAILED: frozenset({_J.DONE}),
     _J.DONE: frozenset(),
     _J.REJECTED: frozenset(),
+    _J.CANCELED: frozenset(),
 }
 
 
@@ -179,6 +180,49 @@ def set_job_status(ex: Executor, job_id: str, status: JobStatus) -> None:
     ex.execute(update(Job).where(col(Job.id) == job_id,
                                  col(Job.status).in_(sources(JOB_MOVES, status)))
                .values(status=status))
+
+
+CANCELLED_REASON = "cancelled: its job was cancelled before this request started"
+
+
+def cancel_job(ex: Executor, job_id: str) -> bool:
+    """Cancel a job: no more of its prompts start. Its pending prompts are dead-lettered with
+    :data:`CANCELLED_REASON` (the router skips a reference whose prompt is no longer pending),
+    and so is each batch of its own that no worker has claimed (the worker finds it settled);
+    a running batch, or one shared with another job, finishes and keeps its answers.
+
+    Returns:
+        True when this call cancelled it; False when it was cancelled, finished or refused
+        before (a repeat is harmless).
+    """
+    if _hits(ex, update(Job).where(col(Job.id) == job_id,
+                                   col(Job.status).in_(sources(JOB_MOVES, _J.CANCELED)))
+             .values(status=_J.CANCELED)) != 1:
+        return False
+    ex.execute(update(Prompt).where(col(Prompt.job_id) == job_id, col(Prompt.status) == _P.PENDING)
+               .values(status=_P.DEAD, error=CANCELLED_REASON))
+    _drop_unstarted_batches(ex, job_id)
+    return True
+
+
+def _drop_unstarted_batches(ex: Executor, job_id: str) -> None:
+    """Dead-letter the dispatched batches holding only ``job_id``'s prompts, and those prompts.
+
+    The status guard makes it lose cleanly to a worker's claim: a batch claimed first runs.
+    """
+    mine = select(col(Prompt.batch_id)).where(col(Prompt.job_id) == job_id,
+                                         col(Prompt.status) == _P.BATCHED)
+    shared = select(col(Prompt.batch_id)).where(col(Prompt.job_id) != job_id,
+                                           col(Prompt.batch_id).is_not(None))
+    dropped = list(ex.execute(update(Batch).where(
+        col(Batch.id).in_(mine), col(Batch.id).not_in(shared),
+        col(Batch.status) == _B.DISPATCHED,
+    ).values(status=_B.DEAD, error=CANCELLED_REASON, finished_at=utc_now())
+        .returning(col(Batch.id))).scalars())
+    if dropped:
+        ex.execute(update(Prompt).where(col(Prompt.batch_id).in_(dropped),
+                                        col(Prompt.status) == _P.BATCHED)
+                   .values(status=_P.DEAD, error=CANCELLED_REASON))
 
 
 def _hits(ex: Executor, stmt: Update) -> int:

@@ -233,7 +233,7 @@ def test_history_lists_the_revisions() -> None:
     out = CliRunner().invoke(main, ["db", "history"])
     assert out.exit_code == 0
     lines = out.output.splitlines()
-    assert lines[0].startswith(f"0001 -> {HEAD_REVISION} (head)")
+    assert f" -> {HEAD_REVISION} (head)" in lines[0]
     assert lines[-1].startswith("<base> -> 0001")
 
 

@@ -1,5 +1,6 @@
-"""``ecobatch jobs``: the newest jobs with their state, progress, age and totals; and the live
-view of one job that ``ecobatch status --watch`` shows."""
+"""``ecobatch jobs`` and ``ecobatch cancel``: the newest jobs with their state, progress, age
+and totals; cancelling one; and the live view of one job that ``ecobatch status --watch``
+shows."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from sqlalchemy import Engine
 from pipeline.app.cli.common import build_settings, handle_errors, make_console
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.joblist import MAX_LISTED, recent_jobs
-from pipeline.ledger.jobs import JobStatusView, job_status
+from pipeline.ledger.jobs import JobStatusView, cancel, job_status
 from pipeline.ledger.models import JobStatus, utc_now
 
 
@@ -40,6 +41,20 @@ def jobs(state: str | None, limit: int, as_json: bool, database_url: str | None)
             click.echo(json.dumps(_json_row(view), default=str))
         return
     make_console().print(_table(views))
+
+
+@click.command("cancel")
+@click.argument("job_id")
+@click.option("--database-url", help="SQLAlchemy URL of the ledger (ECOBATCH_DATABASE_URL).")
+@handle_errors
+def cancel_command(job_id: str, database_url: str | None) -> None:
+    """Cancel JOB_ID: none of its prompts not yet started will start (they end dead, with the
+    reason 'cancelled'); a batch already on a device finishes and keeps its answers. Repeating
+    it, or cancelling a job that already ended, changes nothing. Prints the job's state."""
+    settings = build_settings(database_url=database_url)
+    view = cancel(make_engine(settings.database_url), job_id)
+    click.echo(f"{job_id} {view.status.value} ({view.n_results}/{view.total} answered, "
+               f"{view.n_failed} not)")
 
 
 def _progress(view: JobStatusView) -> str:

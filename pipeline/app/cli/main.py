@@ -185,17 +185,18 @@ def _add_optional_commands() -> None:
     from pipeline.app.cli.db import db
     from pipeline.app.cli.devices import bench, devices
     from pipeline.app.cli.health import health
-    from pipeline.app.cli.joblist import jobs
+    from pipeline.app.cli.joblist import cancel_command, jobs
     from pipeline.app.cli.jobs import reconcile_pending, results, status, submit
     from pipeline.app.cli.plan import plan
     from pipeline.app.cli.provision import provision
     from pipeline.app.cli.report import report
+    from pipeline.app.cli.serve import serve
     from pipeline.app.cli.simulate import optimise, simulate
 
     main.add_command(report)
 
     for cmd in (submit, status, results, jobs, reconcile_pending, devices, bench, plan, simulate,
-                optimise, provision, db, health):
+                optimise, provision, db, health, cancel_command, serve):
         main.add_command(cmd)
 
 
