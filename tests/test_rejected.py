@@ -20,6 +20,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from pipeline.ledger.db import make_engine, normalise_url
+from pipeline.ledger.migrations import HEAD_REVISION
 from pipeline.ledger.models import JobStatus
 from tests.cluster import QuickStopGroup, cluster_env, run_cli, run_clis, wait_until
 
@@ -77,7 +78,7 @@ def test_refused_submit_calls_are_rejected_jobs_shown_by_status(
     env = cluster_env(redis_url, db_url)
     cli_env = {**os.environ, **env}
     upgraded = run_cli(["db", "upgrade"], tmp_path, cli_env)
-    assert upgraded.returncode == 0 and "to 0002" in upgraded.stdout, upgraded.stderr
+    assert upgraded.returncode == 0 and f"to {HEAD_REVISION}" in upgraded.stdout, upgraded.stderr
     bare = Celery(broker=redis_url)
     with QuickStopGroup(env=env, log_dir=tmp_path / "logs") as children:
         router = children.start("router", ["router"])
