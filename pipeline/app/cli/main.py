@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import click
@@ -174,11 +173,11 @@ def router(loglevel: str, **overrides: object) -> None:
     app = create_app(settings)
     trace_pool_processes("ecobatch-router")
     quiet_task_info([ROUTE_TASK])  # a pass that did something logs its own line
-    # The beat's schedule file is private to this process: routing needs no persistent schedule.
-    with tempfile.TemporaryDirectory(prefix="ecobatch-beat-") as beat_dir:
-        app.worker_main([*quiet, "worker", "-Q", f"{ROUTER_QUEUE},{INTAKE_QUEUE}", "-c", "1", "-B",
-                         "-s", str(Path(beat_dir) / "schedule"), "-n", "router@%h",
-                         f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"])
+    # Routing needs no persistent schedule: the beat keeps it in memory (celery.beat.Scheduler),
+    # so no schedule file can be removed under a beat that is still closing.
+    app.worker_main([*quiet, "worker", "-Q", f"{ROUTER_QUEUE},{INTAKE_QUEUE}", "-c", "1", "-B",
+                     "-S", "celery.beat:Scheduler", "-n", "router@%h",
+                     f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"])
 
 
 def _add_optional_commands() -> None:
