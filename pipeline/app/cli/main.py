@@ -175,8 +175,9 @@ def router(loglevel: str, **overrides: object) -> None:
     quiet_task_info([ROUTE_TASK])  # a pass that did something logs its own line
     # Routing needs no persistent schedule: the beat keeps it in memory (celery.beat.Scheduler),
     # so no schedule file can be removed under a beat that is still closing.
+    app.conf.beat_scheduler = "celery.beat:Scheduler"
     app.worker_main([*quiet, "worker", "-Q", f"{ROUTER_QUEUE},{INTAKE_QUEUE}", "-c", "1", "-B",
-                     "-S", "celery.beat:Scheduler", "-n", "router@%h",
+                     "-n", "router@%h",
                      f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"])
 
 
