@@ -70,6 +70,16 @@ class InferenceError(EcobatchError):
     """The inference backend failed to load a model or to decode a batch."""
 
 
+class BatchTimeLimitError(InferenceError):
+    """A batch outlived its time limit in a continuous-batching engine and was dropped from the
+    decoder alone (retried like any failed attempt; its batch-mates go on)."""
+
+
+class EngineStuckError(InferenceError):
+    """A continuous-batching engine's decoding thread made no progress (a C call that never
+    returns): only ending the worker process frees the device; its batches are redelivered."""
+
+
 class RetryableError(EcobatchError):
     """An attempt failed in a way another attempt may not: try again after a delay.
 

@@ -125,7 +125,21 @@ class Settings(BaseSettings):
         default=3600, description="Redis visibility timeout; must exceed the longest batch."
     )
     task_time_limit_s: PositiveInt = Field(
-        default=1800, description="Hard time limit of one batch on the prefork pool."
+        default=1800,
+        description="Hard time limit of one batch: the prefork pool kills a batch's process "
+        "then; the continuous-batching engine drops a batch at the soft limit (30 s before, "
+        "at most a fifth of it) and ends the worker if its decoding thread is stuck this long.",
+    )
+    continuous_batching: bool = Field(
+        default=True,
+        description="llama backend: keep the device's slots busy across batches (a freed "
+        "slot takes a prompt of the next batch at the next step), on Celery's threads pool; "
+        "off: one batch at a time on the prefork pool.",
+    )
+    batches_in_flight: PositiveInt = Field(
+        default=2,
+        description="Continuous batching: batches a device worker holds at once (task "
+        "threads); the slots are the batch size (capped by the device's max_batch_size).",
     )
     router_interval_s: PositiveFloat = Field(
         default=0.25, description="Period of the beat that re-triggers the router."
@@ -197,6 +211,11 @@ class Settings(BaseSettings):
         if not self.redis_url:
             raise ConfigError("no Redis URL: set ECOBATCH_REDIS_URL or use `ecobatch run`")
         return self.redis_url
+
+
+def soft_time_limit_s(hard_s: int) -> int:
+    """The soft limit: 30 s (a fifth of a short limit, at least 1 s) before the hard one."""
+    return max(1, hard_s - max(1, min(30, hard_s // 5)))
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.ledger.outcome import RetryPolicy
-from pipeline.settings import Settings
+from pipeline.settings import Settings, soft_time_limit_s
 
 
 @dataclass(frozen=True)
@@ -18,11 +18,23 @@ class WorkerConfig:
         max_attempts: attempts at a batch before it is dead-lettered.
         db_retry_s: how long a result write is retried while the database is away.
         temperature: sampling temperature of every request.
+        continuous: the llama backend keeps its slots busy across batches
+            (:mod:`workers.service.engine`).
+        batch_size: prompts per batch, the engine's slot count (capped by the device).
+        time_limit_s: a batch's hard time limit; the engine drops a batch at the soft one.
     """
 
     max_attempts: int
     db_retry_s: float
     temperature: float
+    continuous: bool = False
+    batch_size: int = 4
+    time_limit_s: int = 1800
+
+    @property
+    def soft_time_limit_s(self) -> int:
+        """When the engine drops a batch that has not finished (Celery's soft limit)."""
+        return soft_time_limit_s(self.time_limit_s)
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -34,4 +46,6 @@ class WorkerConfig:
     def from_settings(cls, settings: Settings) -> WorkerConfig:
         """The worker's part of ``settings``."""
         return cls(max_attempts=settings.max_attempts, db_retry_s=settings.db_retry_s,
-                   temperature=settings.temperature)
+                   temperature=settings.temperature,
+                   continuous=settings.continuous_batching and settings.backend == "llama",
+                   batch_size=settings.batch_size, time_limit_s=settings.task_time_limit_s)

@@ -19,7 +19,7 @@ from pipeline.broker.queue import secure_url
 from pipeline.broker.sentinel import kombu_url, transport_options
 from pipeline.errors import ConfigError, ServiceError
 from pipeline.ledger.outcome import Action, RetryPolicy, decide
-from pipeline.settings import Settings
+from pipeline.settings import Settings, soft_time_limit_s
 
 SUBMIT_TASK = "ecobatch.submit"
 ROUTE_TASK = "ecobatch.route"
@@ -77,11 +77,6 @@ def _transport_options(visibility_timeout_s: int) -> dict[str, int]:
     return {"visibility_timeout": visibility_timeout_s,
             "unacked_restore_interval": max(1, min(10, visibility_timeout_s // 10)),
             "unacked_restore_throttle": 1}
-
-
-def soft_time_limit_s(hard_s: int) -> int:
-    """The soft limit: 30 s (a fifth of a short limit, at least 1 s) before the hard one."""
-    return max(1, hard_s - max(1, min(30, hard_s // 5)))
 
 
 def create_app(settings: Settings) -> EcobatchCelery:

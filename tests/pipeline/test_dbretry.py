@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from pipeline.app.celery_app import reliability_conf, soft_time_limit_s
+from pipeline.app.celery_app import reliability_conf
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.outcome import RetryPolicy
 from pipeline.ledger.retry import retry_db
-from pipeline.settings import load_settings
+from pipeline.settings import load_settings, soft_time_limit_s
 
 
 def test_a_locked_sqlite_database_is_retried_until_it_is_free(tmp_path: Path) -> None:

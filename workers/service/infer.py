@@ -7,15 +7,17 @@ The model and the meter are built once per worker process (kept in the process's
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy import Engine
 
 from pipeline.accounting.account import account_batch
-from pipeline.errors import DeadLetterError, InferenceError, RetryableError
+from pipeline.errors import DeadLetterError, EngineStuckError, InferenceError, RetryableError
 from pipeline.fleet.devices import Device, Registry
 from pipeline.grid.trace import GridConditions
 from pipeline.ledger.batches import (
@@ -47,6 +49,9 @@ from workers.config import WorkerConfig
 from workers.meters import make_meter
 from workers.meters.base import EnergyMeter, EnergyReading
 
+if TYPE_CHECKING:
+    from workers.service.engine import ContinuousEngine
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,10 @@ class WorkerState:
     """Loaded models by device name."""
     meters: dict[str, EnergyMeter] = field(default_factory=dict)
     """Energy meters by device name."""
+    engines: dict[str, ContinuousEngine] = field(default_factory=dict)
+    """Continuous-batching engines by device name (continuous mode only)."""
+    building: threading.RLock = field(default_factory=threading.RLock)
+    """Held while one of the above is built: task threads share them."""
     metrics: Metrics = field(default_factory=Metrics)
     """This process's Prometheus metrics (served only when a metrics port is set)."""
     outages: Outages = field(default_factory=lambda: Outages("worker"))
@@ -97,21 +106,43 @@ class WorkerContext(Protocol):
         ...
 
 
-def _per_device(kept: dict[str, T], device: Device, build: Callable[[], T]) -> T:
-    if device.name not in kept:
-        kept[device.name] = build()
-    return kept[device.name]
+def _per_device(state: WorkerState, kept: dict[str, T], device: Device,
+                build: Callable[[], T]) -> T:
+    with state.building:
+        if device.name not in kept:
+            kept[device.name] = build()
+        return kept[device.name]
 
 
 def backend_for(ctx: WorkerContext, device: Device) -> InferenceBackend:
     """The device's backend, loading the model on first use in this process."""
-    return _per_device(ctx.worker_state.backends, device,
+    state = ctx.worker_state
+    return _per_device(state, state.backends, device,
                        lambda: build_backend(device, ctx.settings))
 
 
 def meter_for(ctx: WorkerContext, device: Device) -> EnergyMeter:
     """The device's energy meter, built once per process."""
-    return _per_device(ctx.worker_state.meters, device, lambda: make_meter(device))
+    state = ctx.worker_state
+    return _per_device(state, state.meters, device, lambda: make_meter(device))
+
+
+def engine_for(ctx: WorkerContext, device: Device) -> ContinuousEngine | None:
+    """The device's continuous-batching engine, started on first use; None when this worker
+    decodes one batch at a time (continuous batching off, or a backend without slots)."""
+    cfg = ctx.worker_config
+    if not cfg.continuous:
+        return None
+    from workers.backends.llama.batched import BatchedLlamaBackend
+    from workers.service.engine import ContinuousEngine
+
+    backend = backend_for(ctx, device)
+    if not isinstance(backend, BatchedLlamaBackend):
+        return None
+    n_slots = min(cfg.batch_size, device.max_batch_size)
+    state = ctx.worker_state
+    return _per_device(state, state.engines, device,
+                       lambda: ContinuousEngine(backend, meter_for(ctx, device), n_slots))
 
 
 def to_request(p: Prompt, temperature: float) -> GenerationRequest:
@@ -152,22 +183,24 @@ def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:
         complete_batch(ctx.engine, batch_id, None, [])
         return {"batch_id": batch_id, "status": "done", "rejected": len(claimed.prompts)}
     try:
-        output, reading, started = _decode(backend, meter_for(ctx, device), requests)
+        decoded = _decode(ctx, device, backend, requests)
     except DeadLetterError:  # the policy dead-letters it (pipeline.ledger.outcome.decide)
         count_dead(ctx.worker_state.metrics, device.name, len(prompts))
         raise
+    except EngineStuckError as e:  # as the prefork pool's hard time limit would: end it all
+        _end_process(batch_id, e)
     except Exception as e:  # llama.cpp raises RuntimeError/ValueError too; attempts are capped
         reason = str(e) if isinstance(e, InferenceError) else failure_reason(e)
         record_failure(ctx.engine, batch_id, reason)
         raise RetryableError(reason, attempts=claimed.batch.attempts) from e
-    rows = _result_rows(ctx, device, claimed.batch.id, prompts, output, reading, started)
+    rows = _result_rows(ctx, device, claimed.batch.id, prompts, decoded)
     # The answers are in memory: keep them through a database outage rather than decode again.
-    values = _batch_values(output, reading)
+    values = _batch_values(decoded.output, decoded.reading)
     with tracer().start_as_current_span("ecobatch.write_results"):
         retry_db(lambda: complete_batch(ctx.engine, batch_id, values, rows),
                  total_s=ctx.worker_config.db_retry_s, outages=ctx.worker_state.outages)
     count_done(ctx.worker_state.metrics, device, values, rows)
-    return {"batch_id": batch_id, "status": "done", "energy_j": reading.energy_j,
+    return {"batch_id": batch_id, "status": "done", "energy_j": decoded.reading.energy_j,
             "rejected": len(claimed.prompts) - len(prompts)}
 
 
@@ -225,18 +258,52 @@ def _screen(ctx: WorkerContext, backend: InferenceBackend,
     return [p for p, _ in kept], [r for _, r in kept]
 
 
-def _decode(backend: InferenceBackend, meter: EnergyMeter,
-            requests: list[GenerationRequest]) -> tuple[BatchOutput, EnergyReading, datetime]:
+@dataclass(frozen=True)
+class Decoded:
+    """A batch's answers and its energy.
+
+    Attributes:
+        output: the backend's results, in request order.
+        reading: the batch's energy (its own share when several batches shared the device).
+        started: when the batch began decoding (the grid hour it is accounted in).
+        prompt_energy_j: each prompt's share of ``reading.energy_j`` where the engine
+            apportioned it by work; None splits the batch's by tokens.
+    """
+
+    output: BatchOutput
+    reading: EnergyReading
+    started: datetime
+    prompt_energy_j: list[float] | None = None
+
+
+def _decode(ctx: WorkerContext, device: Device, backend: InferenceBackend,
+            requests: list[GenerationRequest]) -> Decoded:
     started = utc_now()
+    engine = engine_for(ctx, device)
     with tracer().start_as_current_span("ecobatch.inference",
                                         attributes={"ecobatch.prompts": len(requests)}) as span:
-        meter.start()
-        try:
-            output = backend.generate(requests)
-        finally:
-            reading = meter.stop()
-        span.set_attribute("ecobatch.energy_j", reading.energy_j)
-    return output, reading, started
+        if engine is not None:
+            cfg = ctx.worker_config
+            res = engine.run(requests, cfg.soft_time_limit_s, cfg.time_limit_s)
+            decoded = Decoded(res.output, res.reading, started, res.prompt_energy_j)
+        else:
+            meter = meter_for(ctx, device)
+            meter.start()
+            try:
+                output = backend.generate(requests)
+            finally:
+                reading = meter.stop()
+            decoded = Decoded(output, reading, started)
+        span.set_attribute("ecobatch.energy_j", decoded.reading.energy_j)
+    return decoded
+
+
+def _end_process(batch_id: str, error: EngineStuckError) -> None:
+    """End this worker now: every batch it holds is redelivered to another attempt."""
+    log.critical("batch %s: %s; ending the worker so that its batches are redelivered",
+                 batch_id, error)
+    logging.shutdown()
+    os._exit(70)
 
 
 def _storable(text: str) -> str:
@@ -260,12 +327,14 @@ def _batch_values(output: BatchOutput, reading: EnergyReading) -> BatchFigures:
 
 
 def _result_rows(ctx: WorkerContext, device: Device, batch_id: str, prompts: list[Prompt],
-                 output: BatchOutput, reading: EnergyReading,
-                 started: datetime) -> list[ResultRow]:
-    tokens = [r.prompt_tokens + r.completion_tokens for r in output.results]
+                 decoded: Decoded) -> list[ResultRow]:
+    output, reading = decoded.output, decoded.reading
+    weights = decoded.prompt_energy_j
+    if weights is None or sum(weights) <= 0:
+        weights = [float(r.prompt_tokens + r.completion_tokens) for r in output.results]
     host_j = reading.host.energy_j if reading.host is not None else None
-    shares = account_batch(ctx.grid, device, reading.energy_j, reading.duration_s, started, tokens,
-                           host_energy_j=host_j)
+    shares = account_batch(ctx.grid, device, reading.energy_j, reading.duration_s,
+                           decoded.started, weights, host_energy_j=host_j)
     rows: list[ResultRow] = []
     for prompt, res, share in zip(prompts, output.results, shares, strict=True):
         rows.append({

@@ -94,14 +94,19 @@ def _worker_options(func: click.decorators.FC) -> click.decorators.FC:
 @handle_errors
 def worker(device_name: str, loglevel: str, own_metrics_port: int | None,
            **overrides: object) -> None:
-    """Serve queue device.NAME: load the model once, run each batch as one decode, meter it."""
+    """Serve queue device.NAME: load the model once, decode batches, meter them.
+
+    With the llama backend and continuous batching on (the default), the worker holds
+    ECOBATCH_BATCHES_IN_FLIGHT batches at once (Celery's threads pool) and keeps its slots busy
+    across them; otherwise it runs one batch at a time in a prefork child.
+    """
     from celery.signals import worker_process_init
 
     from pipeline.app.celery_app import create_app
     from pipeline.broker.alive import worker_identity
     from pipeline.metrics.serve import start_metrics, worker_port
     from workers.service.heartbeat import heartbeat_step
-    from workers.service.infer import backend_for
+    from workers.service.infer import backend_for, engine_for
 
     settings = build_settings(**overrides)
     quiet = _log_format(settings, loglevel, device=device_name)
@@ -123,11 +128,16 @@ def worker(device_name: str, loglevel: str, own_metrics_port: int | None,
     app.steps["worker"].add(heartbeat_step(device.name, settings.heartbeat_ttl_s,
                                            app.ctx.worker_id, settings.task_time_limit_s))
 
-    def preload(**_: object) -> None:
-        backend_for(app.ctx, device)
+    if app.ctx.worker_config.continuous:  # one process: the task threads share one engine
+        engine_for(app.ctx, device)
+        pool = ["-P", "threads", "-c", str(settings.batches_in_flight)]
+    else:
+        def preload(**_: object) -> None:
+            backend_for(app.ctx, device)
 
-    worker_process_init.connect(preload, weak=False)
-    app.worker_main([*quiet, *_celery_argv(device, loglevel)])
+        worker_process_init.connect(preload, weak=False)
+        pool = ["-P", "prefork", "-c", "1"]
+    app.worker_main([*quiet, *_celery_argv(device, loglevel, pool)])
 
 
 def _log_format(settings: Settings, loglevel: str, **static: str) -> list[str]:
@@ -141,8 +151,8 @@ def _log_format(settings: Settings, loglevel: str, **static: str) -> list[str]:
     return ["--quiet"]
 
 
-def _celery_argv(device: Device, loglevel: str) -> list[str]:
-    return ["worker", "-Q", device.queue, "-c", "1", "-P", "prefork", "-n", f"{device.name}@%h",
+def _celery_argv(device: Device, loglevel: str, pool: list[str]) -> list[str]:
+    return ["worker", "-Q", device.queue, *pool, "-n", f"{device.name}@%h",
             f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
 
 

@@ -1,15 +1,15 @@
 """A real batched llama.cpp backend: every prompt of a batch decodes in one shared context.
 
 Each request gets its own sequence id (its own KV stream), native sampler chain and stop
-rules. Prompts are prefilled together in as few ``llama_decode`` calls as ``n_batch`` allows,
-a prefix common to all of them (the chat template's system prompt) decoded once and copied;
-then each step decodes one token for every sequence still running. A finished sequence leaves
-the batch at once and its KV cells are freed; the others are moved down into the freed slots
-so that each step stays one compute graph.
+rules; the decoding itself is :class:`workers.backends.llama.decoder.SlotDecoder`'s. Prompts
+are prefilled together in as few ``llama_decode`` calls as ``n_batch`` allows, then each step
+decodes one token for every sequence still running. A finished sequence leaves at once.
 
 Before a batch runs, the KV cache it needs (``n_ctx_per_seq`` cells per sequence, plus a row of
-logits) is compared with free memory; a batch that does not fit is split into sub-batches that
-do, run one after the other, with results still returned in request order.
+logits) is compared with free memory; when fewer sequences fit than the batch has, that many
+slots decode at once and each freed slot takes the next request at the next step, with results
+still returned in request order. A device worker can keep the same decoder busy across
+batches (:mod:`workers.service.engine`).
 
 Greedy output does not depend on batch composition: with flash attention and one KV stream per
 sequence (the defaults) a prompt decoded in any batch gives the same tokens as decoded alone.
@@ -19,20 +19,21 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import llama_cpp
 
 from pipeline.errors import ConfigError, InferenceError, InputError
-from workers.backends.base import BatchOutput, GenerationRequest, GenerationResult
+from workers.backends.base import BatchOutput, GenerationRequest
 from workers.backends.llama.chat import model_formatter
+from workers.backends.llama.decoder import Prepared, SlotDecoder
 from workers.backends.llama.kvmemory import (
     PeakRssSampler,
     available_host_memory_bytes,
     fitting_sequences,
     kv_geometry,
-    split_sizes,
 )
 from workers.backends.llama.native import (
     ContextConfig,
@@ -45,9 +46,6 @@ from workers.backends.llama.native import (
 )
 from workers.backends.llama.sampling import free_sampler, make_sampler
 from workers.backends.llama.sequence import Sequence
-from workers.backends.llama.streams import compact, copy_sequence, shareable_prefix_len
-
-Prepared = tuple[GenerationRequest, list[int]]
 
 
 class BatchedLlamaBackend:
@@ -126,7 +124,6 @@ class BatchedLlamaBackend:
         self._ctx_seqs = 0
         self._batch = TokenBatch(n_batch)
         self._rss = PeakRssSampler()
-        self._decode_calls = 0
 
     # -- public protocol ------------------------------------------------------------------
 
@@ -141,8 +138,10 @@ class BatchedLlamaBackend:
     def generate(self, requests: list[GenerationRequest]) -> BatchOutput:
         """Decode ``requests`` together; one result per request, in order.
 
-        TTFT and latency of every result count from the start of this call, so requests of a
-        later sub-batch (after a memory split) include the time spent waiting for it.
+        At most as many run at once as free memory allows (see :meth:`open_decoder`); when
+        there are more, each one that finishes hands its slot to the next at the next step.
+        TTFT and latency of every result count from the start of this call, so a request
+        that waited for a slot includes its wait.
 
         Raises:
             InputError: a request is malformed or its prompt plus ``max_tokens`` does not fit
@@ -152,25 +151,38 @@ class BatchedLlamaBackend:
         """
         t0 = time.perf_counter()
         self._rss.reset()
-        self._decode_calls = 0
-        prepared = [self._prepare(r) for r in requests]
-        sizes = split_sizes(len(prepared), self._reserve(len(prepared))) if prepared else []
-        results: list[GenerationResult] = []
-        start = 0
-        for size in sizes:
-            results.extend(self._run(prepared[start : start + size], t0))
-            start += size
+        prepared = [self.prepare(r) for r in requests]
+        decoder = self.open_decoder(len(prepared)) if prepared else None
+        seqs = decode_all(decoder, prepared, t0) if decoder is not None else []
         self._rss.sample()
         return BatchOutput(
-            results=results,
+            results=[seq.result() for seq in seqs],
             wall_s=time.perf_counter() - t0,
             peak_memory_bytes=self._rss.peak_bytes,
             extra={
-                "sub_batches": float(len(sizes)),
-                "llama_decode_calls": float(self._decode_calls),
-                "kv_cache_bytes": float(self.sequence_memory_bytes * max(sizes, default=0)),
+                "slots": float(decoder.n_slots if decoder else 0),
+                "llama_decode_calls": float(decoder.decode_calls if decoder else 0),
+                "kv_cache_bytes": float(self.sequence_memory_bytes * self._ctx_seqs),
             },
         )
+
+    @property
+    def peak_rss_bytes(self) -> int:
+        """This process's resident-memory high-water mark (sampled at every decode step)."""
+        return self._rss.peak_bytes
+
+    def open_decoder(self, n_requests: int) -> SlotDecoder:
+        """A :class:`SlotDecoder` on this backend's emptied context, with as many slots as
+        ``n_requests`` (at most ``max_batch_size``) that fit free memory now.
+
+        Raises:
+            MemoryBudgetError: not even one sequence's KV cache fits free memory.
+            InferenceError: the free-memory probe failed.
+        """
+        n_slots = self._reserve(n_requests)
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), False)
+        return SlotDecoder(self._ctx, self._batch, self._vocab, n_slots,
+                           compacting=not self._ctx_shape[2], on_step=self._rss.sample)
 
     def close(self) -> None:
         """Free the context, the batch and the model; the backend is unusable afterwards."""
@@ -201,12 +213,12 @@ class BatchedLlamaBackend:
         the whole batch it was routed with.
         """
         try:
-            self._prepare(request)
+            self.prepare(request)
         except InputError as e:
             return str(e)
         return None
 
-    def _prepare(self, request: GenerationRequest) -> Prepared:
+    def prepare(self, request: GenerationRequest) -> Prepared:
         """Template and tokenize one request, refusing it clearly if it cannot run."""
         if request.max_tokens < 1:
             raise InputError(
@@ -268,96 +280,24 @@ class BatchedLlamaBackend:
             self._ctx = None
             self._ctx_seqs = 0
 
-    # -- decoding -------------------------------------------------------------------------
 
-    def _run(self, prepared: list[Prepared], t0: float) -> list[GenerationResult]:
-        """Prefill and decode one sub-batch to the end; the context is left empty."""
-        seqs: list[Sequence] = []
-        try:
-            for i, (req, toks) in enumerate(prepared):
-                sampler = make_sampler(req, self._vocab.native)
-                seqs.append(Sequence(request=req, seq_id=i, prompt_tokens=toks, sampler=sampler))
-            self._prefill(seqs, t0)
-            self._decode_until_done(seqs, t0)
-        finally:
-            for seq in seqs:
-                free_sampler(seq.sampler)
-            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), False)
-        return [seq.result() for seq in seqs]
+def decode_all(decoder: SlotDecoder, prepared: list[Prepared], origin_s: float) -> list[Sequence]:
+    """Decode every request to its end, each taking a slot as soon as one is free.
 
-    def _prefill(self, seqs: list[Sequence], t0: float) -> None:
-        """Feed every prompt, packing as many tokens per ``llama_decode`` as ``n_batch`` allows.
-
-        A prefix all prompts share (the chat template's system prompt, say) is decoded once
-        and copied to every sequence. Only each prompt's last token asks for logits; its
-        sequence samples its first token right after the call that computed them.
-        """
-        shared = self._share_prefix(seqs)
-        batch = self._batch
-        batch.clear()
-        ready: list[Sequence] = []
-        for seq in seqs:
-            last = len(seq.prompt_tokens) - 1
-            for pos in range(shared, last + 1):
-                if batch.n_tokens == batch.capacity:
-                    self._step(ready, t0)
-                    ready = []
-                token = seq.prompt_tokens[pos]
-                seq.batch_index = batch.add(token, pos, seq.seq_id, pos == last)
-            seq.n_past = last + 1
-            ready.append(seq)
-        self._step(ready, t0)
-
-    def _share_prefix(self, seqs: list[Sequence]) -> int:
-        """Decode the common prompt prefix in the first sequence, copy it to the others.
-
-        Returns how many prompt tokens every sequence already has in its KV cache.
-        """
-        n_shared = shareable_prefix_len(seqs)
-        if n_shared == 0:
-            return 0
-        batch, owner = self._batch, seqs[0]
-        for start in range(0, n_shared, batch.capacity):
-            batch.clear()
-            for pos in range(start, min(n_shared, start + batch.capacity)):
-                batch.add(owner.prompt_tokens[pos], pos, owner.seq_id, pos == n_shared - 1)
-            batch.decode(self._ctx)
-            self._decode_calls += 1
-        memory = llama_cpp.llama_get_memory(self._ctx)
-        for seq in seqs[1:]:
-            copy_sequence(memory, owner.seq_id, seq.seq_id)
-        return n_shared
-
-    def _decode_until_done(self, seqs: list[Sequence], t0: float) -> None:
-        """One token per running sequence per ``llama_decode`` until all have finished."""
-        batch = self._batch
-        running = [seq for seq in seqs if not seq.done]
-        while running:
-            batch.clear()
-            for seq in running:
-                seq.batch_index = batch.add(seq.next_token, seq.n_past, seq.seq_id, True)
-                seq.n_past += 1
-            self._step(running, t0)
-            still = [seq for seq in running if not seq.done]
-            if len(still) < len(running) and not self._ctx_shape[2]:
-                compact(llama_cpp.llama_get_memory(self._ctx), still)
-            running = still
-
-    def _step(self, sampling: list[Sequence], t0: float) -> None:
-        """Decode the batch, sample one token for each of ``sampling``, retire finished ones."""
-        ctx = self._ctx
-        self._batch.decode(ctx)
-        self._decode_calls += 1
-        self._batch.clear()
-        sample = llama_cpp.llama_sampler_sample
-        tokens = [sample(seq.sampler, ctx, seq.batch_index) for seq in sampling]
-        now_s = time.perf_counter() - t0
-        memory = None
-        for seq, token in zip(sampling, tokens, strict=True):
-            if seq.accept(token, self._vocab, now_s):
-                memory = memory or llama_cpp.llama_get_memory(ctx)
-                llama_cpp.llama_memory_seq_rm(memory, seq.seq_id, -1, -1)
-        self._rss.sample()
+    Returns the sequences in request order. The context is left empty, even on failure.
+    """
+    pending = deque(prepared)
+    seqs: list[Sequence] = []
+    try:
+        while pending or decoder.running:
+            n_new = min(decoder.free_slots, len(pending))
+            if n_new:
+                seqs.extend(decoder.admit([pending.popleft() for _ in range(n_new)], origin_s))
+            if decoder.running:
+                decoder.step()
+    finally:
+        decoder.clear()
+    return seqs
 
 
 def _check_sizes(n_ctx_per_seq: int, max_batch_size: int, n_batch: int, n_ubatch: int) -> None:

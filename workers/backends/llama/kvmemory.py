@@ -1,8 +1,7 @@
-"""KV-cache sizing, splitting a batch to fit free memory, and cheap peak-RSS sampling."""
+"""KV-cache sizing, how many sequence slots fit free memory, and cheap peak-RSS sampling."""
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
@@ -50,15 +49,6 @@ def fitting_sequences(seq_bytes: int, budget_bytes: int, max_batch_size: int) ->
             f"{budget_bytes} bytes are free; lower n_ctx_per_seq or free memory"
         )
     return int(min(fit, max_batch_size))
-
-
-def split_sizes(n_requests: int, per_sub_batch: int) -> list[int]:
-    """Sizes of the fewest sub-batches of at most ``per_sub_batch``, as even as possible."""
-    if n_requests <= 0:
-        return []
-    n_sub = math.ceil(n_requests / per_sub_batch)
-    base, extra = divmod(n_requests, n_sub)
-    return [base + 1 if i < extra else base for i in range(n_sub)]
 
 
 def available_host_memory_bytes() -> int:

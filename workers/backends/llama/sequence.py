@@ -17,23 +17,29 @@ class Sequence:
         request: what was asked.
         seq_id: llama.cpp sequence id (and KV stream) this request decodes under.
         prompt_tokens: the templated prompt, tokenized.
-        sampler: native sampler chain owned by this sequence.
+        sampler: native sampler chain owned by this sequence (None once freed).
+        origin_s: ``time.perf_counter()`` this sequence's timings count from (its batch's start).
         n_past: position the next token fed to the model takes.
         next_token: last sampled token, fed to the model at the next step.
         batch_index: index of this sequence's logits row in the last decoded batch.
-        first_token_s: seconds from batch start to the first sampled token.
-        end_s: seconds from batch start to the end of this sequence.
-        finish_reason: ``"stop"`` or ``"length"`` once done, else None.
+        work_tokens: tokens fed to the model for this sequence so far (its prompt, then one
+            per step): the work its share of a metered interval is weighed by.
+        first_token_s: seconds from ``origin_s`` to the first sampled token.
+        end_s: seconds from ``origin_s`` to the end of this sequence.
+        finish_reason: ``"stop"`` or ``"length"`` once done (``"cancelled"`` when dropped),
+            else None.
     """
 
     request: GenerationRequest
     seq_id: int
     prompt_tokens: list[int]
     sampler: Any
+    origin_s: float = 0.0
     n_past: int = 0
     next_token: int = -1
     batch_index: int = -1
     n_generated: int = 0
+    work_tokens: int = 0
     first_token_s: float | None = None
     end_s: float = 0.0
     finish_reason: str | None = None
@@ -50,12 +56,13 @@ class Sequence:
         """Whether the sequence has finished and left the batch."""
         return self.finish_reason is not None
 
-    def accept(self, token: int, vocab: Vocab, now_s: float) -> bool:
-        """Take the token just sampled for this sequence; returns True when it finishes.
+    def accept(self, token: int, vocab: Vocab, clock_s: float) -> bool:
+        """Take the token sampled at ``clock_s`` (``time.perf_counter()``); True when it finishes.
 
         An end-of-generation token is not counted nor rendered; a stop string ends the
         sequence with the text cut before it; ``max_tokens`` ends it with ``"length"``.
         """
+        now_s = clock_s - self.origin_s
         if self.first_token_s is None:
             self.first_token_s = now_s
         if vocab.is_eog(token):
