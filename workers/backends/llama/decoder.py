@@ -77,10 +77,11 @@ class SlotDecoder:
         """
         if len(prepared) > self.free_slots:
             raise ValueError(f"{len(prepared)} sequences for {self.free_slots} free slots")
-        first_id = len(self.running)
-        seqs = [Sequence(request=req, seq_id=first_id + i, prompt_tokens=toks,
+        taken = {seq.seq_id for seq in self.running}
+        free_ids = [i for i in range(self.n_slots) if i not in taken]  # after compact: n, n+1...
+        seqs = [Sequence(request=req, seq_id=seq_id, prompt_tokens=toks,
                          sampler=make_sampler(req, self._vocab.native), origin_s=origin_s)
-                for i, (req, toks) in enumerate(prepared)]
+                for seq_id, (req, toks) in zip(free_ids, prepared, strict=False)]
         self.running.extend(seqs)
         for seq in seqs:
             seq.work_tokens += len(seq.prompt_tokens)

@@ -51,7 +51,7 @@ def compact(memory: Any, running: list[Sequence]) -> None:
     """
     running.sort(key=lambda seq: seq.seq_id)
     n = len(running)
-    if not running or running[-1].seq_id - running[0].seq_id + 1 == n:
+    if not running or running[-1].seq_id == n - 1:  # ids are unique: already 0 .. n-1
         return
     taken = {seq.seq_id for seq in running}
     holes = [i for i in range(n) if i not in taken]
