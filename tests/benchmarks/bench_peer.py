@@ -47,7 +47,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from pipeline.fleet.modelfile import default_model_path
 from pipeline.ledger.db import make_engine
@@ -170,7 +170,7 @@ def ledger_window(db_url: str) -> tuple[float, int]:
         with Session(engine) as s:
             first, last, n = s.execute(
                 select(func.min(Batch.started_at), func.max(Batch.finished_at), func.count())
-                .where(Batch.status == BatchStatus.DONE)).one()
+                .where(col(Batch.status) == BatchStatus.DONE)).one()
     finally:
         engine.dispose()
     return (last - first).total_seconds(), int(n)
@@ -182,11 +182,14 @@ def uniform_requests(backend: BatchedLlamaBackend, n_prompt: int, n_gen: int,
     out = []
     for i in range(n):
         text = f"Write a very long story about {TOPICS[i % len(TOPICS)]}."
-        req = GenerationRequest(request_id=str(i), prompt=text, max_tokens=n_gen)
-        while backend.count_tokens(backend.format_prompt(req)) < n_prompt:
-            req = GenerationRequest(request_id=str(i), prompt=req.prompt + FILLER, max_tokens=n_gen)
-        out.append(req)
+        while backend.count_tokens(backend.format_prompt(_story(i, text, n_gen))) < n_prompt:
+            text += FILLER
+        out.append(_story(i, text, n_gen))
     return out
+
+
+def _story(i: int, text: str, n_gen: int) -> GenerationRequest:
+    return GenerationRequest(request_id=str(i), prompt=text, max_tokens=n_gen)
 
 
 def ours_uniform(model: Path, n_prompt: int, n_gen: int, n_parallel: list[int],
@@ -327,7 +330,7 @@ def configs_of(args: argparse.Namespace) -> list[Config]:
 def main(argv: list[str] | None = None) -> None:
     """Build (once) the peers, run every comparison, print the table, write the JSON."""
     args = parse_args(argv)
-    console = Console()
+    console = Console(width=max(Console().width, 170))  # the table is wide; a pipe has 80
     bins = ensure_binaries()
     model = default_model_path()
     machine = {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in os.getloadavg()]}

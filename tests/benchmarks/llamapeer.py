@@ -93,7 +93,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Any) -> None:
 def complete_all(url: str, prompts: list[list[int]], max_tokens: list[int]) -> ServerRun:
     """Send every prompt (token ids) at once to ``/completion``, greedy; wait for all answers."""
     def one(i: int) -> Completion:
-        body = {"prompt": prompts[i], "n_predict": max_tokens[i], "temperature": 0.0}
+        body: dict[str, Any] = {"prompt": prompts[i], "n_predict": max_tokens[i], "temperature": 0.0}
         reply = requests.post(f"{url}/completion", json=body, timeout=3600)
         reply.raise_for_status()
         out = reply.json()
