@@ -21,6 +21,11 @@ SmolLM2-135M Q4_1 model, ``--ctx-per-seq`` context tokens per slot on both sides
   the ledger's processing window, from the first batch's ``started_at`` to the last batch's
   ``finished_at`` (the worker loads the model inside the first batch, so that load counts; the
   start of Redis, router and worker does not). The whole command's wall time is shown too.
+  ``--rounds N`` repeats the pair (ecobatch, llama-server again); ratios are of the medians.
+
+Every run also says what share of the cores other processes took meanwhile
+(:mod:`tests.benchmarks.cpunoise`): on a shared machine a run with a high share was slowed by a
+neighbour, and its ratio means little.
 
 Uniform lengths: ``llama-batched-bench -npp P -ntg G -npl 1,4,8`` decode tokens/s (``S_TG``), the
 ceiling, against ecobatch's batched backend in-process on 1/4/8 prompts of about P tokens that
@@ -55,8 +60,9 @@ from pipeline.ledger.models import Batch, BatchStatus
 from router.sim.arrivals import read_trace
 from tests.benchmarks.bench_batched import Series, run_ours
 from tests.benchmarks.bench_pipeline import load_prompts
+from tests.benchmarks.cpunoise import others_cpu
 from tests.benchmarks.llamabin import LlamaBinaries, ensure_binaries
-from tests.benchmarks.llamapeer import ServerRun, batched_bench, complete_all, llama_server
+from tests.benchmarks.llamapeer import batched_bench, complete_all, llama_server
 from workers.backends.base import GenerationRequest
 from workers.backends.llama.batched import BatchedLlamaBackend
 from workers.backends.llama.chat import model_formatter
@@ -98,6 +104,15 @@ class PipelineRun:
     window_s: float  # first batch started_at to last batch finished_at, from the ledger
     command_s: float  # the whole ``ecobatch run`` command
     batches: int
+    others_cpu_share: float  # other processes' share of the cores during the command
+
+    def row(self) -> dict[str, float]:
+        """The figures of the run, without the texts."""
+        return {"completion_tokens": self.completion_tokens, "window_s": self.window_s,
+                "command_s": self.command_s, "batches": self.batches,
+                "tok_per_s": self.completion_tokens / self.window_s,
+                "tok_per_s_command": self.completion_tokens / self.command_s,
+                "others_cpu_share": self.others_cpu_share}
 
 
 def trace_log_sigma() -> float:
@@ -125,10 +140,16 @@ def prompt_token_ids(model: Path, prompts: list[str]) -> list[list[int]]:
 
 
 def server_run(bins: LlamaBinaries, model: Path, token_ids: list[list[int]],
-               max_tokens: list[int], slots: int, args: argparse.Namespace) -> ServerRun:
-    """One concurrent round on a fresh ``llama-server``."""
-    with llama_server(bins.server, model, slots, args.ctx_per_seq, args.threads) as url:
-        return complete_all(url, token_ids, max_tokens)
+               max_tokens: list[int], slots: int,
+               args: argparse.Namespace) -> tuple[dict[str, float], list[str]]:
+    """One concurrent round on a fresh ``llama-server``: its figures and its answers."""
+    with (llama_server(bins.server, model, slots, args.ctx_per_seq, args.threads) as url,
+          others_cpu() as noise):
+        run = complete_all(url, token_ids, max_tokens)
+    return ({"completion_tokens": run.completion_tokens, "wall_s": run.wall_s,
+             "tok_per_s": run.completion_tokens / run.wall_s,
+             "eos_stops": sum(c.stop_type == "eos" for c in run.completions),
+             "others_cpu_share": noise.share}, [c.text for c in run.completions])
 
 
 def pipeline_env(slots: int, db_url: str, args: argparse.Namespace) -> dict[str, str]:
@@ -149,9 +170,10 @@ def pipeline_run(prompts: list[str], max_tokens: list[int], slots: int,
         src.write_text("".join(json.dumps({"id": f"p{i:03d}", "prompt": p, "max_tokens": m}) + "\n"
                                for i, (p, m) in enumerate(zip(prompts, max_tokens, strict=True))))
         t0 = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "pipeline.app.cli.main", "run", str(src),
-                               "-o", str(out)], cwd=work, env=pipeline_env(slots, db_url, args),
-                              capture_output=True, text=True)
+        with others_cpu() as noise:
+            done = subprocess.run([sys.executable, "-m", "pipeline.app.cli.main", "run", str(src),
+                                   "-o", str(out)], cwd=work, env=pipeline_env(slots, db_url, args),
+                                  capture_output=True, text=True)
         command_s = time.perf_counter() - t0
         if done.returncode != 0:
             raise RuntimeError(f"ecobatch run failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -160,7 +182,7 @@ def pipeline_run(prompts: list[str], max_tokens: list[int], slots: int,
         window_s, batches = ledger_window(db_url)
         return PipelineRun([r["output"] or "" for r in ordered],
                            sum(int(r["completion_tokens"] or 0) for r in ordered),
-                           window_s, command_s, batches)
+                           window_s, command_s, batches, noise.share)
 
 
 def ledger_window(db_url: str) -> tuple[float, int]:
@@ -210,86 +232,111 @@ def ours_uniform(model: Path, n_prompt: int, n_gen: int, n_parallel: list[int],
 
 
 def compare_config(cfg: Config, bins: LlamaBinaries, model: Path, args: argparse.Namespace) -> dict:
-    """llama-server, the ecobatch pipeline, llama-server again, on the same prompts and limits."""
+    """llama-server, then ``--rounds`` times the ecobatch pipeline and llama-server again, on
+    the same prompts and limits; ratios of the medians, and the extremes."""
     prompts = load_prompts(cfg.prompts)
     limits = draw_max_tokens(cfg.prompts, cfg.min_tokens, cfg.max_tokens, args.seed)
     ids = prompt_token_ids(model, prompts)
-    first = server_run(bins, model, ids, limits, cfg.slots, args)
-    ours = pipeline_run(prompts, limits, cfg.slots, args)
-    again = server_run(bins, model, ids, limits, cfg.slots, args)
-    server_tps = [r.completion_tokens / r.wall_s for r in (first, again)]
-    ours_tps = ours.completion_tokens / ours.window_s
-    same = sum(c.text == t for c, t in zip(first.completions, ours.texts, strict=True))
+    servers = [server_run(bins, model, ids, limits, cfg.slots, args)]
+    ours: list[PipelineRun] = []
+    for _ in range(args.rounds):
+        ours.append(pipeline_run(prompts, limits, cfg.slots, args))
+        servers.append(server_run(bins, model, ids, limits, cfg.slots, args))
+    server_tps = [row["tok_per_s"] for row, _ in servers]
+    ours_tps = [run.completion_tokens / run.window_s for run in ours]
+    same = sum(a == b for a, b in zip(servers[0][1], ours[0].texts, strict=True))
     return {"config": asdict(cfg), "label": cfg.label(), "max_tokens": limits,
-            "server": [{"completion_tokens": r.completion_tokens, "wall_s": r.wall_s, "tok_per_s": t,
-                        "eos_stops": sum(c.stop_type == "eos" for c in r.completions)}
-                       for r, t in zip((first, again), server_tps, strict=True)],
-            "ecobatch": {"completion_tokens": ours.completion_tokens, "window_s": ours.window_s,
-                         "command_s": ours.command_s, "batches": ours.batches, "tok_per_s": ours_tps,
-                         "tok_per_s_command": ours.completion_tokens / ours.command_s},
-            "ratio_vs_mean_server": ours_tps / statistics.mean(server_tps),
-            "ratio_range": [ours_tps / max(server_tps), ours_tps / min(server_tps)],
+            "server": [row for row, _ in servers], "ecobatch": [run.row() for run in ours],
+            "ratio_median": statistics.median(ours_tps) / statistics.median(server_tps),
+            "ratio_range": [min(ours_tps) / max(server_tps), max(ours_tps) / min(server_tps)],
             "identical_outputs": same}
 
 
 def compare_uniform(bins: LlamaBinaries, model: Path, args: argparse.Namespace) -> dict:
     """``llama-batched-bench`` and our batched backend at the same uniform lengths."""
     npl = [int(x) for x in args.npl.split(",")]
-    peer = batched_bench(bins.batched_bench, model, args.npp, args.ntg, npl, args.threads)
-    ours = ours_uniform(model, args.npp, args.ntg, npl, args.threads)
+    with others_cpu() as peer_noise:
+        peer = batched_bench(bins.batched_bench, model, args.npp, args.ntg, npl, args.threads)
+    with others_cpu() as ours_noise:
+        ours = ours_uniform(model, args.npp, args.ntg, npl, args.threads)
     return {"npp": args.npp, "ntg": args.ntg, "npl": npl,
             "batched_bench": {b: peer[b]["speed_tg"] for b in npl},
             "ecobatch_backend": {b: ours[b]["speed_tg"] for b in npl},
             "ecobatch_full_length": all(ours[b]["full_length"] for b in npl),
             "ecobatch_prompt_tokens": ours[npl[0]]["prompt_tokens"],
-            "ratio": {b: ours[b]["speed_tg"] / peer[b]["speed_tg"] for b in npl}}
+            "ratio": {b: ours[b]["speed_tg"] / peer[b]["speed_tg"] for b in npl},
+            "others_cpu_share": [peer_noise.share, ours_noise.share]}
 
 
 def _slash(values: list[float], fmt: str = "{:.1f}") -> str:
     return " / ".join(fmt.format(v) for v in values)
 
 
+def _pct(shares: list[float]) -> str:
+    return " / ".join(f"{100 * x:.0f}%" for x in shares)
+
+
+def _config_rows(c: dict) -> list[tuple[str, ...]]:
+    srv, ours = c["server"], c["ecobatch"]
+    low, high = c["ratio_range"]
+    return [
+        (f"{c['label']}: llama-server", _slash([r["completion_tokens"] for r in srv], "{}"),
+         _slash([r["wall_s"] for r in srv], "{:.2f}"),
+         ", again ".join(f"{r['tok_per_s']:.1f}" for r in srv), "1.00",
+         _pct([r["others_cpu_share"] for r in srv])),
+        (f"same, ecobatch pipeline, batch {c['config']['slots']}",
+         _slash([r["completion_tokens"] for r in ours], "{}"),
+         ", ".join(f"{r['window_s']:.2f} (command {r['command_s']:.1f})" for r in ours),
+         ", ".join(f"{r['tok_per_s']:.1f}" for r in ours),
+         f"{low:.2f}-{high:.2f} (median {c['ratio_median']:.2f})",
+         _pct([r["others_cpu_share"] for r in ours])),
+    ]
+
+
+def _uniform_rows(u: dict) -> list[tuple[str, ...]]:
+    npl = u["npl"]
+    return [
+        (f"llama-batched-bench, uniform {u['npp']}+{u['ntg']}, decode at {_slash(npl, '{}')} "
+         "sequences", "", "", _slash([u["batched_bench"][b] for b in npl]), "ceiling",
+         _pct(u["others_cpu_share"][:1])),
+        ("ecobatch batched backend, same (decode)", "", "",
+         _slash([u["ecobatch_backend"][b] for b in npl]),
+         _slash([u["ratio"][b] for b in npl], "{:.2f}") + " of ceiling",
+         _pct(u["others_cpu_share"][1:])),
+    ]
+
+
 def render(report: dict, console: Console) -> None:
-    """Print the issue's table, with tokens and wall times beside the rates."""
+    """Print the issue's table, with tokens, wall times and the neighbours' CPU beside the rates."""
     table = Table(title="completion tokens/s, side by side (SmolLM2-135M Q4_1, greedy, FA on)")
-    for name in ("run", "completion tokens", "wall s", "completion tokens/s", "vs llama-server"):
+    for name in ("run", "completion tokens", "wall s", "completion tokens/s", "vs llama-server",
+                 "others' CPU"):
         table.add_column(name, justify="left" if name == "run" else "right")
-    for c in report["configs"]:
-        srv, ours = c["server"], c["ecobatch"]
-        table.add_row(f"{c['label']}: llama-server", _slash([r["completion_tokens"] for r in srv], "{}"),
-                      _slash([r["wall_s"] for r in srv], "{:.2f}"),
-                      ", again ".join(f"{r['tok_per_s']:.1f}" for r in srv), "1.00")
-        table.add_row(f"same, ecobatch pipeline, batch {c['config']['slots']}",
-                      str(ours["completion_tokens"]),
-                      f"{ours['window_s']:.2f} (command {ours['command_s']:.1f})",
-                      f"{ours['tok_per_s']:.1f}",
-                      f"{_slash(c['ratio_range'], '{:.2f}').replace(' / ', '-')} "
-                      f"(mean {c['ratio_vs_mean_server']:.2f})")
+    rows = [row for c in report["configs"] for row in _config_rows(c)]
     if (u := report.get("uniform")) is not None:
-        npl = u["npl"]
-        table.add_row(f"llama-batched-bench, uniform {u['npp']}+{u['ntg']}, decode at "
-                      f"{_slash(npl, '{}')} sequences", "", "",
-                      _slash([u["batched_bench"][b] for b in npl]), "ceiling")
-        table.add_row("ecobatch batched backend, same (decode)", "", "",
-                      _slash([u["ecobatch_backend"][b] for b in npl]),
-                      _slash([u["ratio"][b] for b in npl], "{:.2f}") + " of ceiling")
+        rows += _uniform_rows(u)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 
 def notes(report: dict, console: Console) -> None:
     """What the table does not show: output identity, EOS counting, load, the build."""
     for c in report["configs"]:
+        ours = c["ecobatch"]
         console.print(f"{c['label']}: {c['identical_outputs']}/{c['config']['prompts']} outputs "
                       f"identical to llama-server's; server answers ended by EOS "
                       f"{_slash([r['eos_stops'] for r in c['server']], '{}')} (each counts one token "
                       f"more there); ecobatch over the whole command "
-                      f"{c['ecobatch']['tok_per_s_command']:.1f} tok/s, {c['ecobatch']['batches']} batches")
+                      f"{_slash([r['tok_per_s_command'] for r in ours])} tok/s, "
+                      f"{ours[0]['batches']} batches")
     if (u := report.get("uniform")) is not None and not u["ecobatch_full_length"]:
         console.print("[yellow]uniform: a sequence of ours reached end of generation early[/]")
     m = report["machine"]
-    console.print(f"load average {m['loadavg_before']} before, {m['loadavg_after']} after; "
-                  f"{m['cpus']} CPUs; binaries {report['binaries']} (built in "
-                  f"{report['build'].get('build_s')} s)")
+    console.print(f"others' CPU: share of all cores other processes used during the run "
+                  f"(machine busy time less ours); load average {m['loadavg_before']} before, "
+                  f"{m['loadavg_after']} after; {m['cpus']} CPUs; binaries {report['binaries']} "
+                  f"(built in {report['build'].get('build_s')} s)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -301,6 +348,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="8 prompts, 9-32 tokens, 4 slots; uniform 32+32 at 1,4 (a smoke run)")
     p.add_argument("--seed", type=int, default=0, help="seed of the max_tokens draws")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="ecobatch runs per configuration, each followed by another llama-server run")
     p.add_argument("--threads", type=int, default=2, help="CPU threads on every side")
     p.add_argument("--ctx-per-seq", type=int, default=1024, help="context tokens per slot / sequence")
     p.add_argument("--npp", type=int, default=128, help="uniform: prompt tokens per sequence")
