@@ -11,10 +11,13 @@ from __future__ import annotations
 import contextlib
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import psutil
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -56,3 +59,16 @@ def others_cpu() -> Iterator[Noise]:
     yield noise
     noise.wall_s = time.monotonic() - wall0
     noise.others_cpu_s = max(0.0, (_machine_busy_s() - busy0) - (_own_cpu_s() - own0))
+
+
+def quietest(measure: Callable[[], T], share_of: Callable[[T], float], max_share: float,
+             tries: int) -> tuple[T, int]:
+    """Run ``measure`` until other processes took at most ``max_share`` of the cores during it,
+    ``tries`` times at most; return the quietest result and which run (from 1) it was."""
+    runs: list[T] = []
+    for _ in range(max(1, tries)):
+        runs.append(measure())
+        if share_of(runs[-1]) <= max_share:
+            break
+    best = min(range(len(runs)), key=lambda i: share_of(runs[i]))
+    return runs[best], best + 1
