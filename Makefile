@@ -11,7 +11,7 @@ INPUT ?= examples/prompts.jsonl
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 export CMAKE_ARGS ?= $(LLAMA_CMAKE_ARGS)
 
-.PHONY: run test test-fast lint bench clean
+.PHONY: run test test-fast lint bench bench-peer clean
 
 $(BIN)/ecobatch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,5 +49,13 @@ bench: $(BIN)/ecobatch
 	$(BIN)/python -m tests.benchmarks.bench_simulate
 	$(BIN)/python -m tests.benchmarks.bench_strategies
 
+# ecobatch against llama.cpp's own llama-server and llama-batched-bench on the same prompts and
+# lengths (issue 13). Apart from `bench`: its first run builds the two llama.cpp binaries, with
+# LLAMA_CMAKE_ARGS, into ~/.cache/ecobatch/llama-bin/<version>/ (about 8 minutes on 2 cores).
+# BENCH_PEER_ARGS passes options, e.g. make bench-peer BENCH_PEER_ARGS="--quick".
+BENCH_PEER_ARGS ?= --json bench-peer.json
+bench-peer: $(BIN)/ecobatch
+	LLAMA_CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m tests.benchmarks.bench_peer $(BENCH_PEER_ARGS)
+
 clean:
-	rm -rf $(VENV) ecobatch.db ecobatch.db-wal ecobatch.db-shm results.jsonl
+	rm -rf $(VENV) ecobatch.db ecobatch.db-wal ecobatch.db-shm results.jsonl bench-peer.json
