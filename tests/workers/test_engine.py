@@ -6,6 +6,7 @@ back as if decoded alone (greedy), with its own share of what the meter read.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -72,10 +73,12 @@ def run_together(engine: ContinuousEngine,
         return [f.result() for f in futures]
 
 
-def test_batches_share_the_slots_and_each_prompt_decodes_as_alone(
+def test_batches_share_the_slots_and_each_prompt_decodes_as_alone_greedy_or_seeded(
         engine: ContinuousEngine, solo: BatchedLlamaBackend) -> None:
     # 11 prompts on 4 slots: slots free in any order, and newcomers take the ids freed
-    batches = [batch("a", [40, 6, 24, 3]), batch("b", [8, 32, 4, 18]), batch("c", [16, 12, 26])]
+    seeded = [dataclasses.replace(r, temperature=0.8, seed=5 + i)
+              for i, r in enumerate(batch("c", [16, 12, 26]))]
+    batches = [batch("a", [40, 6, 24, 3]), batch("b", [8, 32, 4, 18]), seeded]
     results = run_together(engine, batches)
     for requests, res in zip(batches, results, strict=True):
         assert [r.request_id for r in res.output.results] == [r.request_id for r in requests]

@@ -95,6 +95,7 @@ class ContinuousEngine:
         self._waiting: deque[_Ticket] = deque()
         self._active: list[_Ticket] = []
         self._closed = False
+        self._progress_s = time.perf_counter()  # when the thread last woke or finished a step
         self._thread = threading.Thread(target=self._loop, name="ecobatch-engine", daemon=True)
         self._thread.start()
 
@@ -105,13 +106,15 @@ class ContinuousEngine:
         Args:
             requests: the batch's requests.
             time_limit_s: the batch is dropped if it has not finished this long after now.
-            stuck_after_s: how long to wait before deciding the engine itself is stuck (a
-                ``llama_decode`` that never returns); longer than ``time_limit_s``.
+            stuck_after_s: how long the decoding thread may go without finishing a step (one
+                admission and decode) before the engine is taken to be stuck in a
+                ``llama_decode`` that never returns.
 
         Raises:
             InputError: a request cannot run here (nothing of the batch is decoded then).
             BatchTimeLimitError: the batch outlived ``time_limit_s`` and was dropped.
-            EngineStuckError: the decoding thread made no progress for ``stuck_after_s``.
+            EngineStuckError: the decoding thread made no progress for ``stuck_after_s``
+                while this batch waited.
             InferenceError: llama.cpp failed while the batch was decoding.
         """
         origin_s = time.perf_counter()
@@ -124,12 +127,19 @@ class ContinuousEngine:
                     raise InferenceError("the decoding engine is closed")
                 self._waiting.append(ticket)
                 self._cond.notify()
-            if not ticket.done.wait(stuck_after_s):
-                raise EngineStuckError(
-                    f"the decoding engine made no progress for {stuck_after_s:.0f} s")
+            self._wait(ticket, stuck_after_s)
         if ticket.error is not None:
             raise ticket.error
         return self._result(ticket, time.perf_counter() - origin_s)
+
+    def _wait(self, ticket: _Ticket, stuck_after_s: float) -> None:
+        """Wait for ``ticket``, checking that the decoding thread still finishes steps."""
+        while not ticket.done.wait(min(1.0, stuck_after_s)):
+            stalled_s = time.perf_counter() - self._progress_s
+            if stalled_s > stuck_after_s:
+                raise EngineStuckError(
+                    f"the decoding engine finished no step for {stalled_s:.0f} s "
+                    f"(limit {stuck_after_s:.0f} s): a llama_decode call is stuck")
 
     @property
     def metered_j(self) -> float:
@@ -159,10 +169,12 @@ class ContinuousEngine:
                 if self._closed and not (self._waiting or self._decoder.running):
                     return
                 newcomers = self._take_newcomers()
+                self._progress_s = time.perf_counter()
             try:
                 self._advance(newcomers)
             except Exception as e:  # llama.cpp failed: every batch in the decoder shares it
                 self._fail_all(e)
+            self._progress_s = time.perf_counter()
 
     def _take_newcomers(self) -> list[tuple[_Ticket, list[Prepared]]]:
         """Prompts for the free slots, oldest batch first (called holding the lock)."""
