@@ -53,7 +53,8 @@ def _up(url: str) -> bool:
 @pytest.fixture
 def served(redis_url: str, db_url: str, tmp_path: Path) -> Iterator[Served]:
     env = cluster_env(redis_url, db_url, ECOBATCH_API_KEYS=f"{KEY},{OTHER_KEY},{THIRD_KEY}",
-                      ECOBATCH_BATCH_SIZE="2", ECOBATCH_SUBMIT_RATE_PER_MIN=str(RATE_PER_MIN))
+                      ECOBATCH_BATCH_SIZE="2", ECOBATCH_SUBMIT_RATE_PER_MIN=str(RATE_PER_MIN),
+                      ECOBATCH_PLANNER_INTERVAL_S="1")
     port = free_port()
     with QuickStopGroup(env=env, log_dir=tmp_path / "logs") as children:
         children.start("router", ["router"])
