@@ -43,7 +43,7 @@ from workers.backends.llama.native import (
     load_model,
     silence_llama_logs,
 )
-from workers.backends.llama.sampling import free_sampler, make_sampler
+from workers.backends.llama.sampling import SequenceSampler
 from workers.backends.llama.sequence import Sequence
 from workers.backends.llama.streams import compact, copy_sequence, shareable_prefix_len
 
@@ -223,7 +223,7 @@ class BatchedLlamaBackend:
                 field="prompt",
             )
         if request.json_schema is not None:  # refuse a grammar llama.cpp rejects here, alone
-            free_sampler(make_sampler(request, self._vocab.native))
+            SequenceSampler(request, self._vocab.native).free()
         return request, tokens
 
     def _reserve(self, n_requests: int) -> int:
@@ -275,13 +275,13 @@ class BatchedLlamaBackend:
         seqs: list[Sequence] = []
         try:
             for i, (req, toks) in enumerate(prepared):
-                sampler = make_sampler(req, self._vocab.native)
+                sampler = SequenceSampler(req, self._vocab.native)
                 seqs.append(Sequence(request=req, seq_id=i, prompt_tokens=toks, sampler=sampler))
             self._prefill(seqs, t0)
             self._decode_until_done(seqs, t0)
         finally:
             for seq in seqs:
-                free_sampler(seq.sampler)
+                seq.sampler.free()
             llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), False)
         return [seq.result() for seq in seqs]
 
@@ -349,8 +349,7 @@ class BatchedLlamaBackend:
         self._batch.decode(ctx)
         self._decode_calls += 1
         self._batch.clear()
-        sample = llama_cpp.llama_sampler_sample
-        tokens = [sample(seq.sampler, ctx, seq.batch_index) for seq in sampling]
+        tokens = [seq.sampler.sample(ctx, seq.batch_index) for seq in sampling]
         now_s = time.perf_counter() - t0
         memory = None
         for seq, token in zip(sampling, tokens, strict=True):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from workers.backends.base import GenerationRequest, GenerationResult
 from workers.backends.llama.native import Vocab
+from workers.backends.llama.sampling import SequenceSampler
 
 
 @dataclass(eq=False)
@@ -17,7 +17,7 @@ class Sequence:
         request: what was asked.
         seq_id: llama.cpp sequence id (and KV stream) this request decodes under.
         prompt_tokens: the templated prompt, tokenized.
-        sampler: native sampler chain owned by this sequence.
+        sampler: the native samplers owned by this sequence.
         n_past: position the next token fed to the model takes.
         next_token: last sampled token, fed to the model at the next step.
         batch_index: index of this sequence's logits row in the last decoded batch.
@@ -29,7 +29,7 @@ class Sequence:
     request: GenerationRequest
     seq_id: int
     prompt_tokens: list[int]
-    sampler: Any
+    sampler: SequenceSampler
     n_past: int = 0
     next_token: int = -1
     batch_index: int = -1
