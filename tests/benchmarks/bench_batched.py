@@ -10,12 +10,16 @@ set it measures, interleaved round by round so that machine noise hits every con
   quarter greedy, a quarter seeded top-k/top-p/min-p sampling, a quarter with presence and
   frequency penalties, a quarter held to a JSON schema by grammar.
 
+- ``greedy-bN`` (with ``--mixed``): all greedy again, each request capped at the length its
+  mixed twin reached, so that its batches hold as many sequences at every step as the mixed ones.
+
 The greedy runs decode with the same attention kernels, so they produce the same tokens (the
 script checks), and tokens per second compare like with like; ``mixed-bN`` produces other
-tokens, so only its tokens per second compare. ``--mixed`` prints the ratio of mixed to
-all-greedy batches of the same size, over whole batches and over their decode steps alone
-(where the per-sequence samplers cost); ``--skip-sequential`` leaves out ``plain`` and
-``ours-b1`` to time only the batches.
+tokens, and its sequences end at other steps (a JSON answer closes early), so a mixed batch
+runs its last steps with fewer sequences. ``--mixed`` prints the ratio of mixed to all-greedy
+batches of the same size, over whole batches and over their decode steps alone, against
+``ours-bN`` and against the length-matched ``greedy-bN``: the latter is what the per-sequence
+samplers cost. ``--skip-sequential`` leaves out ``plain`` and ``ours-b1``.
 """
 
 from __future__ import annotations
@@ -129,6 +133,14 @@ MIXES: tuple[dict[str, Any], ...] = (
 )
 
 
+def length_matched(backend: BatchedLlamaBackend, requests: list[GenerationRequest],
+                   mixed: list[GenerationRequest], batch: int) -> list[GenerationRequest]:
+    """``requests`` (greedy) each capped at the completion length of its ``mixed`` twin."""
+    lengths = [r.completion_tokens for i in range(0, len(mixed), batch)
+               for r in backend.generate(mixed[i : i + batch]).results]
+    return [dataclasses.replace(r, max_tokens=max(1, n)) for r, n in zip(requests, lengths, strict=True)]
+
+
 def mixed_requests(requests: list[GenerationRequest]) -> list[GenerationRequest]:
     """The same prompts with the sampling of :data:`MIXES` in turn, each seeded by its index."""
     return [dataclasses.replace(r, seed=i, **MIXES[i % len(MIXES)])
@@ -162,11 +174,12 @@ def report(series: list[Series], batch_sizes: list[int]) -> None:
                   f"{name} / plain API = {med[name] / med['plain']:.2f}x")
     decode = {s.name: statistics.median(s.decode_tok_per_s) for s in series}
     for b in batch_sizes:
-        mixed, greedy = f"mixed-b{b}", f"ours-b{b}"
-        if mixed in med:
-            print(f"{mixed} / {greedy} (all greedy) = {med[mixed] / med[greedy]:.2f}x tok/s   "
-                  f"decode-only {decode[mixed] / decode[greedy]:.2f}x")
-    same = all(s.texts == series[0].texts for s in series if not s.name.startswith("mixed"))
+        mixed = f"mixed-b{b}"
+        for greedy, what in ((f"ours-b{b}", "all greedy"), (f"greedy-b{b}", "greedy, same lengths")):
+            if mixed in med:
+                print(f"{mixed} / {greedy} ({what}) = {med[mixed] / med[greedy]:.2f}x tok/s   "
+                      f"decode-only {decode[mixed] / decode[greedy]:.2f}x")
+    same = all(s.texts == series[0].texts for s in series if s.name.startswith(("plain", "ours")))
     print(f"\nidentical greedy outputs across all configurations: {'yes' if same else 'NO'}")
     mixed_texts = [s.texts for s in series if s.name.startswith("mixed")]
     if len(mixed_texts) > 1:  # seeded sampling does not depend on batch composition
@@ -209,6 +222,8 @@ def main() -> None:
         mixed = mixed_requests(requests)
         for b in batch_sizes:
             configs.append((Series(f"mixed-b{b}"), functools.partial(run_ours, backend, mixed, b)))
+            matched = length_matched(backend, requests, mixed, b)
+            configs.append((Series(f"greedy-b{b}"), functools.partial(run_ours, backend, matched, b)))
     run_ours(backend, requests[:2], 2, Series("warm-up"))
     run_plain(llm, prompts[:1], 8, Series("warm-up"))
     for _ in range(args.rounds):
