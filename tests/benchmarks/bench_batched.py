@@ -63,6 +63,8 @@ class Series:
     ttft_s: list[float] = field(default_factory=list)
     decode_tok_per_s: list[float] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
+    grammar_steps: float = 0.0
+    grammar_resamples: float = 0.0
 
     def tok_per_s(self) -> list[float]:
         """Generated tokens per second of each round."""
@@ -108,7 +110,10 @@ def run_ours(
     decode_tokens, decode_s = 0, 0.0
     t0 = time.perf_counter()
     for i in range(0, len(requests), batch):
-        out = backend.generate(requests[i : i + batch]).results
+        output = backend.generate(requests[i : i + batch])
+        out = output.results
+        s.grammar_steps += output.extra.get("grammar_steps", 0.0)
+        s.grammar_resamples += output.extra.get("grammar_resamples", 0.0)
         # After the prefill every sequence decodes in lockstep until the last one finishes.
         decode_tokens += sum(r.completion_tokens - 1 for r in out)
         decode_s += max(r.latency_s for r in out) - max(r.ttft_s for r in out)
@@ -179,6 +184,11 @@ def report(series: list[Series], batch_sizes: list[int]) -> None:
             if mixed in med:
                 print(f"{mixed} / {greedy} ({what}) = {med[mixed] / med[greedy]:.2f}x tok/s   "
                       f"decode-only {decode[mixed] / decode[greedy]:.2f}x")
+    for s in series:
+        if s.grammar_steps:
+            print(f"{s.name}: the grammar refused the chain's token at {s.grammar_resamples:.0f} of "
+                  f"{s.grammar_steps:.0f} grammar-held steps "
+                  f"({100 * s.grammar_resamples / s.grammar_steps:.1f}%; each costs a whole-vocabulary mask)")
     same = all(s.texts == series[0].texts for s in series if s.name.startswith(("plain", "ours")))
     print(f"\nidentical greedy outputs across all configurations: {'yes' if same else 'NO'}")
     mixed_texts = [s.texts for s in series if s.name.startswith("mixed")]

@@ -127,6 +127,7 @@ class BatchedLlamaBackend:
         self._batch = TokenBatch(n_batch)
         self._rss = PeakRssSampler()
         self._decode_calls = 0
+        self._grammar = [0, 0]  # steps under a grammar, and those it refused first
 
     # -- public protocol ------------------------------------------------------------------
 
@@ -153,6 +154,7 @@ class BatchedLlamaBackend:
         t0 = time.perf_counter()
         self._rss.reset()
         self._decode_calls = 0
+        self._grammar = [0, 0]
         prepared = [self._prepare(r) for r in requests]
         sizes = split_sizes(len(prepared), self._reserve(len(prepared))) if prepared else []
         results: list[GenerationResult] = []
@@ -168,6 +170,8 @@ class BatchedLlamaBackend:
             extra={
                 "sub_batches": float(len(sizes)),
                 "llama_decode_calls": float(self._decode_calls),
+                "grammar_steps": float(self._grammar[0]),
+                "grammar_resamples": float(self._grammar[1]),
                 "kv_cache_bytes": float(self.sequence_memory_bytes * max(sizes, default=0)),
             },
         )
@@ -281,6 +285,8 @@ class BatchedLlamaBackend:
             self._decode_until_done(seqs, t0)
         finally:
             for seq in seqs:
+                self._grammar[0] += seq.sampler.grammar_steps
+                self._grammar[1] += seq.sampler.grammar_resamples
                 seq.sampler.free()
             llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), False)
         return [seq.result() for seq in seqs]
