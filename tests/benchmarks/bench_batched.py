@@ -186,9 +186,9 @@ def report(series: list[Series], batch_sizes: list[int]) -> None:
                       f"decode-only {decode[mixed] / decode[greedy]:.2f}x")
     for s in series:
         if s.grammar_steps:
-            print(f"{s.name}: the grammar refused the chain's token at {s.grammar_resamples:.0f} of "
-                  f"{s.grammar_steps:.0f} grammar-held steps "
-                  f"({100 * s.grammar_resamples / s.grammar_steps:.1f}%; each costs a whole-vocabulary mask)")
+            print(f"{s.name}: the grammar refused the chain's first choice at "
+                  f"{s.grammar_resamples:.0f} of {s.grammar_steps:.0f} grammar-held steps "
+                  f"({100 * s.grammar_resamples / s.grammar_steps:.1f}%)")
     same = all(s.texts == series[0].texts for s in series if s.name.startswith(("plain", "ours")))
     print(f"\nidentical greedy outputs across all configurations: {'yes' if same else 'NO'}")
     mixed_texts = [s.texts for s in series if s.name.startswith("mixed")]
