@@ -35,6 +35,19 @@ class InputError(EcobatchError):
         super().__init__(prefix + message)
 
 
+class RateLimitError(InputError):
+    """A client made more submissions this minute than ``ECOBATCH_SUBMIT_RATE_PER_MIN`` allows
+    (HTTP 429 from ``ecobatch serve``; a rejected job for the ``ecobatch.submit`` task).
+
+    Attributes:
+        retry_after_s: seconds until the client's count starts again.
+    """
+
+    def __init__(self, message: str, *, retry_after_s: int):
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
 class UnknownDeviceError(ConfigError):
     """A device name does not appear in the registry."""
 

@@ -26,6 +26,7 @@ refused with its line (a short one, never counted, is refused by the worker).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Protocol
@@ -33,7 +34,7 @@ from typing import Protocol
 import redis
 from redis.exceptions import RedisError
 
-from pipeline.errors import ConfigError, InputError, ServiceError
+from pipeline.errors import ConfigError, InputError, RateLimitError, ServiceError
 from pipeline.fleet.devices import Registry
 from pipeline.intake.lines import LineLimit
 from pipeline.intake.openai_batch import check_models, is_openai_record, served_models
@@ -213,10 +214,11 @@ def take_submit_token(client: redis.Redis, client_id: str, limit_per_min: int,
     process shares the count.
 
     Raises:
-        InputError: the client made ``limit_per_min`` calls in this minute already.
+        RateLimitError: the client made ``limit_per_min`` calls in this minute already.
         ServiceError: Redis failed.
     """
-    window = int((time.time() if now_s is None else now_s) // RATE_WINDOW_S)
+    now_s = time.time() if now_s is None else now_s
+    window = int(now_s // RATE_WINDOW_S)
     key = f"{RATE_KEY_PREFIX}{client_id}:{window}"
     try:
         pipe = client.pipeline(transaction=True)
@@ -226,5 +228,7 @@ def take_submit_token(client: redis.Redis, client_id: str, limit_per_min: int,
     except RedisError as e:
         raise ServiceError(f"cannot count submissions in Redis: {e}") from e
     if int(count) > limit_per_min:
-        raise InputError(f"rate limit: client {client_id!r} made more than {limit_per_min} "
-                         "submissions this minute (ECOBATCH_SUBMIT_RATE_PER_MIN); try later")
+        raise RateLimitError(
+            f"rate limit: client {client_id!r} made more than {limit_per_min} submissions "
+            "this minute (ECOBATCH_SUBMIT_RATE_PER_MIN); try later",
+            retry_after_s=math.ceil((window + 1) * RATE_WINDOW_S - now_s))

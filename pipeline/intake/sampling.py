@@ -123,8 +123,15 @@ def sampling_of(stored: dict[str, Any] | None) -> Sampling:
     return Sampling() if not stored else Sampling.model_validate(stored)
 
 
+# llama-cpp-python's converter lets a JSON string hold raw control characters (a newline),
+# which JSON forbids; llama.cpp's own converter leaves them out, and so does this rule.
+_LOOSE_CHAR_RULE = r'char ::= [^"\\] | '
+_JSON_CHAR_RULE = r'char ::= [^"\\\x7F\x00-\x1F] | '
+
+
 def grammar_of(schema: dict[str, Any]) -> str:
-    """The GBNF grammar llama.cpp's converter builds from a JSON Schema.
+    """The GBNF grammar llama.cpp's converter builds from a JSON Schema, its strings held to
+    what JSON allows (no raw control characters).
 
     Raises:
         ValueError: the converter cannot express the schema (pydantic names the field).
@@ -132,6 +139,7 @@ def grammar_of(schema: dict[str, Any]) -> str:
     from llama_cpp.llama_grammar import json_schema_to_gbnf  # loads libllama: only when needed
 
     try:
-        return str(json_schema_to_gbnf(json.dumps(schema)))
+        gbnf = str(json_schema_to_gbnf(json.dumps(schema)))
     except Exception as e:  # the converter raises bare Exceptions, KeyErrors and the like
         raise ValueError(f"schema cannot be turned into a grammar: {e}") from e
+    return gbnf.replace(_LOOSE_CHAR_RULE, _JSON_CHAR_RULE)

@@ -18,6 +18,7 @@ from pipeline.ledger.models import (
     Batch,
     BatchStatus,
     Job,
+    JobPlan,
     JobStatus,
     Prompt,
     PromptStatus,
@@ -25,7 +26,7 @@ from pipeline.ledger.models import (
     table_of,
 )
 from pipeline.ledger.rows import EXPORT_FIELDS, ExportRow
-from pipeline.ledger.state import cancel_job, set_job_status
+from pipeline.ledger.state import CANCELLED_REASON, cancel_job, set_job_status
 
 OutputFormat = Literal["jsonl", "csv"]
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("jsonl", "csv")
@@ -145,6 +146,22 @@ def job_status(engine: Engine, job_id: str) -> JobStatusView:
         raise ServiceError(f"cannot read job {job_id}: {e}") from e
 
 
+def job_plan(engine: Engine, job_id: str) -> dict[str, Any] | None:
+    """The planner's stored window of a deferred job (a ``JobPlan`` row), or None before the
+    planner's first pass over it, or for a job never deferred.
+
+    Raises:
+        ServiceError: the database cannot be read.
+    """
+    plan = table_of(JobPlan)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(select(plan).where(plan.c.job_id == job_id)).mappings().first()
+    except SQLAlchemyError as e:
+        raise ServiceError(f"cannot read the plan of job {job_id}: {e}") from e
+    return None if row is None else dict(row)
+
+
 def refresh_job_status(engine: Engine, job_id: str) -> JobStatus:
     """Store the derived status of a job (done once every prompt has a result or is dead).
 
@@ -164,9 +181,10 @@ def refresh_job_status(engine: Engine, job_id: str) -> JobStatus:
     return view.status
 
 
-def cancel(engine: Engine, job_id: str) -> JobStatusView:
+def cancel(engine: Engine, job_id: str, reason: str = CANCELLED_REASON) -> JobStatusView:
     """Cancel a job (see :func:`pipeline.ledger.state.cancel_job`); a repeat, or a job that
-    already ended, changes nothing. Return its status after.
+    already ended, changes nothing. Return its status after. ``reason`` is what its requests
+    that never started say in the error file.
 
     Raises:
         NotFoundError: no job with this id.
@@ -176,7 +194,7 @@ def cancel(engine: Engine, job_id: str) -> JobStatusView:
     try:
         with engine.begin() as conn:
             _status_view(conn, job_id)  # NotFoundError before anything is written
-            cancel_job(conn, job_id)
+            cancel_job(conn, job_id, reason)
             return _status_view(conn, job_id)
     except SQLAlchemyError as e:
         raise ServiceError(f"cannot cancel job {job_id}: {e}") from e

@@ -183,11 +183,13 @@ def set_job_status(ex: Executor, job_id: str, status: JobStatus) -> None:
 
 
 CANCELLED_REASON = "cancelled: its job was cancelled before this request started"
+EXPIRED_REASON = ("expired: its batch's completion window passed before this request started "
+                  "(its job was cancelled then)")
 
 
-def cancel_job(ex: Executor, job_id: str) -> bool:
+def cancel_job(ex: Executor, job_id: str, reason: str = CANCELLED_REASON) -> bool:
     """Cancel a job: no more of its prompts start. Its pending prompts are dead-lettered with
-    :data:`CANCELLED_REASON` (the router skips a reference whose prompt is no longer pending),
+    ``reason`` (the router skips a reference whose prompt is no longer pending),
     and so is each batch of its own that no worker has claimed (the worker finds it settled);
     a running batch, or one shared with another job, finishes and keeps its answers.
 
@@ -200,12 +202,12 @@ def cancel_job(ex: Executor, job_id: str) -> bool:
              .values(status=_J.CANCELED)) != 1:
         return False
     ex.execute(update(Prompt).where(col(Prompt.job_id) == job_id, col(Prompt.status) == _P.PENDING)
-               .values(status=_P.DEAD, error=CANCELLED_REASON))
-    _drop_unstarted_batches(ex, job_id)
+               .values(status=_P.DEAD, error=reason))
+    _drop_unstarted_batches(ex, job_id, reason)
     return True
 
 
-def _drop_unstarted_batches(ex: Executor, job_id: str) -> None:
+def _drop_unstarted_batches(ex: Executor, job_id: str, reason: str) -> None:
     """Dead-letter the dispatched batches holding only ``job_id``'s prompts, and those prompts.
 
     The status guard makes it lose cleanly to a worker's claim: a batch claimed first runs.
@@ -217,12 +219,12 @@ def _drop_unstarted_batches(ex: Executor, job_id: str) -> None:
     dropped = list(ex.execute(update(Batch).where(
         col(Batch.id).in_(mine), col(Batch.id).not_in(shared),
         col(Batch.status) == _B.DISPATCHED,
-    ).values(status=_B.DEAD, error=CANCELLED_REASON, finished_at=utc_now())
+    ).values(status=_B.DEAD, error=reason, finished_at=utc_now())
         .returning(col(Batch.id))).scalars())
     if dropped:
         ex.execute(update(Prompt).where(col(Prompt.batch_id).in_(dropped),
                                         col(Prompt.status) == _P.BATCHED)
-                   .values(status=_P.DEAD, error=CANCELLED_REASON))
+                   .values(status=_P.DEAD, error=reason))
 
 
 def _hits(ex: Executor, stmt: Update) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pipeline.ledger.rows import ExportRow
+from pipeline.ledger.state import EXPIRED_REASON
 
 CHAT_URL = "/v1/chat/completions"
 EXTENSION_KEY = "ecobatch"
@@ -102,5 +103,6 @@ def _usage(row: ExportRow) -> dict[str, int]:
 def error_line(row: ExportRow) -> dict[str, Any]:
     """The error-file line of one dead-lettered row, with its reason."""
     reason = row.get("error") or "dead-lettered"
+    code = "batch_expired" if reason == EXPIRED_REASON else "request_failed"  # OpenAI's codes
     return {"id": _line_id(row), "custom_id": row["id"], "response": None,
-            "error": {"code": "request_failed", "message": reason}}
+            "error": {"code": code, "message": reason}}

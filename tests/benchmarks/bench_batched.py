@@ -10,9 +10,16 @@ set it measures, interleaved round by round so that machine noise hits every con
   quarter greedy, a quarter seeded top-k/top-p/min-p sampling, a quarter with presence and
   frequency penalties, a quarter held to a JSON schema by grammar.
 
+- ``greedy-bN`` (with ``--mixed``): all greedy again, each request capped at the length its
+  mixed twin reached, so that its batches hold as many sequences at every step as the mixed ones.
+
 The greedy runs decode with the same attention kernels, so they produce the same tokens (the
 script checks), and tokens per second compare like with like; ``mixed-bN`` produces other
-tokens, so only its tokens per second compare.
+tokens, and its sequences end at other steps (a JSON answer closes early), so a mixed batch
+runs its last steps with fewer sequences. ``--mixed`` prints the ratio of mixed to all-greedy
+batches of the same size, over whole batches and over their decode steps alone, against
+``ours-bN`` and against the length-matched ``greedy-bN``: the latter is what the per-sequence
+samplers cost. ``--skip-sequential`` leaves out ``plain`` and ``ours-b1``.
 """
 
 from __future__ import annotations
@@ -56,6 +63,8 @@ class Series:
     ttft_s: list[float] = field(default_factory=list)
     decode_tok_per_s: list[float] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
+    grammar_steps: float = 0.0
+    grammar_resamples: float = 0.0
 
     def tok_per_s(self) -> list[float]:
         """Generated tokens per second of each round."""
@@ -73,6 +82,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--n-ubatch", type=int, default=512, help="llama.cpp physical batch size")
     p.add_argument("--no-flash-attn", action="store_true", help="use the plain attention path")
     p.add_argument("--mixed", action="store_true", help="also time batches of mixed sampling")
+    p.add_argument("--skip-sequential", action="store_true",
+                   help="leave out the sequential configurations (plain, ours-b1)")
     return p.parse_args()
 
 
@@ -99,7 +110,10 @@ def run_ours(
     decode_tokens, decode_s = 0, 0.0
     t0 = time.perf_counter()
     for i in range(0, len(requests), batch):
-        out = backend.generate(requests[i : i + batch]).results
+        output = backend.generate(requests[i : i + batch])
+        out = output.results
+        s.grammar_steps += output.extra.get("grammar_steps", 0.0)
+        s.grammar_resamples += output.extra.get("grammar_resamples", 0.0)
         # After the prefill every sequence decodes in lockstep until the last one finishes.
         decode_tokens += sum(r.completion_tokens - 1 for r in out)
         decode_s += max(r.latency_s for r in out) - max(r.ttft_s for r in out)
@@ -122,6 +136,14 @@ MIXES: tuple[dict[str, Any], ...] = (
     {"temperature": 0.7, "presence_penalty": 0.5, "frequency_penalty": 0.5},
     {"json_schema": SCHEMA},
 )
+
+
+def length_matched(backend: BatchedLlamaBackend, requests: list[GenerationRequest],
+                   mixed: list[GenerationRequest], batch: int) -> list[GenerationRequest]:
+    """``requests`` (greedy) each capped at the completion length of its ``mixed`` twin."""
+    lengths = [r.completion_tokens for i in range(0, len(mixed), batch)
+               for r in backend.generate(mixed[i : i + batch]).results]
+    return [dataclasses.replace(r, max_tokens=max(1, n)) for r, n in zip(requests, lengths, strict=True)]
 
 
 def mixed_requests(requests: list[GenerationRequest]) -> list[GenerationRequest]:
@@ -152,15 +174,27 @@ def report(series: list[Series], batch_sizes: list[int]) -> None:
     print()
     for b in batch_sizes:
         name = f"ours-b{b}"
-        print(
-            f"{name} / ours-b1 (sequential) = {med[name] / med['ours-b1']:.2f}x   "
-            f"{name} / plain API = {med[name] / med['plain']:.2f}x"
-        )
+        if "plain" in med:
+            print(f"{name} / ours-b1 (sequential) = {med[name] / med['ours-b1']:.2f}x   "
+                  f"{name} / plain API = {med[name] / med['plain']:.2f}x")
+    decode = {s.name: statistics.median(s.decode_tok_per_s) for s in series}
     for b in batch_sizes:
-        if f"mixed-b{b}" in med:
-            print(f"mixed-b{b} / ours-b{b} (all greedy) = {med[f'mixed-b{b}'] / med[f'ours-b{b}']:.2f}x")
-    same = all(s.texts == series[0].texts for s in series if not s.name.startswith("mixed"))
+        mixed = f"mixed-b{b}"
+        for greedy, what in ((f"ours-b{b}", "all greedy"), (f"greedy-b{b}", "greedy, same lengths")):
+            if mixed in med:
+                print(f"{mixed} / {greedy} ({what}) = {med[mixed] / med[greedy]:.2f}x tok/s   "
+                      f"decode-only {decode[mixed] / decode[greedy]:.2f}x")
+    for s in series:
+        if s.grammar_steps:
+            print(f"{s.name}: the grammar refused the chain's first choice at "
+                  f"{s.grammar_resamples:.0f} of {s.grammar_steps:.0f} grammar-held steps "
+                  f"({100 * s.grammar_resamples / s.grammar_steps:.1f}%)")
+    same = all(s.texts == series[0].texts for s in series if s.name.startswith(("plain", "ours")))
     print(f"\nidentical greedy outputs across all configurations: {'yes' if same else 'NO'}")
+    mixed_texts = [s.texts for s in series if s.name.startswith("mixed")]
+    if len(mixed_texts) > 1:  # seeded sampling does not depend on batch composition
+        same_mixed = all(t == mixed_texts[0] for t in mixed_texts)
+        print(f"identical mixed outputs across batch sizes: {'yes' if same_mixed else 'NO'}")
 
 
 def main() -> None:
@@ -188,7 +222,7 @@ def main() -> None:
     prompts = [backend.format_prompt(r) for r in requests]
     print(f"{n_requests} prompts, max_tokens {args.max_tokens}, threads {threads}, "
           f"n_ubatch {args.n_ubatch}, flash_attn {flash_attn}, rounds {args.rounds}")
-    configs: list[tuple[Series, Callable[[Series], None]]] = [
+    configs: list[tuple[Series, Callable[[Series], None]]] = [] if args.skip_sequential else [
         (Series("plain"), lambda s: run_plain(llm, prompts, args.max_tokens, s)),
         (Series("ours-b1"), lambda s: run_ours(backend, requests, 1, s)),
     ]
@@ -198,6 +232,8 @@ def main() -> None:
         mixed = mixed_requests(requests)
         for b in batch_sizes:
             configs.append((Series(f"mixed-b{b}"), functools.partial(run_ours, backend, mixed, b)))
+            matched = length_matched(backend, requests, mixed, b)
+            configs.append((Series(f"greedy-b{b}"), functools.partial(run_ours, backend, matched, b)))
     run_ours(backend, requests[:2], 2, Series("warm-up"))
     run_plain(llm, prompts[:1], 8, Series("warm-up"))
     for _ in range(args.rounds):

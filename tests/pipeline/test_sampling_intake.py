@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from pipeline.errors import InputError
 from pipeline.intake.parse import read_stream, validate_records
-from pipeline.intake.sampling import Sampling
+from pipeline.intake.sampling import Sampling, grammar_of
 from pipeline.intake.submit import submit_records
 from pipeline.ledger.models import Prompt
 from workers.backends.base import sampling_fields
@@ -77,3 +77,8 @@ def test_sampling_is_stored_on_the_prompt(engine: Engine, rclient: redis.Redis) 
     assert rows[0].sampling == {"seed": 5, "stop": ["x", "y"], "response_format": JSON_SCHEMA}
     assert rows[1].sampling is None
     assert sampling_fields(rows[0].sampling, 0.0)["json_schema"] == SCHEMA
+
+
+def test_the_grammar_of_a_string_leaves_out_what_json_forbids_in_strings() -> None:
+    rules = dict(line.split(" ::= ", 1) for line in grammar_of({"type": "string"}).splitlines())
+    assert rules["char"].startswith(r'[^"\\\x7F\x00-\x1F] | ')  # no raw newline, as JSON says

@@ -18,6 +18,7 @@ from sqlmodel import Session, select
 from pipeline.accounting.account import operational_carbon_g
 from pipeline.app.cli.main import main
 from pipeline.app.context import AppContext
+from pipeline.app.serve.extension import batch_extension
 from pipeline.broker.queue import pending_count
 from pipeline.fleet.devices import Device, Registry
 from pipeline.intake.parse import validate_records
@@ -126,6 +127,25 @@ def test_plan_command_shows_the_window(engine: Engine, rclient: redis.Redis,
     assert '"devices": ["cpu"]' in out.output and '"saving_g"' in out.output
     table = CliRunner().invoke(main, ["plan", job_id, "--database-url", db_url])
     assert "gCO2e starting now (grid now)" in table.output
+
+
+def test_the_batch_object_shows_a_deferred_jobs_window_and_saving(
+    engine: Engine, rclient: redis.Redis
+) -> None:
+    job_id, now, planning, _ = _setup(engine, rclient)
+    record = {"id": job_id, "ecobatch_deferred": True}
+    before = batch_extension(engine, record)
+    assert before["deferred"] is True and before["planned_start_at"] is None
+    plan_pass(engine, rclient, planning, now)
+    shown = batch_extension(engine, record)
+    start = now.replace(minute=0, second=0, microsecond=0) + 3 * HOUR
+    assert shown["planned_start_at"] == int(start.timestamp()) and shown["released_at"] is None
+    assert shown["planned_end_at"] > shown["planned_start_at"] and shown["devices"] == ["cpu"]
+    assert shown["carbon_saved_g"] == pytest.approx(shown["carbon_now_g"] - shown["carbon_g"])
+    assert shown["carbon_saved_g"] > 0 and shown["basis"].startswith("estimated")
+    plan_pass(engine, rclient, planning, start)
+    assert batch_extension(engine, record)["released_at"] == int(start.timestamp())
+    assert batch_extension(engine, {"id": job_id}) == {"deferred": False}
 
 
 GB_PUE = 1.2

@@ -85,6 +85,9 @@ def test_a_mixed_batch_holds_schema_requests_to_their_schema_and_leaves_the_rest
         assert answer.finish_reason == "stop", answer.text
         jsonschema.validate(json.loads(answer.text), CITY_SCHEMA)
     assert [by_id[f"p{i}"].text for i in range(len(PLAIN))] == solo
+    held_greedy = [r for r in constrained if r.temperature == 0.0][:3]
+    assert [by_id[r.request_id].text for r in held_greedy] == [
+        texts(backend, [r])[0] for r in held_greedy]  # held by grammar, greedy decodes as alone
 
 
 def test_json_object_gives_an_object(backend: BatchedLlamaBackend) -> None:

@@ -13,7 +13,8 @@ from sqlalchemy import select
 from pipeline.app.cli.common import build_settings, database_url_option, handle_errors, make_console
 from pipeline.app.context import AppContext
 from pipeline.errors import NotFoundError
-from pipeline.ledger.models import Job, JobPlan, JobStatus
+from pipeline.ledger.jobs import job_plan
+from pipeline.ledger.models import Job, JobStatus
 
 
 @click.command("plan")
@@ -57,13 +58,12 @@ def plan(job_id: str, as_json: bool, database_url: str | None) -> None:
 
 
 def _job_and_plan(ctx: AppContext, job_id: str) -> tuple[Any, Any]:
-    job_t, plan_t = Job.__table__, JobPlan.__table__  # type: ignore[attr-defined]
+    job_t = Job.__table__  # type: ignore[attr-defined]
     with ctx.engine.connect() as conn:
         job = conn.execute(select(job_t).where(job_t.c.id == job_id)).mappings().first()
-        row = conn.execute(select(plan_t).where(plan_t.c.job_id == job_id)).mappings().first()
     if job is None:
         raise NotFoundError(f"job {job_id} not found")
-    return job, row
+    return job, job_plan(ctx.engine, job_id)
 
 
 def _table(view: dict[str, Any]) -> Table:

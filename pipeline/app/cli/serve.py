@@ -11,6 +11,8 @@ import click
 from pipeline.app.cli.common import build_settings, database_url_option, handle_errors, redis_url_option
 from pipeline.errors import ConfigError
 
+DEFAULT_SWEEP_INTERVAL_S = 10.0
+
 DEFAULT_MAX_FILE_BYTES = 200 * 1024 * 1024
 DEFAULT_MAX_FILE_LINES = 50_000
 
@@ -30,14 +32,22 @@ DEFAULT_MAX_FILE_LINES = 50_000
 @click.option("--defer/--no-defer", default=False, show_default=True,
               help="Hold each batch for the lowest-carbon window within its completion window "
                    "(a batch's metadata 'ecobatch_defer' overrides it).")
+@click.option("--sweep-interval-s", type=click.FloatRange(0.1), default=DEFAULT_SWEEP_INTERVAL_S,
+              show_default=True,
+              help="Seconds between sweeps over open batches: a batch whose completion window "
+                   "has passed is expired, and an ended one gets its files, unread.")
 @redis_url_option
 @database_url_option
 @handle_errors
 def serve(host: str, port: int, files_dir: Path, max_file_bytes: int, max_file_lines: int,
-          defer: bool, redis_url: str | None, database_url: str | None) -> None:
+          defer: bool, sweep_interval_s: float, redis_url: str | None,
+          database_url: str | None) -> None:
     """Serve OpenAI's /v1/files and /v1/batches so the openai SDK works unchanged.
 
-    API keys come from ECOBATCH_API_KEYS (comma-separated; kept only as hashes). Without
+    API keys come from ECOBATCH_API_KEYS (comma-separated; kept only as hashes). Each key is
+    a client of the submit rate limit (ECOBATCH_SUBMIT_RATE_PER_MIN batches a minute; past it,
+    HTTP 429). A deferred batch's object shows its planned window and the CO2e deferral saves
+    (estimated) under the key 'ecobatch'. Without
     ECOBATCH_REDIS_URL it starts its own Redis, router and workers as `run` does; with it, it
     joins that cluster. A batch is an ecobatch job: `ecobatch status BATCH_ID` shows it.
     """
@@ -57,6 +67,7 @@ def serve(host: str, port: int, files_dir: Path, max_file_bytes: int, max_file_l
     with contextlib.ExitStack() as stack:
         settings = local_cluster(settings, stack, spawn=not settings.redis_url)
         svc = BatchService(AppContext(settings), Store(files_dir.resolve()), defer)
-        app = create_app(svc, KeyRing(keys), FileLimits(max_file_bytes, max_file_lines))
+        app = create_app(svc, KeyRing(keys), FileLimits(max_file_bytes, max_file_lines),
+                         sweep_interval_s)
         click.echo(f"ecobatch serve on http://{host}:{port}/v1", err=True)
         uvicorn.run(app, host=host, port=port, log_level="warning")

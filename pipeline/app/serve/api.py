@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -13,22 +14,27 @@ from starlette.datastructures import UploadFile
 from pipeline.app.serve.auth import AuthError, KeyRing
 from pipeline.app.serve.batches import BatchService, batch_object, cancel_batch, create_batch, list_batches
 from pipeline.app.serve.store import FileLimits, UploadTooLarge
-from pipeline.errors import EcobatchError, InputError, NotFoundError
+from pipeline.app.serve.sweeper import Sweeper
+from pipeline.errors import EcobatchError, InputError, NotFoundError, RateLimitError
 
 Auth = Annotated[str | None, Header()]
 _STATUS = [(AuthError, 401, "authentication_error"), (NotFoundError, 404, "invalid_request_error"),
-           (UploadTooLarge, 413, "invalid_request_error"),
+           (UploadTooLarge, 413, "invalid_request_error"), (RateLimitError, 429, "requests"),
            (InputError, 400, "invalid_request_error")]
+_CODES = {401: "invalid_api_key", 404: "not_found", 413: "file_too_large",
+          429: "rate_limit_exceeded"}
 
 
 def error_response(e: EcobatchError) -> JSONResponse:
-    """OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``."""
+    """OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``; a rate limit
+    also says in ``Retry-After`` when the key may submit again (the SDK waits that long)."""
     status, kind = next(((s, k) for cls, s, k in _STATUS if isinstance(e, cls)),
                         (500, "server_error"))
     param = getattr(e, "field", None)
-    code = {401: "invalid_api_key", 404: "not_found", 413: "file_too_large"}.get(status)
+    headers = ({"Retry-After": str(e.retry_after_s)} if isinstance(e, RateLimitError) else None)
     return JSONResponse({"error": {"message": str(e), "type": kind, "param": param,
-                                   "code": code}}, status_code=status)
+                                   "code": _CODES.get(status)}}, status_code=status,
+                        headers=headers)
 
 
 def _ecobatch_error(_request: Request, e: Exception) -> JSONResponse:
@@ -43,9 +49,21 @@ def _invalid(_request: Request, e: Exception) -> JSONResponse:
     return error_response(InputError(str(first.get("msg", "invalid request")), field=param))
 
 
-def create_app(svc: BatchService, keys: KeyRing, limits: FileLimits) -> FastAPI:
-    """The app over one batch service, key ring and upload limits."""
-    app = FastAPI(title="ecobatch", docs_url=None, redoc_url=None)
+def create_app(svc: BatchService, keys: KeyRing, limits: FileLimits,
+               sweep_interval_s: float) -> FastAPI:
+    """The app over one batch service, key ring and upload limits; while it runs, the expiry
+    sweeper settles open batches every ``sweep_interval_s``."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        sweeper = Sweeper(svc, sweep_interval_s)
+        sweeper.start()
+        try:
+            yield
+        finally:
+            sweeper.stop()
+
+    app = FastAPI(title="ecobatch", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.add_exception_handler(EcobatchError, _ecobatch_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.get("/healthz")(_healthz)

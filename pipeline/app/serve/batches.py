@@ -6,21 +6,25 @@ files are written once (``write_openai_paths``) and their ids kept in the batch 
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline.app.serve.extension import batch_extension
 from pipeline.app.serve.store import Store
 from pipeline.errors import InputError, NotFoundError
 from pipeline.fleet.modelfile import resolve_model_path
-from pipeline.intake.limits import line_limit
+from pipeline.intake.limits import line_limit, take_submit_token
 from pipeline.intake.parse import read_stream
 from pipeline.intake.submit import JobOptions, SubmitContext, check_job, submit_checked
 from pipeline.ledger.jobs import JobStatusView, cancel, iter_results, job_status
 from pipeline.ledger.models import JobStatus
-from pipeline.report.openai_files import write_openai_paths
+from pipeline.ledger.state import EXPIRED_REASON
+from pipeline.report.openai_files import EXTENSION_KEY, write_openai_paths
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
 WINDOW_UNITS_S = {"s": 1, "m": 60, "h": 3600}
@@ -29,26 +33,40 @@ MAX_WINDOW_S = 7 * 24 * 3600
 
 @dataclass
 class BatchService:
-    """What the batch endpoints need: the submission context, the store, the deferral default."""
+    """What the batch endpoints need: the submission context, the store, the deferral default.
+
+    ``lock`` serialises the changes to batch records in this process (expiry, cancel,
+    finalising), which the request handlers and the expiry sweeper both make.
+    """
 
     ctx: SubmitContext
     store: Store
     defer: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def api_client(owner: str) -> str:
+    """The client an API key is for the submit rate limit (its owner folder name, a hash)."""
+    return f"api-key:{owner}"
 
 
 def create_batch(svc: BatchService, owner: str, body: dict[str, Any]) -> dict[str, Any]:
     """Validate the request, then submit its file as a job; a bad file gives a failed batch.
 
     Raises:
+        RateLimitError: this key created more batches this minute than the submit rate limit
+            (``ECOBATCH_SUBMIT_RATE_PER_MIN``) allows (HTTP 429).
         InputError: a bad endpoint or window (HTTP 400).
         NotFoundError: the input file is not this key's.
     """
+    take_submit_token(svc.ctx.redis, api_client(owner), svc.ctx.settings.submit_rate_per_min)
     endpoint, window, window_s = _checked_request(body)
     svc.store.file(owner, str(body.get("input_file_id", "")))
     now = int(time.time())
     record = {"id": "", "input_file_id": body["input_file_id"], "endpoint": endpoint,
               "completion_window": window, "metadata": body.get("metadata") or None,
-              "created_at": now, "expires_at": now + window_s}
+              "created_at": now, "expires_at": now + window_s,
+              "ecobatch_deferred": _deferred(svc, body.get("metadata") or {})}
     try:
         record["id"] = _submit(svc, owner, record)
     except InputError as e:
@@ -87,7 +105,7 @@ def _submit(svc: BatchService, owner: str, record: dict[str, Any]) -> str:
         records = read_stream(fh, "openai", line_limit(settings, svc.ctx.tokenizer))
     _check_urls(records, record["endpoint"])
     deadline = datetime.fromtimestamp(record["expires_at"], UTC)
-    options = JobOptions(deadline=deadline, deferred=_deferred(svc, record))
+    options = JobOptions(deadline=deadline, deferred=record["ecobatch_deferred"])
     job = check_job(records, settings, svc.ctx.tokenizer, source=f"api:{record['input_file_id']}",
                     options=options)
     return submit_checked(svc.ctx.engine, svc.ctx.redis, job).job_id
@@ -101,8 +119,8 @@ def _check_urls(records: list[Any], endpoint: str) -> None:
                              line=i, field="url")
 
 
-def _deferred(svc: BatchService, record: dict[str, Any]) -> bool:
-    flag = (record.get("metadata") or {}).get("ecobatch_defer")
+def _deferred(svc: BatchService, metadata: dict[str, Any]) -> bool:
+    flag = metadata.get("ecobatch_defer") if isinstance(metadata, dict) else None
     return svc.defer if flag is None else str(flag).lower() in ("1", "true", "yes")
 
 
@@ -111,17 +129,35 @@ def _line_error(e: InputError) -> dict[str, Any]:
 
 
 def batch_object(svc: BatchService, owner: str, record: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI's batch object of a record, its status read from the job (finalised once)."""
-    base = _base_object(record)
+    """OpenAI's batch object of a record, its status read from the job; a batch whose window
+    has passed is expired, and one that has ended is finalised (once) on the way."""
     if "failed_at" in record:
-        return {**base, "status": "failed"}
+        return {**_base_object(record), "status": "failed"}
     view = job_status(svc.ctx.engine, record["id"])
-    view = _expire_if_late(svc, owner, record, view)
-    status = _status(record, view)
-    if status in ("completed", "cancelled", "expired") and "output_file_id" not in record:
+    if _late(record, view) or (view.finished and "finalizing_at" not in record):
+        with svc.lock:
+            record, view = _settle(svc, owner, record["id"])
+    return {**_base_object(record), "status": _status(record, view),
+            "request_counts": _counts(view), "in_progress_at": record["created_at"],
+            EXTENSION_KEY: batch_extension(svc.ctx.engine, record)}
+
+
+def _late(record: dict[str, Any], view: JobStatusView) -> bool:
+    return not view.finished and "expired_at" not in record and time.time() >= record["expires_at"]
+
+
+def _settle(svc: BatchService, owner: str, batch_id: str) -> tuple[dict[str, Any], JobStatusView]:
+    """Expire the batch if it is late, finalise it if it has ended; under ``svc.lock``, on the
+    record as it is now (another thread may have settled it meanwhile)."""
+    record = svc.store.batch(owner, batch_id)
+    view = job_status(svc.ctx.engine, batch_id)
+    if _late(record, view):
+        record["expired_at"] = int(time.time())
+        svc.store.save_batch(owner, record)
+        view = cancel(svc.ctx.engine, batch_id, EXPIRED_REASON)
+    if view.finished and "finalizing_at" not in record:
         _finalise(svc, owner, record)
-    return {**_base_object(record), "status": status, "request_counts": _counts(view),
-            "in_progress_at": record["created_at"]}
+    return record, view
 
 
 def _base_object(record: dict[str, Any]) -> dict[str, Any]:
@@ -144,22 +180,14 @@ def _status(record: dict[str, Any], view: JobStatusView) -> str:
     return "completed" if view.finished else "in_progress"
 
 
-def _expire_if_late(svc: BatchService, owner: str, record: dict[str, Any],
-                    view: JobStatusView) -> JobStatusView:
-    if view.finished or "expired_at" in record or time.time() < record["expires_at"]:
-        return view
-    record["expired_at"] = int(time.time())
-    svc.store.save_batch(owner, record)
-    return cancel(svc.ctx.engine, record["id"])
-
-
 def cancel_batch(svc: BatchService, owner: str, batch_id: str) -> dict[str, Any]:
     """Cancel a batch's job (idempotent); return the batch object."""
-    record = svc.store.batch(owner, batch_id)
-    if "failed_at" not in record:
-        cancel(svc.ctx.engine, batch_id)
-        record.setdefault("cancelling_at", int(time.time()))
-        svc.store.save_batch(owner, record)
+    with svc.lock:
+        record = svc.store.batch(owner, batch_id)
+        if "failed_at" not in record:
+            cancel(svc.ctx.engine, batch_id)
+            record.setdefault("cancelling_at", int(time.time()))
+            svc.store.save_batch(owner, record)
     return batch_object(svc, owner, record)
 
 
@@ -170,7 +198,13 @@ def _finalise(svc: BatchService, owner: str, record: dict[str, Any]) -> None:
     err_path = svc.store.content_path(owner, err_id)
     model = resolve_model_path(svc.ctx.settings.model).stem
     rows = iter_results(svc.ctx.engine, record["id"])
-    n_out, n_err = write_openai_paths(rows, out_path, err_path, model)
+    # written aside, then moved in place: a serve on another host finalising the same batch
+    # at once writes the same answers, and a reader never sees a half-written file
+    out_tmp, err_tmp = (p.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+                        for p in (out_path, err_path))
+    n_out, n_err = write_openai_paths(rows, out_tmp, err_tmp, model)
+    out_tmp.replace(out_path)
+    err_tmp.replace(err_path)
     record["output_file_id"] = _add(svc, owner, out_id, "batch_output", n_out)
     record["error_file_id"] = _add(svc, owner, err_id, "batch_output", n_err)
     record["finalizing_at"] = now

@@ -87,6 +87,12 @@ class Store:
         return _read_json(self._dir(owner, "batches") / f"{_safe(batch_id)}.json", "batch",
                           batch_id)
 
+    def owners(self) -> list[str]:
+        """Every key that has stored anything (its owner folder name)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+
     def batches(self, owner: str) -> list[dict[str, Any]]:
         """Every batch record of a key, newest first."""
         records = [json.loads(p.read_text()) for p in self._dir(owner, "batches").glob("*.json")]

@@ -44,7 +44,7 @@ from workers.backends.llama.native import (
     load_model,
     silence_llama_logs,
 )
-from workers.backends.llama.sampling import free_sampler, make_sampler
+from workers.backends.llama.sampling import SequenceSampler
 from workers.backends.llama.sequence import Sequence
 
 
@@ -162,6 +162,8 @@ class BatchedLlamaBackend:
             extra={
                 "slots": float(decoder.n_slots if decoder else 0),
                 "llama_decode_calls": float(decoder.decode_calls if decoder else 0),
+                "grammar_steps": float(decoder.grammar_steps if decoder else 0),
+                "grammar_resamples": float(decoder.grammar_resamples if decoder else 0),
                 "kv_cache_bytes": float(self.sequence_memory_bytes * self._ctx_seqs),
             },
         )
@@ -235,7 +237,7 @@ class BatchedLlamaBackend:
                 field="prompt",
             )
         if request.json_schema is not None:  # refuse a grammar llama.cpp rejects here, alone
-            free_sampler(make_sampler(request, self._vocab.native))
+            SequenceSampler(request, self._vocab.native).free()
         return request, tokens
 
     def _reserve(self, n_requests: int) -> int:

@@ -22,7 +22,7 @@ import llama_cpp
 
 from workers.backends.base import GenerationRequest
 from workers.backends.llama.native import TokenBatch, Vocab
-from workers.backends.llama.sampling import free_sampler, make_sampler
+from workers.backends.llama.sampling import SequenceSampler
 from workers.backends.llama.sequence import Sequence
 from workers.backends.llama.streams import compact, copy_sequence, shareable_prefix_len
 
@@ -39,6 +39,8 @@ class SlotDecoder:
         n_slots: most sequences decoding at once (the context holds that many KV streams).
         running: the sequences decoding now, by sequence id.
         decode_calls: ``llama_decode`` calls made so far.
+        grammar_steps: tokens chosen under a JSON grammar by sequences that have left.
+        grammar_resamples: of those, how many the grammar refused first.
     """
 
     def __init__(self, ctx: Any, batch: TokenBatch, vocab: Vocab, n_slots: int, *,
@@ -55,6 +57,7 @@ class SlotDecoder:
         self.n_slots = n_slots
         self.running: list[Sequence] = []
         self.decode_calls = 0
+        self.grammar_steps = self.grammar_resamples = 0
         self._ctx, self._batch, self._vocab = ctx, batch, vocab
         self._compacting = compacting
         self._on_step = on_step or (lambda: None)
@@ -80,7 +83,7 @@ class SlotDecoder:
         taken = {seq.seq_id for seq in self.running}
         free_ids = [i for i in range(self.n_slots) if i not in taken]  # after compact: n, n+1...
         seqs = [Sequence(request=req, seq_id=seq_id, prompt_tokens=toks,
-                         sampler=make_sampler(req, self._vocab.native), origin_s=origin_s)
+                         sampler=SequenceSampler(req, self._vocab.native), origin_s=origin_s)
                 for seq_id, (req, toks) in zip(free_ids, prepared, strict=False)]
         self.running.extend(seqs)
         for seq in seqs:
@@ -114,8 +117,7 @@ class SlotDecoder:
     def clear(self) -> None:
         """Drop every sequence and empty the context (after a failed ``llama_decode``)."""
         for seq in self.running:
-            free_sampler(seq.sampler)
-            seq.sampler = None
+            self._free(seq)
         self.running = []
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), False)
 
@@ -171,8 +173,7 @@ class SlotDecoder:
         """Decode the batch, sample one token for each of ``sampling``, mark finished ones."""
         ctx = self._ctx
         self._decode()
-        sample = llama_cpp.llama_sampler_sample
-        tokens = [sample(seq.sampler, ctx, seq.batch_index) for seq in sampling]
+        tokens = [seq.sampler.sample(ctx, seq.batch_index) for seq in sampling]
         now_s = time.perf_counter()
         for seq, token in zip(sampling, tokens, strict=True):
             seq.accept(token, self._vocab, now_s)
@@ -185,9 +186,13 @@ class SlotDecoder:
         memory = llama_cpp.llama_get_memory(self._ctx)
         for seq in done:
             llama_cpp.llama_memory_seq_rm(memory, seq.seq_id, -1, -1)
-            free_sampler(seq.sampler)
-            seq.sampler = None
+            self._free(seq)
         self.running = [seq for seq in self.running if not seq.done]
         if self._compacting:
             compact(memory, self.running)
         return done
+
+    def _free(self, seq: Sequence) -> None:
+        self.grammar_steps += seq.sampler.grammar_steps
+        self.grammar_resamples += seq.sampler.grammar_resamples
+        seq.sampler.free()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from workers.backends.base import GenerationRequest, GenerationResult
 from workers.backends.llama.native import Vocab
+from workers.backends.llama.sampling import SequenceSampler
 
 
 @dataclass(eq=False)
@@ -17,7 +17,7 @@ class Sequence:
         request: what was asked.
         seq_id: llama.cpp sequence id (and KV stream) this request decodes under.
         prompt_tokens: the templated prompt, tokenized.
-        sampler: native sampler chain owned by this sequence (None once freed).
+        sampler: the native samplers owned by this sequence (freed when it leaves).
         origin_s: ``time.perf_counter()`` this sequence's timings count from (its batch's start).
         n_past: position the next token fed to the model takes.
         next_token: last sampled token, fed to the model at the next step.
@@ -33,7 +33,7 @@ class Sequence:
     request: GenerationRequest
     seq_id: int
     prompt_tokens: list[int]
-    sampler: Any
+    sampler: SequenceSampler
     origin_s: float = 0.0
     n_past: int = 0
     next_token: int = -1
