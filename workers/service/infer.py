@@ -55,8 +55,8 @@ log = logging.getLogger(__name__)
 class WorkerState:
     """What a worker process keeps from one batch to the next (held by its context)."""
 
-    backends: dict[str, InferenceBackend] = field(default_factory=dict)
-    """Loaded models by device name."""
+    backends: dict[tuple[str, str], InferenceBackend] = field(default_factory=dict)
+    """Loaded models by device name and served model name."""
     meters: dict[str, EnergyMeter] = field(default_factory=dict)
     """Energy meters by device name."""
     metrics: Metrics = field(default_factory=Metrics)
@@ -103,10 +103,24 @@ def _per_device(kept: dict[str, T], device: Device, build: Callable[[], T]) -> T
     return kept[device.name]
 
 
-def backend_for(ctx: WorkerContext, device: Device) -> InferenceBackend:
-    """The device's backend, loading the model on first use in this process."""
-    return _per_device(ctx.worker_state.backends, device,
-                       lambda: build_backend(device, ctx.settings))
+def backend_for(ctx: WorkerContext, device: Device, model: str | None = None) -> InferenceBackend:
+    """The backend of ``device`` running its served model ``model`` (None: its first), loading
+    the model on first use in this process.
+
+    The backend is built for a copy of the device whose one ``model`` is that model's file,
+    so backends (plugins included) see a device with one model, as before several existed.
+
+    Raises:
+        ConfigError: the device does not serve ``model``, or its file cannot be found.
+    """
+    served = device.served_model(model, ctx.settings.model)
+    key = (device.name, served.name)
+    kept = ctx.worker_state.backends
+    if key not in kept:
+        path = served.resolve(device.model or ctx.settings.model)
+        running = device.model_copy(update={"model": path, "models": None})
+        kept[key] = build_backend(running, ctx.settings)
+    return kept[key]
 
 
 def meter_for(ctx: WorkerContext, device: Device) -> EnergyMeter:
@@ -146,7 +160,7 @@ def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:
         raise RetryableError(claimed.batch.error or "the previous attempt was lost",
                              attempts=claimed.batch.attempts)
     device = ctx.registry.get(claimed.batch.device)
-    backend = backend_for(ctx, device)
+    backend = backend_for(ctx, device, claimed.batch.model)
     prompts, requests = _screen(ctx, backend, claimed.prompts)
     if not prompts:
         complete_batch(ctx.engine, batch_id, None, [])

@@ -23,7 +23,6 @@ from pipeline.app.run import RunOptions, run_job
 from pipeline.app.tracing import trace_pool_processes, traced
 from pipeline.broker.queue import connect
 from pipeline.fleet.devices import Device
-from pipeline.fleet.modelfile import resolve_model_path
 from pipeline.grid.data import checked_registry
 from pipeline.intake.limits import check_batch_size
 from pipeline.ledger.db import refuse_outdated_ledger
@@ -112,7 +111,8 @@ def worker(device_name: str, loglevel: str, own_metrics_port: int | None,
 
         # Before anything in this process (or the pool it forks) initialises CUDA.
         pin_process(device)
-    verify_model(resolve_model_path(device.model or settings.model))  # fail before Celery starts
+    for served in device.served_models(settings.model):  # fail before Celery starts
+        verify_model(served.resolve(device.model or settings.model))
     connect(settings.require_redis_url()).close()  # so does a wrong host, password or CA
     refuse_outdated_ledger(settings.database_url)  # and an outdated ledger
     port = worker_port(settings, registry, device) if own_metrics_port is None else own_metrics_port
@@ -124,7 +124,8 @@ def worker(device_name: str, loglevel: str, own_metrics_port: int | None,
                                            app.ctx.worker_id, settings.task_time_limit_s))
 
     def preload(**_: object) -> None:
-        backend_for(app.ctx, device)
+        for served in device.served_models(settings.model):
+            backend_for(app.ctx, device, served.name)
 
     worker_process_init.connect(preload, weak=False)
     app.worker_main([*quiet, *_celery_argv(device, loglevel)])
