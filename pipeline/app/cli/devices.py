@@ -263,9 +263,9 @@ def grid_table(registry: Registry, grid: GridConditions, at: datetime) -> Table:
 @handle_errors
 def devices(devices: Path | None, database_url: str | None) -> None:
     """List the devices: kind, grid (zone, or fixed gCO2e/kWh), energy meter, memory, TDP and
-    benchmark profile; the models each serves with their quality score (0-100) and its
-    source; then each device's grid intensity (gCO2e/kWh), price (USD/kWh) and
-    temperature (C) now, as the router reads them ('-' where missing).
+    benchmark profile; then each device's grid intensity (gCO2e/kWh), price (USD/kWh) and
+    temperature (C) now, as the router reads them ('-' where missing); then the models each
+    serves with their quality score (0-100) and its source.
 
     The registry is checked against the grid data (ECOBATCH_GRID_DIR adds zones). The last
     column is the benchmarked batch size (prompts) with the least energy per token whose batch
@@ -277,6 +277,6 @@ def devices(devices: Path | None, database_url: str | None) -> None:
     console = make_console()
     console.print(devices_table(engine, registry, ctx.settings.latency_target_s,
                                 detected=ctx.settings.devices is None))
-    console.print(models_table(registry, ctx.settings.model))
     # With ECOBATCH_GRID_AT every process reads the grid as at that hour: so does this table.
     console.print(grid_table(registry, ctx.grid, ctx.settings.grid_at or datetime.now(UTC)))
+    console.print(models_table(registry, ctx.settings.model))
