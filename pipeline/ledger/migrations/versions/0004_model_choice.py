@@ -32,11 +32,20 @@ def _new_columns() -> dict[str, list[sa.Column]]:
     }
 
 
+def _columns_of(table: str) -> set[str]:
+    return {c["name"] for c in sa.inspect(op.get_bind()).get_columns(table)}
+
+
 def upgrade() -> None:
-    """Add the three nullable columns."""
+    """Add the three nullable columns where missing (as 0002 does: a ledger taken as 0001
+    because it has no revision may already hold columns of later releases)."""
     for table, columns in _new_columns().items():
+        have = _columns_of(table)
+        missing = [c for c in columns if c.name not in have]
+        if not missing:
+            continue
         with op.batch_alter_table(table) as batch:
-            for column in columns:
+            for column in missing:
                 batch.add_column(column)
 
 
