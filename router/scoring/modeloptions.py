@@ -20,6 +20,7 @@ from router.scoring.options import (
     DeviceOption,
     GridNow,
     ModelMemoryNeed,
+    candidate_devices,
     excluded_why,
     option_for,
     unpriced,
@@ -66,11 +67,7 @@ def model_options_for(
         allowed: restrict to these device names (a deferred job's plan); None allows all.
     """
     options = []
-    for device in registry.devices:
-        if shape.batch_size > device.max_batch_size:
-            continue
-        if allowed is not None and device.name not in allowed:
-            continue
+    for device in candidate_devices(registry, shape, allowed):
         served = device.served_models(choice.default_model)
         for model in (m for m in served if choice.demand.admits(m)):
             key = f"{device.name}/{model.name}" if len(served) > 1 else ""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -176,11 +176,7 @@ def options_for(
         allowed: restrict to these device names (a deferred job's plan); None allows all.
     """
     options = []
-    for device in registry.devices:
-        if shape.batch_size > device.max_batch_size:
-            continue
-        if allowed is not None and device.name not in allowed:
-            continue
+    for device in candidate_devices(registry, shape, allowed):
         pred, backlog = predictor.predict(device, shape), backlog_s.get(device.name, 0.0)
         cond = grid.conditions.get(device.name)
         if cond is None:
@@ -190,6 +186,16 @@ def options_for(
         options.append(option_for(device, pred, cond, backlog, memory_bytes=need,
                                   excluded=excluded_why(device, need, alive)))
     return options
+
+
+def candidate_devices(registry: Registry, shape: BatchShape,
+                      allowed: Collection[str] | None) -> Iterator[Device]:
+    """Devices, in registry order, whose ``max_batch_size`` admits ``shape`` and whose name is
+    ``allowed`` (None allows all)."""
+    for device in registry.devices:
+        if shape.batch_size <= device.max_batch_size and (allowed is None
+                                                           or device.name in allowed):
+            yield device
 
 
 def excluded_why(device: Device, need: int | None, alive: Collection[str] | None) -> str | None:
