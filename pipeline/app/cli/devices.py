@@ -26,6 +26,7 @@ from pipeline.app.context import AppContext
 from pipeline.errors import ConfigError, EcobatchError
 from pipeline.fleet.devices import Device, Registry, load_registry
 from pipeline.fleet.modelfile import resolve_model_path
+from pipeline.fleet.servedmodels import BUNDLED_MODELS
 from pipeline.grid.trace import GridConditions, device_conditions
 from pipeline.ledger.db import make_engine
 from pipeline.settings import Settings
@@ -96,14 +97,14 @@ def _bench_device(settings: Settings, device_name: str | None, model: Path | Non
     """The device to bench, with the one model file it will load: ``--model`` (a GGUF file,
     or the name of one of the device's served models), else the device's first model."""
     device = pick_device(load_registry(settings.devices), device_name)
-    served = {m.name: m for m in device.served_models(settings.model)}
+    served = {**BUNDLED_MODELS, **{m.name: m for m in device.served_models(settings.model)}}
     if model is not None and not model.is_file() and str(model) in served:
         path = served[str(model)].resolve(device.model or settings.model)
     elif model is not None:
         # An explicit --model wins over the registry, unlike ECOBATCH_MODEL.
         path = resolve_model_path(model)
     else:
-        path = next(iter(served.values())).resolve(device.model or settings.model)
+        path = device.served_models(settings.model)[0].resolve(device.model or settings.model)
     return device.model_copy(update={"model": path, "models": None})
 
 
@@ -160,7 +161,7 @@ def profile_table(title: str, rows: Sequence[ProfileRow]) -> Table:
 @database_url_option
 @devices_option
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
-              help="GGUF model file, or the name of one of the device's served models; "
+              help="GGUF model file, or the name of a served or bundled model (gemma3-270m); "
               "overrides the device's model [default: the registry's first, else "
               "ECOBATCH_MODEL, else SmolLM2-135M]. Profiles are stored per model file.")
 @handle_errors
