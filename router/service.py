@@ -36,8 +36,8 @@ from router.deferral.release import Planning, plan_pass
 from router.live.liveness import move_from_dead
 from router.live.memory import memory_need
 from router.live.route import PublishMany, RouteEnv, route_once
+from router.predict.permodel import load_model_predictors
 from router.predict.predictor import Predictor
-from router.predict.profiled import load_predictor
 from router.recovery.lostwork import LostWorkerWatch, take_back_lost
 from router.recovery.recovery import recover_if_reset
 from router.recovery.requeue import republish_stale
@@ -124,7 +124,8 @@ def cached_predictor(ctx: RouterContext) -> Predictor:
     """The context's predictor, refitted from SQL when older than ``PREDICTOR_REFRESH_S``."""
     state = ctx.router_state
     if state.predictor is None or time.monotonic() - state.predictor_fitted_at > PREDICTOR_REFRESH_S:
-        state.predictor = load_predictor(ctx.engine, ctx.registry)
+        state.predictor = load_model_predictors(ctx.engine, ctx.registry,
+                                                ctx.router_config.model)
         state.predictor_fitted_at = time.monotonic()
     return state.predictor
 

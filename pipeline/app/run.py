@@ -158,7 +158,8 @@ def _child_env(settings: Settings) -> dict[str, str]:
 
 def _check_models(registry: Registry, settings: Settings) -> None:
     for device in registry.devices:  # a missing model fails here, not in a child's log
-        verify_model(resolve_model_path(device.model or settings.model))
+        for served in device.served_models(settings.model):
+            verify_model(served.resolve(device.model or settings.model))
 
 
 def _start_children(children: ChildGroup, registry: Registry) -> None:

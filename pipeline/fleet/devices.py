@@ -17,6 +17,8 @@ A registry file holds one ``[[device]]`` table per device::
     embodied_kgco2e = 150.0
     lifetime_years = 5.0
     model = "/models/x.gguf"  # optional, overrides ECOBATCH_MODEL
+    # or several models: bundled names and/or [[device.models]] tables with a quality score
+    # models = ["smollm2-135m-instruct", "gemma3-270m"]  (see pipeline/fleet/servedmodels.py)
     n_gpu_layers = -1
     max_batch_size = 16
     nominal_tokens_per_s = 400.0   # used until a benchmark profile exists
@@ -44,6 +46,12 @@ from pydantic import (
 )
 
 from pipeline.errors import ConfigError, UnknownDeviceError
+from pipeline.fleet.servedmodels import (
+    BUNDLED_MODELS,
+    ServedModel,
+    bundled_model,
+    single_model,
+)
 
 DeviceKind = Literal["nvidia", "jetson", "cpu"]
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -73,6 +81,7 @@ class Device(BaseModel):
     embodied_kgco2e: float = Field(default=100.0, ge=0)
     lifetime_years: PositiveFloat = 5.0
     model: Path | None = None
+    models: tuple[ServedModel, ...] | None = None  # several models; bundled ones by name
     n_gpu_layers: int = 0
     max_batch_size: PositiveInt = 16
     nominal_tokens_per_s: PositiveFloat = 50.0
@@ -92,6 +101,49 @@ class Device(BaseModel):
         if not _NAME_RE.match(v):
             raise ValueError("must be 1-64 letters, digits, '_', '.' or '-'")
         return v
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _bundled_by_name(cls, v: object) -> object:
+        if not isinstance(v, list):
+            return v
+        try:
+            return [_served_entry(m) for m in v]
+        except ConfigError as e:
+            raise ValueError(str(e)) from e
+
+    @model_validator(mode="after")
+    def _models_distinct(self) -> Device:
+        if self.models is None:
+            return self
+        if self.model is not None:
+            raise ValueError("give model (one file) or models (several), not both")
+        names = [m.name for m in self.models]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"models must be distinct and not empty, got {names}")
+        return self
+
+    def served_models(self, default: Path | None = None) -> list[ServedModel]:
+        """The models this device serves: its ``models``, else its one ``model`` (or
+        ``default``, ``ECOBATCH_MODEL``; else the bundled SmolLM2)."""
+        if self.models is not None:
+            return list(self.models)
+        return [single_model(self.model or default)]
+
+    def served_model(self, name: str | None, default: Path | None = None) -> ServedModel:
+        """The served model called ``name`` (None: the first).
+
+        Raises:
+            ConfigError: the device does not serve it.
+        """
+        served = self.served_models(default)
+        if name is None:
+            return served[0]
+        for m in served:
+            if m.name == name:
+                return m
+        known = ", ".join(m.name for m in served)
+        raise ConfigError(f"device {self.name} does not serve model {name!r} (it serves {known})")
 
     @model_validator(mode="after")
     def _zone_or_fixed_intensity(self) -> Device:
@@ -118,6 +170,19 @@ class Device(BaseModel):
     def memory_bytes(self) -> int:
         """Device memory in bytes."""
         return int(self.memory_gb * 1024**3)
+
+
+def _served_entry(entry: object) -> object:
+    """A ``models`` entry as :class:`ServedModel` takes it: a bundled model's name is that
+    model; a table naming a bundled model without a file of its own overrides its fields
+    (say, its ``nominal_tokens_per_s`` on this device)."""
+    if isinstance(entry, str):
+        return bundled_model(entry)
+    if isinstance(entry, dict) and "path" not in entry and "package" not in entry:
+        name = entry.get("name")
+        if isinstance(name, str) and name in BUNDLED_MODELS:
+            return {**BUNDLED_MODELS[name].model_dump(exclude_none=True), **entry}
+    return entry
 
 
 class Registry(BaseModel):

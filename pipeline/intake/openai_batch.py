@@ -61,6 +61,7 @@ def openai_record(obj: object, line: int, url_seen: list[str]) -> dict[str, Any]
         raise InputError("'body' must be a JSON object", line=line, field="body")
     record = _body_fields(body, URLS[url], line)
     record["id"] = obj["custom_id"]
+    record["model"] = body["model"]  # the served model that answers it (see "Several models")
     record["metadata"] = {"openai": {"url": url, "model": body.get("model"), "line": line}}
     return record
 
@@ -118,7 +119,8 @@ def served_names(model_paths: Collection[Path]) -> set[str]:
 
 def served_models(settings: Settings) -> set[str]:
     """What the fleet serves: the model of each registry device, else ``ECOBATCH_MODEL`` (or
-    the bundled one), by file name and stem (``SmolLM2-135M-Instruct.Q4_1``).
+    the bundled one), by file name and stem (``SmolLM2-135M-Instruct.Q4_1``); a device listing
+    several models adds each one's name (``gemma3-270m``) and file name.
 
     Raises:
         ConfigError: the registry or a model file is unreadable.
@@ -127,7 +129,11 @@ def served_models(settings: Settings) -> set[str]:
     if settings.devices is None:
         return served_names([default])
     devices = load_registry(settings.devices).devices
-    return served_names([default if d.model is None else d.model for d in devices])
+    listed = {name for d in devices if d.models is not None for m in d.models
+              for name in (m.name, m.profile_name, (m.profile_name or "").removesuffix(".gguf"))
+              if name}
+    singles = [default if d.model is None else d.model for d in devices if d.models is None]
+    return served_names(singles) | listed
 
 
 def is_openai_record(record: Any) -> bool:

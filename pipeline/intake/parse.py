@@ -38,6 +38,7 @@ InputFormat = Literal["jsonl", "csv", "text", "openai"]
 INPUT_FORMATS: tuple[InputFormat, ...] = ("jsonl", "csv", "text", "openai")
 MAX_TOKENS_CAP = 8192
 MAX_ID_CHARS = 200
+MAX_MODEL_CHARS = 200
 _EXTENSIONS: dict[str, InputFormat] = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".txt": "text",
 }
@@ -68,6 +69,9 @@ class PromptIn(BaseModel):
         max_tokens: new-token limit for this prompt, in tokens; None uses the job default.
         metadata: free JSON object stored with the prompt and exported with its result.
         sampling: how this prompt is sampled; None: every default.
+        model: the served model that must answer it, by name; None: the job's, else any.
+        min_quality: the lowest model quality score it accepts (the registry's scale, 0-100);
+            None: the job's, else any.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -78,6 +82,8 @@ class PromptIn(BaseModel):
     max_tokens: Annotated[int, Field(gt=0, le=MAX_TOKENS_CAP)] | None = None
     metadata: dict[str, JsonValue] | None = None
     sampling: Sampling | None = None
+    model: Annotated[str, Field(min_length=1, max_length=MAX_MODEL_CHARS)] | None = None
+    min_quality: Annotated[float, Field(ge=0, le=100)] | None = None
 
     @field_validator("id", mode="before")
     @classmethod

@@ -23,6 +23,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from pipeline.broker.queue import PromptRef, push_refs
 from pipeline.broker.restore import reconcile
 from pipeline.errors import ConfigError, InputError, ServiceError
+from pipeline.fleet.devices import load_registry
+from pipeline.fleet.servedmodels import ANY_MODEL, ModelDemand
+from pipeline.intake.demand import check_demands, demands_of
 from pipeline.intake.limits import PromptTokenizer, check_submission, line_limit
 from pipeline.intake.parse import (
     PromptIn,
@@ -46,7 +49,7 @@ SQL_CHUNK_ROWS = 10_000
 CHARS_PER_TOKEN_EST = 4
 MESSAGE_OVERHEAD_TOKENS_EST = 4
 PROMPT_COLUMNS = ("id", "job_id", "position", "external_id", "prompt", "messages", "max_tokens",
-                  "metadata", "sampling", "prompt_tokens_est", "status")
+                  "metadata", "sampling", "prompt_tokens_est", "model", "min_quality", "status")
 _MAX_TOKENS = PROMPT_COLUMNS.index("max_tokens")
 _TOKENS_EST = PROMPT_COLUMNS.index("prompt_tokens_est")
 
@@ -99,6 +102,7 @@ def submit_records(
     weights: Mapping[str, float] | None = None,
     slo_s: float | None = None,
     deadline: datetime | None = None,
+    demand: ModelDemand = ANY_MODEL,
 ) -> SubmitReceipt:
     """Write a job and its prompts to SQL in one transaction, then enqueue them in Redis.
 
@@ -117,6 +121,7 @@ def submit_records(
         slo_s: the job's latency target in seconds (None: the router's default).
         deadline: when every answer is due (timezone-aware); required with ``deferred``, where
             the planner picks the lowest-carbon window that still meets it.
+        demand: the job's model name and quality floor, for records that give none.
 
     Raises:
         InputError: ``records`` is empty, ``strategy`` or ``weights`` bad, ``deadline``
@@ -137,7 +142,7 @@ def submit_records(
                "max_tokens": default_max_tokens,
                "status": JobStatus.DEFERRED if deferred else JobStatus.QUEUED}
     with submit_span(redis_client, job_id, len(records), deferred, deadline):
-        rows = _write_sql(engine, job_row, records, default_max_tokens)
+        rows = _write_sql(engine, job_row, records, default_max_tokens, demand)
         if not deferred:
             _enqueue(redis_client, job_id, rows)
     return SubmitReceipt(job_id=job_id, n_prompts=len(records), deferred=deferred)
@@ -216,6 +221,8 @@ class JobOptions:
         deferred: hold the job in SQL for the planner instead of enqueueing it.
         job_id: id to use instead of a fresh one (a Celery task's), so a redelivered call
             does not submit twice.
+        model: the served model every prompt that names none must get, by name.
+        min_quality: the lowest model quality score of prompts that give none (0-100).
     """
 
     max_tokens: int | None = None
@@ -225,6 +232,8 @@ class JobOptions:
     deadline: datetime | None = None
     deferred: bool = False
     job_id: str | None = None
+    model: str | None = None
+    min_quality: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,12 +266,27 @@ def check_job(records: Sequence[PromptIn], settings: Settings, tokenizer: Prompt
         options: what the submitter asked for.
 
     Raises:
-        InputError: a limit is exceeded (names the line and field).
-        ConfigError: the model file is unreadable.
+        InputError: a limit is exceeded (names the line and field), or no device serves a
+            model the prompts ask for.
+        ConfigError: the model file or the device registry is unreadable.
     """
     max_tokens = options.max_tokens or settings.max_tokens
     check_submission(records, max_tokens, settings, tokenizer)
+    _check_models(records, options, settings)
     return CheckedJob(records, source, options, max_tokens, options.strategy or settings.strategy)
+
+
+def _check_models(records: Sequence[PromptIn], options: JobOptions, settings: Settings) -> None:
+    """Refuse model demands no registered device can meet (the registry is read only when
+    some prompt or the job asks for a model or a quality)."""
+    if options.min_quality is not None and not 0 <= options.min_quality <= 100:
+        raise InputError(f"min_quality must be 0-100, got {options.min_quality:g}",
+                         field="min_quality")
+    demands = demands_of(ModelDemand(r.model or options.model, options.min_quality
+                                     if r.min_quality is None else r.min_quality)
+                         for r in records)
+    if demands:
+        check_demands(demands, load_registry(settings.devices), settings.model)
 
 
 def submit_checked(engine: Engine, redis_client: redis.Redis, job: CheckedJob) -> SubmitReceipt:
@@ -271,7 +295,8 @@ def submit_checked(engine: Engine, redis_client: redis.Redis, job: CheckedJob) -
     return submit_records(engine, redis_client, job.records, source=job.source,
                           strategy=job.strategy, default_max_tokens=job.max_tokens,
                           deferred=opts.deferred, job_id=opts.job_id, weights=opts.weights,
-                          slo_s=opts.slo_s, deadline=opts.deadline)
+                          slo_s=opts.slo_s, deadline=opts.deadline,
+                          demand=ModelDemand(opts.model, opts.min_quality))
 
 
 def submit_job(ctx: SubmitContext, records: Sequence[PromptIn], *, source: str,
@@ -324,8 +349,10 @@ def _existing_job(engine: Engine, redis_client: redis.Redis, job_id: str) -> Sub
 
 
 def _prompt_rows(job_id: str, records: Sequence[PromptIn], default_max_tokens: int,
-                 pending_db_value: object) -> list[tuple[Any, ...]]:
-    """Rows in :data:`PROMPT_COLUMNS` order, JSON already serialised, status as stored."""
+                 pending_db_value: object,
+                 demand: ModelDemand = ANY_MODEL) -> list[tuple[Any, ...]]:
+    """Rows in :data:`PROMPT_COLUMNS` order, JSON already serialised, status as stored; a
+    record's own model and quality floor win over the job's ``demand``."""
     dumps = json.dumps
     return [
         (f"{job_id}:{position}", job_id, position, external_id(rec, position), rec.prompt,
@@ -333,18 +360,20 @@ def _prompt_rows(job_id: str, records: Sequence[PromptIn], default_max_tokens: i
          rec.max_tokens or default_max_tokens,
          None if rec.metadata is None else dumps(rec.metadata),
          None if rec.sampling is None else dumps(rec.sampling.stored()),
-         estimate_prompt_tokens(rec), pending_db_value)
+         estimate_prompt_tokens(rec), rec.model or demand.model,
+         demand.min_quality if rec.min_quality is None else rec.min_quality, pending_db_value)
         for position, rec in enumerate(records, start=1)
     ]
 
 
 def _write_sql(engine: Engine, job_row: dict[str, Any], records: Sequence[PromptIn],
-               default_max_tokens: int) -> list[tuple[Any, ...]]:
+               default_max_tokens: int, demand: ModelDemand) -> list[tuple[Any, ...]]:
     """Insert the job and its prompts in one transaction; return the prompt rows written."""
     dialect = engine.dialect
     status_type = table_of(Prompt).c.status.type
     to_db = status_type.bind_processor(dialect) or (lambda v: v)
-    rows = _prompt_rows(job_row["id"], records, default_max_tokens, to_db(PromptStatus.PENDING))
+    rows = _prompt_rows(job_row["id"], records, default_max_tokens, to_db(PromptStatus.PENDING),
+                        demand)
     try:
         with engine.begin() as conn:
             conn.execute(insert(table_of(Job)), [job_row])

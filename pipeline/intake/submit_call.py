@@ -149,6 +149,8 @@ class SubmitOptions(BaseModel):
         slo_s: latency target in seconds.
         deadline: ISO 8601 time with a zone by which the job must be done.
         defer: hold the job for the lowest-carbon window before ``deadline``.
+        model: the served model that must answer prompts that name none.
+        min_quality: the lowest model quality score of prompts that give none (0-100).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -160,6 +162,8 @@ class SubmitOptions(BaseModel):
     slo_s: Annotated[float, Field(gt=0)] | None = None
     deadline: AwareDatetime | None = None
     defer: bool = False
+    model: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    min_quality: Annotated[float, Field(ge=0, le=100)] | None = None
 
 
 def submit_task_payload(ctx: SubmitContext, prompts: Any, options: dict[str, Any], *,
@@ -186,5 +190,6 @@ def submit_task_payload(ctx: SubmitContext, prompts: Any, options: dict[str, Any
         raise InputError(f"prompts must be a list, got {type(prompts).__name__}")
     records = validate_records(prompts)
     job = JobOptions(max_tokens=opts.max_tokens, strategy=opts.strategy, weights=opts.weights,
-                     slo_s=opts.slo_s, deadline=opts.deadline, deferred=opts.defer, job_id=job_id)
+                     slo_s=opts.slo_s, deadline=opts.deadline, deferred=opts.defer, job_id=job_id,
+                     model=opts.model, min_quality=opts.min_quality)
     return submit_job(ctx, records, source=opts.source, options=job)

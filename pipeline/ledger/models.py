@@ -118,6 +118,9 @@ class Prompt(SQLModel, table=True):
     # pipeline.intake.sampling.Sampling as JSON; None: every default (greedy, free text)
     sampling: dict[str, object] | None = Field(default=None, sa_column=Column(JSON))
     prompt_tokens_est: int = 0
+    # what it asks of its model (migration 0004): a model's name, a lowest quality score
+    model: str | None = Field(default=None, max_length=200)
+    min_quality: float | None = None
     status: PromptStatus = Field(default=PromptStatus.PENDING, index=True)
     batch_id: str | None = Field(default=None, index=True, max_length=32)
     error: str | None = Field(default=None, sa_column=Column(Text))
@@ -129,6 +132,7 @@ class Batch(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=32)
     created_at: datetime = _ts(index=True)  # type: ignore[assignment]
     device: str = Field(index=True, max_length=100)
+    model: str | None = Field(default=None, max_length=200)  # served model; None: the device's one
     strategy: str = ""
     size: int = 0
     status: BatchStatus = Field(default=BatchStatus.DISPATCHED, index=True)

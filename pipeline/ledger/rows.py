@@ -68,6 +68,7 @@ class BatchRow(TypedDict):
     id: str
     created_at: datetime
     device: str
+    model: str | None
     strategy: str
     size: int
     status: BatchStatus

@@ -111,13 +111,47 @@ def devices_section(data: ReportData) -> Section:
                    [summarise(d, rows) for d, rows in sorted(by_device.items())])
 
 
+MODEL_COLUMNS = ["model", "quality", *COLUMNS[1:]]
+
+
+def models_section(data: ReportData) -> Section:
+    """One row per served model that answered, with its quality score next to its carbon.
+
+    The score is the one the router weighed when it chose the model (kept in each batch's
+    decision record), so the report needs no registry. A batch routed before models were
+    chosen ran its device's one model: ``(device's model)``.
+    """
+    model_of = {b.id: b.model or "(device's model)" for b in data.batches}
+    quality = {b.model: _quality(b) for b in data.batches if b.model}
+    by_model: dict[str, list[Result]] = {}
+    for r in data.results:
+        by_model.setdefault(model_of.get(r.batch_id, "(device's model)"), []).append(r)
+    rows = [[name, quality.get(name), *summarise(name, got)[1:]]
+            for name, got in sorted(by_model.items())]
+    return Section("Per model", MODEL_COLUMNS, rows,
+                   note="quality: the model's score in the device registry (bundled models: "
+                        "PIQA 0-shot accuracy, % from the model cards; see `ecobatch devices`)")
+
+
+def _quality(batch: Batch) -> float | None:
+    """The chosen model's quality score in the batch's decision record."""
+    scores = batch.scores or {}
+    for key in (f"{batch.device}/{batch.model}", batch.device):
+        got = scores.get(key)
+        if isinstance(got, dict) and got.get("model") == batch.model:
+            value = got.get("quality")
+            return float(value) if isinstance(value, int | float) else None
+    return None
+
+
 def decisions_section(data: ReportData) -> Section:
     """Why each batch went where it did (the router's stored reason and candidate scores)."""
     rows, note = decision_rows(data.batches)
     return Section("Routing decisions", DECISION_COLUMNS, rows, note=note)
 
 
-SECTION_BUILDERS: list[SectionBuilder] = [totals_section, devices_section, decisions_section]
+SECTION_BUILDERS: list[SectionBuilder] = [totals_section, devices_section, models_section,
+                                           decisions_section]
 
 
 def build_report(data: ReportData,

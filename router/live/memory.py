@@ -1,4 +1,4 @@
-"""Predicted memory of a batch on a device, from the GGUF header of the device's model.
+"""Predicted memory of a batch on a device, from the GGUF header of the model it would run.
 
 The router never loads a model: it reads the header (:mod:`router.live.ggufheader`: layers, heads,
 vocabulary size, tensor sizes) without parsing the vocabulary. A batch needs the weights (the
@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,9 +32,10 @@ from pipeline.errors import ConfigError
 from pipeline.fleet.devices import Device
 from pipeline.fleet.kvgeometry import KvGeometry
 from pipeline.fleet.modelfile import resolve_model_path
+from pipeline.fleet.servedmodels import ServedModel
 from router.live.ggufheader import read_header
 from router.predict.predictor import BatchShape
-from router.scoring.options import MemoryNeed
+from router.scoring.options import ModelMemoryNeed
 
 log = logging.getLogger(__name__)
 FOOTPRINT_PREFIX = "ecobatch:footprint:"
@@ -94,21 +96,32 @@ class FootprintCache:
 
     def __init__(self, store: redis.Redis | None = None) -> None:
         self.store = store
-        self._kept: dict[Path | None, tuple[float, ModelFootprint | None]] = {}
+        self._kept: dict[Hashable, tuple[float, ModelFootprint | None]] = {}
         self._by_file: dict[str, ModelFootprint] = {}
 
     def footprint(self, device: Device, model: Path | None) -> ModelFootprint | None:
         """The footprint of ``model`` (None: the default model), or None when unreadable here."""
-        kept = self._kept.get(model)
+        return self._kept_or_read(model, device, lambda: resolve_model_path(model))
+
+    def served_footprint(self, device: Device, served: ServedModel,
+                         default: Path | None) -> ModelFootprint | None:
+        """The footprint of a served model (its file, its package's, else ``default``)."""
+        key = (served.name, served.path, served.package, default)
+        return self._kept_or_read(key, device, lambda: served.resolve(default))
+
+    def _kept_or_read(self, key: Hashable, device: Device,
+                      locate: Callable[[], Path]) -> ModelFootprint | None:
+        kept = self._kept.get(key)
         if kept is not None and time.monotonic() - kept[0] < RECHECK_S:
             return kept[1]
-        fp = self._lookup(device, model, first=kept is None)
-        self._kept[model] = (time.monotonic(), fp)
+        fp = self._lookup(device, locate, first=kept is None)
+        self._kept[key] = (time.monotonic(), fp)
         return fp
 
-    def _lookup(self, device: Device, model: Path | None, first: bool) -> ModelFootprint | None:
+    def _lookup(self, device: Device, locate: Callable[[], Path],
+                first: bool) -> ModelFootprint | None:
         try:
-            path = resolve_model_path(model)
+            path = locate()
             key = file_key(path)
         except (ConfigError, OSError) as e:  # no model here: the router cannot judge, the worker will
             if first:
@@ -150,16 +163,19 @@ class FootprintCache:
 
 
 def memory_need(model: Path | None, n_ctx_per_seq: int,
-                store: redis.Redis | None = None) -> MemoryNeed:
-    """A :data:`~router.scoring.options.MemoryNeed` over a :class:`FootprintCache` kept in ``store``.
+                store: redis.Redis | None = None) -> ModelMemoryNeed:
+    """A :data:`~router.scoring.options.ModelMemoryNeed` over a :class:`FootprintCache` kept
+    in ``store``: the bytes a batch needs with one served model of a device, read from that
+    model's GGUF header.
 
-    A device's model is its own, else ``model``; a routing pass touches no file
-    (a kept footprint's file is looked at again every :data:`RECHECK_S`).
+    A single-model device's model is its own file, else ``model`` (``ECOBATCH_MODEL``); a
+    routing pass touches no file (a kept footprint's file is looked at again every
+    :data:`RECHECK_S`).
     """
     cache = FootprintCache(store)
 
-    def need(device: Device, shape: BatchShape) -> int | None:
-        fp = cache.footprint(device, device.model or model)
+    def need(device: Device, served: ServedModel, shape: BatchShape) -> int | None:
+        fp = cache.served_footprint(device, served, device.model or model)
         return fp.batch_bytes(shape.batch_size, n_ctx_per_seq) if fp else None
 
     return need

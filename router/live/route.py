@@ -32,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from pipeline.broker.queue import ROUTER_LOCK_KEY, PromptRef
 from pipeline.errors import ConfigError, ServiceError, UnroutableError
 from pipeline.fleet.devices import Registry
+from pipeline.fleet.servedmodels import ANY_MODEL, ModelDemand
 from pipeline.grid.trace import GridConditions
 from pipeline.ledger.models import Batch, BatchStatus, Prompt, PromptStatus
 from pipeline.ledger.rows import BatchRow
@@ -44,7 +45,8 @@ from router.live.batching import PEEK_REFS, cut_batches, effective_batch_size, r
 from router.live.jobpolicy import JobPolicy, job_policies, strategy_for
 from router.predict.predictor import BatchShape, Predictor
 from router.scoring.decide import decide
-from router.scoring.options import GridNow, GridWarnings, MemoryNeed, grid_now, options_for
+from router.scoring.modeloptions import ModelChoice, model_options_for
+from router.scoring.options import GridNow, GridWarnings, ModelMemoryNeed, grid_now
 from router.scoring.strategies import Strategy
 
 log = logging.getLogger(__name__)
@@ -119,7 +121,7 @@ class _Pass:
     backlog_s: dict[str, float]
     strategies: MutableMapping[Any, Strategy]
     alive: Collection[str] | None = None
-    memory_need: MemoryNeed | None = None
+    memory_need: ModelMemoryNeed | None = None
     grid: GridNow = field(default_factory=lambda: GridNow({}))
     spans: dict[str, Span] = field(default_factory=dict)
     """The open trace span of each batch of this round, by batch id (only while tracing)."""
@@ -139,14 +141,15 @@ class RouteEnv:
 
     Attributes:
         alive: devices with a live worker (heartbeat); None treats all as alive.
-        memory_need: predicted bytes of a batch on a device; None skips the memory check.
+        memory_need: predicted bytes of a batch on a device with one of its models; None
+            skips the memory check.
         strategies: strategy instances kept between calls (round robin's position).
         grid_warnings: which devices' grid data is failing, kept between calls so that each
             failure is logged once.
     """
 
     alive: Collection[str] | None = None
-    memory_need: MemoryNeed | None = None
+    memory_need: ModelMemoryNeed | None = None
     strategies: MutableMapping[Any, Strategy] = field(default_factory=dict)
     grid_warnings: GridWarnings = field(default_factory=GridWarnings)
 
@@ -284,11 +287,11 @@ def _commit_pass(
     batches to publish and the refs no device may take now."""
     try:
         with ctx.engine.begin() as conn:
-            fresh = _still_pending(conn, refs)
+            fresh, demands = _still_pending(conn, refs)
             report.skipped_refs += len(refs) - len(fresh)
             policies = job_policies(conn, {r.job_id for r in fresh}, JobPolicy.default(ctx.config))
-            batch_rows, assignments, dispatches, unroutable = _assign(ctx, fresh, policies, at,
-                                                                      report)
+            batch_rows, assignments, dispatches, unroutable = _assign(
+                ctx, fresh, _Asks(policies, demands), at, report)
             add_batches(conn, batch_rows)
             mark_prompts_batched(conn, assignments)
     except SQLAlchemyError as e:
@@ -300,25 +303,39 @@ def _commit_pass(
     return dispatches, unroutable
 
 
+@dataclass(frozen=True)
+class _Asks:
+    """What the refs of a pass ask for: each job's policy, each prompt's model demand."""
+
+    policies: dict[str, JobPolicy]
+    demands: dict[str, ModelDemand]
+
+    def groups(self, refs: Sequence[PromptRef], default: JobPolicy,
+               ) -> dict[tuple[JobPolicy, ModelDemand], list[PromptRef]]:
+        """``refs`` grouped by policy and demand, in list order within each group."""
+        groups: dict[tuple[JobPolicy, ModelDemand], list[PromptRef]] = {}
+        for r in refs:
+            key = (self.policies.get(r.job_id, default),
+                   self.demands.get(r.prompt_id, ANY_MODEL))
+            groups.setdefault(key, []).append(r)
+        return groups
+
+
 def _assign(
-    ctx: _Pass, refs: Sequence[PromptRef], policies: dict[str, JobPolicy], at: datetime,
-    report: RouteReport,
+    ctx: _Pass, refs: Sequence[PromptRef], asks: _Asks, at: datetime, report: RouteReport,
 ) -> tuple[list[BatchRow], list[dict[str, str]], list[Dispatch], list[PromptRef]]:
-    """Cut ``refs`` into batches (never mixing policies) and decide a device for each,
-    advancing the backlog as we go; refs of a group no device may take are handed back."""
+    """Cut ``refs`` into batches (never mixing policies or model demands) and decide a device
+    and model for each, advancing the backlog as we go; refs of a group no device may take
+    are handed back."""
     batch_rows: list[BatchRow] = []
     assignments: list[dict[str, str]] = []
     dispatches: list[Dispatch] = []
     unroutable: list[PromptRef] = []
-    default = JobPolicy.default(ctx.config)
-    groups: dict[JobPolicy, list[PromptRef]] = {}
-    for r in refs:
-        groups.setdefault(policies.get(r.job_id, default), []).append(r)
-    for policy, group in groups.items():
+    for (policy, demand), group in asks.groups(refs, JobPolicy.default(ctx.config)).items():
         for batch in cut_batches(group, ctx.batch_size):
             batch_id = uuid4().hex
             try:
-                row, queue = _place(ctx, policy, batch, batch_id, at)
+                row, queue = _place(ctx, (policy, demand), batch, batch_id, at)
             except UnroutableError as e:
                 report.unroutable = str(e)
                 unroutable.extend(batch)
@@ -342,13 +359,19 @@ def _note_batch(ctx: _Pass, batch_id: str, device: str, batch: Sequence[PromptRe
 
 
 def _place(
-    ctx: _Pass, policy: JobPolicy, batch: Sequence[PromptRef], batch_id: str, at: datetime,
+    ctx: _Pass, asked: tuple[JobPolicy, ModelDemand], batch: Sequence[PromptRef], batch_id: str,
+    at: datetime,
 ) -> tuple[BatchRow, str]:
-    """Choose the device of one batch; return its Batch row and the queue to publish to."""
+    """Choose the device and model of one batch; return its Batch row and the queue to
+    publish to."""
+    policy, demand = asked
     shape = BatchShape(len(batch), sum(r.prompt_tokens for r in batch),
                        sum(r.max_tokens for r in batch))
-    options = options_for(ctx.registry, shape, ctx.predictor, ctx.grid, ctx.backlog_s,
-                          alive=ctx.alive, memory_need=ctx.memory_need, allowed=policy.devices)
+    models = ModelChoice(demand, ctx.config.model, ctx.memory_need)
+    options = model_options_for(ctx.registry, shape, ctx.predictor, ctx.grid, ctx.backlog_s,
+                                models, alive=ctx.alive, allowed=policy.devices)
+    if not options:
+        raise UnroutableError(f"no device serves a model with {demand.describe()}")
     # The latency target runs from arrival: the oldest prompt's wait so far comes off it.
     waited_s = max(0.0, at.timestamp() - min(r.enqueued_unix_s for r in batch))
     decision = decide(ctx.strategy_of(policy), options, policy.slo_s, waited_s)
@@ -356,7 +379,9 @@ def _place(
     name = choice.device.name
     ctx.backlog_s[name] = ctx.backlog_s.get(name, 0.0) + choice.prediction.latency_s
     row: BatchRow = {
-        "id": batch_id, "created_at": at, "device": name, "strategy": policy.describe(),
+        "id": batch_id, "created_at": at, "device": name,
+        "model": choice.model.name if choice.model is not None else None,
+        "strategy": policy.describe(),
         "size": len(batch), "status": BatchStatus.DISPATCHED, "attempts": 0,
         "predicted_latency_s": choice.prediction.latency_s,
         "predicted_energy_j": choice.prediction.energy_j,
@@ -367,21 +392,29 @@ def _place(
     return row, choice.device.queue
 
 
-def _still_pending(conn: Connection, refs: Sequence[PromptRef]) -> list[PromptRef]:
-    """Refs whose prompt exists and is pending, first occurrence only, in list order."""
+def _still_pending(conn: Connection,
+                   refs: Sequence[PromptRef]) -> tuple[list[PromptRef], dict[str, ModelDemand]]:
+    """Refs whose prompt exists and is pending, first occurrence only, in list order; and
+    what each of those prompts asks of its model (prompts that ask nothing are left out)."""
     ids = list(dict.fromkeys(r.prompt_id for r in refs))
     pending: set[str] = set()
+    demands: dict[str, ModelDemand] = {}
     for i in range(0, len(ids), SQL_IN_CHUNK):
         # Filter the status here, not in SQL, so that the lookup is by primary key alone.
-        stmt = select(_PROMPT.id, _PROMPT.status).where(_PROMPT.id.in_(ids[i : i + SQL_IN_CHUNK]))
-        pending.update(pid for pid, status in conn.execute(stmt)
-                       if status == PromptStatus.PENDING)
+        stmt = (select(_PROMPT.id, _PROMPT.status, _PROMPT.model, _PROMPT.min_quality)
+                .where(_PROMPT.id.in_(ids[i : i + SQL_IN_CHUNK])))
+        for pid, status, model, min_quality in conn.execute(stmt):
+            if status != PromptStatus.PENDING:
+                continue
+            pending.add(pid)
+            if model is not None or min_quality is not None:
+                demands[pid] = ModelDemand(model, min_quality)
     fresh = []
     for r in refs:
         if r.prompt_id in pending:
             pending.discard(r.prompt_id)
             fresh.append(r)
-    return fresh
+    return fresh, demands
 
 
 def _read_backlog(engine: Engine, registry: Registry) -> dict[str, float]:

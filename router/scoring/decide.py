@@ -61,28 +61,27 @@ def decide(strategy: Strategy, options: Sequence[DeviceOption],
         chosen, reason = _meet_slo(strategy.name, [usable[i] for i in ranked], best,
                                    slo_s, waited_s)
     strategy.chose(chosen)
-    excluded = [f"{o.device.name} ({o.excluded})" for o in options if o.excluded]
+    excluded = [f"{o.label} ({o.excluded})" for o in options if o.excluded]
     if excluded:
         reason += "; excluded " + ", ".join(excluded)
-    by_name = {o.device.name: s for o, s in zip(usable, scores, strict=True)}
-    return Decision(chosen, reason, {o.device.name: _record(o, by_name.get(o.device.name))
-                                     for o in options})
+    by_name = {o.label: s for o, s in zip(usable, scores, strict=True)}
+    return Decision(chosen, reason, {o.label: _record(o, by_name.get(o.label)) for o in options})
 
 
 def _meet_slo(name: str, ranked: list[DeviceOption], best: DeviceOption,
               slo_s: float, waited_s: float) -> tuple[DeviceOption, str]:
     budget_s = slo_s - waited_s
-    late = f"{best.device.name} would finish in {best.finish_s:.1f} s > SLO {slo_s:g} s"
+    late = f"{best.label} would finish in {best.finish_s:.1f} s > SLO {slo_s:g} s"
     if waited_s > 0:
         late += f" less {waited_s:.1f} s already waited"
     meeting = [o for o in ranked if o.finish_s <= budget_s]
     if meeting:
         chosen = meeting[0]
-        return chosen, (f"{name}: {late}; {chosen.device.name} is the best-scoring device that "
+        return chosen, (f"{name}: {late}; {chosen.label} is the best-scoring device that "
                         f"meets it ({chosen.finish_s:.1f} s)")
     chosen = min(ranked, key=lambda o: o.finish_s)
     return chosen, (f"{name}: {late}; no device meets it, so the earliest finisher "
-                    f"{chosen.device.name} ({chosen.finish_s:.1f} s)")
+                    f"{chosen.label} ({chosen.finish_s:.1f} s)")
 
 
 def _record(o: DeviceOption, score: float | None) -> dict[str, Any]:
@@ -92,6 +91,7 @@ def _record(o: DeviceOption, score: float | None) -> dict[str, Any]:
         "energy_j": o.prediction.energy_j, "water_l": _known(o.water_l), "cost_usd": o.cost_usd,
         "memory_bytes": o.memory_bytes, "excluded": o.excluded,
         "prediction_source": o.prediction.source,
+        **({} if o.model is None else {"model": o.model.name, "quality": o.quality}),
     }
 
 
@@ -104,4 +104,4 @@ def _why_none(options: Sequence[DeviceOption]) -> str:
     if not options:
         return "no device can take this batch (batch larger than every max_batch_size)"
     return "no device can take this batch: " + ", ".join(
-        f"{o.device.name} ({o.excluded})" for o in options)
+        f"{o.label} ({o.excluded})" for o in options)

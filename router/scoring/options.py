@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -26,6 +26,7 @@ from pipeline.accounting.account import (
 )
 from pipeline.errors import EcobatchError
 from pipeline.fleet.devices import Device, Registry
+from pipeline.fleet.servedmodels import ServedModel
 from pipeline.grid.trace import Conditions, GridConditions, device_conditions
 from router.predict.predictor import BatchShape, Prediction, Predictor
 
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 GIB = 1024**3
 MemoryNeed = Callable[[Device, BatchShape], int | None]
 """Bytes a batch of a shape needs on a device, or None when unknown."""
+ModelMemoryNeed = Callable[[Device, ServedModel, BatchShape], int | None]
+"""Bytes a batch of a shape needs on a device running one of its served models, or None."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,10 @@ class DeviceOption:
         excluded: why the device may not take the batch, or None when it may. On an option
             excluded because its grid data failed, ``carbon_g``, ``embodied_g`` and
             ``water_l`` are NaN: unknown.
+        model: the served model the batch would run; None where models are not chosen (the
+            simulator, the planner): the device's one model.
+        key: the option's name in a decision record when the device name alone is ambiguous
+            (``device/model`` for a device that serves several models); empty: the device's.
     """
 
     device: Device
@@ -89,6 +96,18 @@ class DeviceOption:
     cost_usd: float | None = None
     memory_bytes: int | None = None
     excluded: str | None = None
+    model: ServedModel | None = None
+    key: str = ""
+
+    @property
+    def label(self) -> str:
+        """The option's name: :attr:`key`, else the device's name."""
+        return self.key or self.device.name
+
+    @property
+    def quality(self) -> float | None:
+        """The quality score of the model it would run; None when unknown or not chosen."""
+        return self.model.quality if self.model is not None else None
 
     @property
     def finish_s(self) -> float:
@@ -107,8 +126,9 @@ class DeviceOption:
 
 
 def option_for(device: Device, pred: Prediction, cond: Conditions, backlog_s: float, *,
-               memory_bytes: int | None = None, excluded: str | None = None) -> DeviceOption:
-    """Price a predicted batch on ``device`` at its grid conditions now."""
+               memory_bytes: int | None = None, excluded: str | None = None,
+               model: ServedModel | None = None, key: str = "") -> DeviceOption:
+    """Price a predicted batch on ``device`` (running ``model``) at its grid conditions now."""
     pue = pue_at(device, cond.temperature_c)
     energy_j = pred.energy_j
     return DeviceOption(
@@ -119,15 +139,16 @@ def option_for(device: Device, pred: Prediction, cond: Conditions, backlog_s: fl
         water_l=water_l(energy_j, wue_l_per_kwh_at(device, cond.temperature_c), pue,
                         grid_water_l_per_kwh(device.zone)),
         cost_usd=cost_usd(energy_j, pue, cond.price_usd_per_kwh),
-        memory_bytes=memory_bytes, excluded=excluded,
+        memory_bytes=memory_bytes, excluded=excluded, model=model, key=key,
     )
 
 
-def _unpriced(device: Device, pred: Prediction, backlog_s: float, reason: str) -> DeviceOption:
+def unpriced(device: Device, pred: Prediction, backlog_s: float, reason: str, *,
+             model: ServedModel | None = None, key: str = "") -> DeviceOption:
     """An option that cannot be priced (its grid data failed): excluded, figures unknown."""
     return DeviceOption(device=device, prediction=pred, carbon_g=math.nan, backlog_s=backlog_s,
                         embodied_g=math.nan, water_l=math.nan,
-                        excluded=f"no grid data: {reason}")
+                        excluded=f"no grid data: {reason}", model=model, key=key)
 
 
 def options_for(
@@ -155,23 +176,29 @@ def options_for(
         allowed: restrict to these device names (a deferred job's plan); None allows all.
     """
     options = []
-    for device in registry.devices:
-        if shape.batch_size > device.max_batch_size:
-            continue
-        if allowed is not None and device.name not in allowed:
-            continue
+    for device in candidate_devices(registry, shape, allowed):
         pred, backlog = predictor.predict(device, shape), backlog_s.get(device.name, 0.0)
         cond = grid.conditions.get(device.name)
         if cond is None:
-            options.append(_unpriced(device, pred, backlog, grid.failed.get(device.name, "?")))
+            options.append(unpriced(device, pred, backlog, grid.failed.get(device.name, "?")))
             continue
         need = memory_need(device, shape) if memory_need else None
         options.append(option_for(device, pred, cond, backlog, memory_bytes=need,
-                                  excluded=_excluded(device, need, alive)))
+                                  excluded=excluded_why(device, need, alive)))
     return options
 
 
-def _excluded(device: Device, need: int | None, alive: Collection[str] | None) -> str | None:
+def candidate_devices(registry: Registry, shape: BatchShape,
+                      allowed: Collection[str] | None) -> Iterator[Device]:
+    """Devices, in registry order, whose ``max_batch_size`` admits ``shape`` and whose name is
+    ``allowed`` (None allows all)."""
+    for device in registry.devices:
+        if shape.batch_size <= device.max_batch_size and (allowed is None
+                                                           or device.name in allowed):
+            yield device
+
+
+def excluded_why(device: Device, need: int | None, alive: Collection[str] | None) -> str | None:
     """Why ``device`` may not take the batch (no live worker, too little memory), or None."""
     if alive is not None and device.name not in alive:
         return "no live worker"

@@ -31,6 +31,7 @@ from sqlalchemy import Engine, insert
 from sqlmodel import SQLModel
 
 from pipeline.broker.queue import PENDING_KEY
+from pipeline.fleet.servedmodels import ModelDemand
 from pipeline.intake.parse import read_input
 from pipeline.intake.submit import (
     PROMPT_COLUMNS,
@@ -106,7 +107,7 @@ def time_sql_phases(engine: Engine, path: Path) -> tuple[float, float]:
     job_row = {"id": new_job_id(), "created_at": utc_now(), "source": "bench", "n_prompts":
                len(records), "strategy": "carbon", "max_tokens": 128, "status": JobStatus.QUEUED}
     t0 = time.perf_counter()
-    rows = _write_sql(engine, job_row, records, 128)
+    rows = _write_sql(engine, job_row, records, 128, ModelDemand())
     ours = time.perf_counter() - t0
     job_id = new_job_id()
     dict_rows = [dict(zip(PROMPT_COLUMNS, r, strict=True)) for r in rows]

@@ -131,3 +131,15 @@ def test_bench_runs_stores_and_plots(registry: Path, sqlite_url: str, tmp_path: 
     assert all(r.model.endswith(".gguf") and r.tokens_per_s > 0 for r in rows)
     listing = invoke(devices, ["--devices", str(registry), "--database-url", sqlite_url])
     assert "profiled (2 batch sizes" in listing.output
+
+
+def test_devices_lists_each_served_model_with_its_quality_and_source(tmp_path: Path,
+                                                                     sqlite_url: str) -> None:
+    path = tmp_path / "devices.toml"
+    path.write_text('[[device]]\nname = "box"\nkind = "cpu"\nzone = "GB"\n'
+                    'models = ["smollm2-135m-instruct", "gemma3-270m"]\n', encoding="utf-8")
+    result = invoke(devices, ["--devices", str(path), "--database-url", sqlite_url])
+    assert result.exit_code == 0, result.output
+    models = " ".join(result.output.split("models")[-1].split())
+    assert "smollm2-135m-instruct" in models and "66.3" in models
+    assert "gemma3-270m" in models and "67.7" in models and "PIQA" in models

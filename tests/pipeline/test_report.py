@@ -76,7 +76,7 @@ def test_sections_are_an_extendable_list() -> None:
 
     data = ReportData(Job(id="j"), [], [Batch(id="b1", device="gpu")])
     titles = [s.title for s in build_report(data, [*SECTION_BUILDERS, decisions])]
-    assert titles == ["Totals", "Per device", "Routing decisions", "Decisions"]
+    assert titles == ["Totals", "Per device", "Per model", "Routing decisions", "Decisions"]
 
 
 def test_report_cli_on_a_real_ledger(db_url: str, tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_report_cli_on_a_real_ledger(db_url: str, tmp_path: Path) -> None:
     runner = CliRunner()
     out = runner.invoke(main, ["report", "job1", "--json", "--database-url", db_url])
     assert out.exit_code == 0, out.output
-    totals, devices, decisions = json.loads(out.output)
+    totals, devices, models, decisions = json.loads(out.output)
     why = {r[0]: dict(zip(decisions["columns"], r, strict=True)) for r in decisions["rows"]}
     assert why["b-gpu"]["reason"].startswith("carbon: best score")
     assert why["b-gpu"]["candidates"] == ("cpu: 0.9; edge: excluded (no live worker); gpu: 0.5")
@@ -93,6 +93,7 @@ def test_report_cli_on_a_real_ledger(db_url: str, tmp_path: Path) -> None:
     assert total["prompts"] == 4 and total["energy_kwh"] == pytest.approx(0.004)
     assert total["cost_usd"] == pytest.approx(0.002) and total["energy_measured"] == 0.5
     assert [r[0] for r in devices["rows"]] == ["cpu", "gpu"]
+    assert [r[0] for r in models["rows"]] == ["(device's model)"]
     cpu = dict(zip(COLUMNS, devices["rows"][0], strict=True))
     assert cpu["cost_usd"] is None and cpu["host_energy_kwh"] is None
     assert "estimate:tdp*cpu-util" in totals["note"]

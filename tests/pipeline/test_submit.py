@@ -219,3 +219,30 @@ def test_unknown_strategy_is_refused_naming_the_field(engine: Engine, rclient: r
     with pytest.raises(InputError, match="field 'strategy'"):
         _submit(engine, rclient, ["hello"], strategy="fastest")
     assert rclient.llen(PENDING_KEY) == 0
+
+
+def test_model_demands_are_stored_per_prompt_and_checked_against_the_registry(
+    engine: Engine, rclient: redis.Redis, tmp_path: Path
+) -> None:
+    devices = tmp_path / "devices.toml"
+    devices.write_text('[[device]]\nname = "box"\nkind = "cpu"\nzone = "GB"\n'
+                       'models = ["smollm2-135m-instruct", "gemma3-270m"]\n', encoding="utf-8")
+    ctx = SubmitHandles(load_settings(devices=devices), ModelTokenizer(None), engine, rclient)
+    items = ["any", {"prompt": "named", "model": "smollm2-135m-instruct"},
+             {"prompt": "floor", "min_quality": 67}]
+    receipt = submit_task_payload(ctx, items, {"min_quality": 60.0})
+    with engine.connect() as conn:
+        rows = conn.execute(select(PROMPTS.c.external_id, PROMPTS.c.model, PROMPTS.c.min_quality)
+                            .order_by(PROMPTS.c.position)).all()
+    assert receipt.n_prompts == 3
+    # the job's floor fills in; a record's own model or floor wins
+    assert [tuple(r) for r in rows] == [("1", None, 60.0), ("2", "smollm2-135m-instruct", 60.0),
+                                        ("3", None, 67.0)]
+    with pytest.raises(InputError, match="no device serves a model with quality >= 90; "
+                                         "served: gemma3-270m") as info:
+        submit_task_payload(ctx, ["a"], {"min_quality": 90})
+    assert info.value.field == "min_quality"
+    with pytest.raises(InputError, match="model llama-70b"):
+        submit_task_payload(ctx, [{"prompt": "a", "model": "llama-70b"}], {})
+    with pytest.raises(InputError, match="min_quality"):
+        submit_task_payload(ctx, [{"prompt": "a", "min_quality": 101}], {})

@@ -67,8 +67,10 @@ def carbon() -> FixedCarbon:
 def seed_job(
     engine: Engine, client: redis.Redis | None, job_id: str, n: int, *,
     enqueued_unix_s: float, prompt_tokens: int = 20, max_tokens: int = 64,
+    model: str | None = None, min_quality: float | None = None,
 ) -> list[PromptRef]:
-    """Insert a job of ``n`` pending prompts and push their refs (when ``client`` is given)."""
+    """Insert a job of ``n`` pending prompts and push their refs (when ``client`` is given);
+    ``model`` and ``min_quality`` are what each prompt asks of its model."""
     refs = [PromptRef(f"{job_id}:{i}", job_id, enqueued_unix_s, prompt_tokens, max_tokens)
             for i in range(n)]
     with Session(engine) as s:
@@ -76,7 +78,8 @@ def seed_job(
         s.flush()
         s.add_all(Prompt(id=r.prompt_id, job_id=job_id, position=i, external_id=str(i),
                          prompt=f"question {i}", max_tokens=max_tokens,
-                         prompt_tokens_est=prompt_tokens) for i, r in enumerate(refs))
+                         prompt_tokens_est=prompt_tokens, model=model, min_quality=min_quality)
+                  for i, r in enumerate(refs))
         s.commit()
     if client is not None:
         push_refs(client, refs)

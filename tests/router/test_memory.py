@@ -13,6 +13,7 @@ from llama_cpp import Llama
 
 from pipeline.fleet.devices import Device
 from pipeline.fleet.kvgeometry import KvGeometry
+from pipeline.fleet.servedmodels import GEMMA3_270M, SMOLLM2
 from router.live.memory import FootprintCache, ModelFootprint, file_key, memory_need, read_footprint
 from router.predict.predictor import BatchShape
 from tests.ggufmodels import write_synthetic_gguf
@@ -74,12 +75,23 @@ def test_memory_need_grows_with_the_batch_and_skips_a_missing_model(model_path: 
                                                                   tmp_path: Path) -> None:
     need = memory_need(None, 1024)
     cpu = Device(name="cpu", kind="cpu", zone="DE-LU", model=model_path)
-    one, four = need(cpu, BatchShape(1, 10, 10)), need(cpu, BatchShape(4, 40, 40))
+    [served] = cpu.served_models()
+    one, four = need(cpu, served, BatchShape(1, 10, 10)), need(cpu, served, BatchShape(4, 40, 40))
     assert one is not None and four is not None
     per_seq = read_footprint(model_path).geometry.seq_bytes(1024)
     assert four - one == 3 * per_seq
-    gone = tmp_path / "gone.gguf"
-    assert need(Device(name="far", kind="cpu", zone="DE-LU", model=gone), BatchShape(1, 1, 1)) is None
+    far = Device(name="far", kind="cpu", zone="DE-LU", model=tmp_path / "gone.gguf")
+    assert need(far, far.served_models()[0], BatchShape(1, 1, 1)) is None
+
+
+def test_memory_need_reads_each_served_models_own_header() -> None:
+    need = memory_need(None, 1024)
+    box = Device(name="box", kind="cpu", zone="DE-LU", models=[SMOLLM2, GEMMA3_270M])
+    small, gemma = (need(box, m, BatchShape(1, 10, 10)) for m in box.served_models())
+    assert small is not None and gemma is not None
+    assert small == need(Device(name="cpu", kind="cpu", zone="DE-LU"), SMOLLM2,
+                         BatchShape(1, 10, 10))
+    assert gemma > 2 * small  # Gemma 3 270M's weights and 262k-token vocabulary are larger
 
 
 def _same_size_garbage(path: Path) -> None:

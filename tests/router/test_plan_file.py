@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -177,3 +178,52 @@ def test_optimise_plan_errors(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["optimise", "--devices", str(reg), "--tokens-per-hour",
                                     "1e12", "--hours", "2"])
     assert res.exit_code != 0 and "serve at most" in res.output
+
+
+def _pick(tmp_path: Path, method: str, row: str) -> tuple[Any, Path]:
+    reg = tmp_path / "registry.toml"
+    reg.write_text(REGISTRY)
+    out = tmp_path / f"plan-{method}-{row}.json"
+    args = ["optimise", "--devices", str(reg), "--plan-out", str(out), "--hours", "6",
+            "--start", "2024-06-01T00:00Z", "--tokens-per-hour", "200000", "--pareto",
+            "--method", method, "--pick", row]
+    return CliRunner().invoke(main, args), out
+
+
+@pytest.mark.service
+def test_the_router_follows_a_point_picked_from_the_front(
+    tmp_path: Path, engine: Engine, rclient: redis.Redis,
+) -> None:
+    res, out = _pick(tmp_path, "sweep", "0")  # row 0: the sweep's lowest-carbon point
+    assert res.exit_code == 0, res.output
+    assert f"wrote {out} (front row 0)" in res.output
+    doc = read_plan(out)
+    assert doc.objective == "pareto:sweep row 0" and "carbon" in doc.objectives
+    shares = load_plan(out).shares
+    assert np.allclose(shares.sum(axis=0), 1.0)
+    registry = Registry.model_validate({"devices": tomllib.loads(REGISTRY)["device"]})
+    seed_job(engine, rclient, "j1", 40, enqueued_unix_s=doc.start.timestamp() - 5)
+    settings = Settings(batch_size=4, strategy="optimal", plan_file=out)
+    route_once(RouterConfig.from_settings(settings), engine, rclient, registry,
+               NominalPredictor(), FixedCarbon({"DE-LU": 300.0, "GB": 200.0}),
+               Recorder(engine), doc.start)
+    by_site = Counter("GB" if b.device == "h100" else "DE-LU" for b in batches(engine))
+    assert sum(by_site.values()) == 10
+    assert abs(by_site["DE-LU"] - 10 * shares[0, 0]) <= 1  # the picked point's hour-0 split
+
+
+def test_pick_needs_a_front_and_a_plan_and_a_row_that_exists(tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["optimise", "--pick", "0"])
+    assert res.exit_code != 0 and "--pick needs --pareto and --plan-out" in res.output
+    res, _ = _pick(tmp_path, "sweep", "999")
+    assert res.exit_code != 0 and "--pick 999: the front has rows 0 to" in res.output
+
+
+@pytest.mark.slow
+def test_a_picked_nsga2_point_is_written_as_a_plan(tmp_path: Path) -> None:
+    res, out = _pick(tmp_path, "nsga2", "3")
+    assert res.exit_code == 0, res.output
+    doc = read_plan(out)
+    assert doc.objective == "pareto:nsga2 row 3"
+    assert {"quality", "ttft_s", "carbon", "water", "cost"} <= doc.objectives.keys()
+    assert np.allclose(load_plan(out).shares.sum(axis=0), 1.0)

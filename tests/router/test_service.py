@@ -19,6 +19,7 @@ from pipeline.ledger.models import Batch, BatchStatus
 from pipeline.settings import Settings
 from router.config import RouterConfig
 from router.live.route import Dispatch
+from router.predict.permodel import ModelPredictors
 from router.predict.profiled import ProfilePredictor
 from router.service import RouterState, cached_predictor, route_pass
 from tests.router.conftest import FixedCarbon, seed_job
@@ -104,4 +105,5 @@ def test_no_live_worker_keeps_prompts_pending(
 def test_predictor_is_cached(engine: Engine, registry: Registry, carbon: FixedCarbon) -> None:
     ctx = Ctx(Settings(), engine, None, registry, carbon)  # type: ignore[arg-type]
     first = cached_predictor(ctx)
-    assert isinstance(first, ProfilePredictor) and cached_predictor(ctx) is first
+    assert isinstance(first, ModelPredictors) and cached_predictor(ctx) is first
+    assert isinstance(first.default, ProfilePredictor) and first.by_file == {}

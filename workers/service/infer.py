@@ -60,8 +60,8 @@ log = logging.getLogger(__name__)
 class WorkerState:
     """What a worker process keeps from one batch to the next (held by its context)."""
 
-    backends: dict[str, InferenceBackend] = field(default_factory=dict)
-    """Loaded models by device name."""
+    backends: dict[tuple[str, str], InferenceBackend] = field(default_factory=dict)
+    """Loaded models by device name and served model name."""
     meters: dict[str, EnergyMeter] = field(default_factory=dict)
     """Energy meters by device name."""
     engines: dict[str, ContinuousEngine] = field(default_factory=dict)
@@ -114,11 +114,25 @@ def _per_device(state: WorkerState, kept: dict[str, T], device: Device,
         return kept[device.name]
 
 
-def backend_for(ctx: WorkerContext, device: Device) -> InferenceBackend:
-    """The device's backend, loading the model on first use in this process."""
-    state = ctx.worker_state
-    return _per_device(state, state.backends, device,
-                       lambda: build_backend(device, ctx.settings))
+def backend_for(ctx: WorkerContext, device: Device, model: str | None = None) -> InferenceBackend:
+    """The backend of ``device`` running its served model ``model`` (None: its first), loading
+    the model on first use in this process.
+
+    The backend is built for a copy of the device whose one ``model`` is that model's file,
+    so backends (plugins included) see a device with one model, as before several existed.
+
+    Raises:
+        ConfigError: the device does not serve ``model``, or its file cannot be found.
+    """
+    served = device.served_model(model, ctx.settings.model)
+    key = (device.name, served.name)
+    kept = ctx.worker_state.backends
+    with ctx.worker_state.building:
+        if key not in kept:
+            path = served.resolve(device.model or ctx.settings.model)
+            running = device.model_copy(update={"model": path, "models": None})
+            kept[key] = build_backend(running, ctx.settings)
+        return kept[key]
 
 
 def meter_for(ctx: WorkerContext, device: Device) -> EnergyMeter:
@@ -127,11 +141,18 @@ def meter_for(ctx: WorkerContext, device: Device) -> EnergyMeter:
     return _per_device(state, state.meters, device, lambda: make_meter(device))
 
 
+def continuous_for(ctx: WorkerContext, device: Device) -> bool:
+    """Whether ``device``'s worker keeps its slots busy across batches: continuous batching on
+    (llama backend) and one served model. A device serving several models runs one batch at a
+    time, so that one meter interval never covers two models' engines at once."""
+    return (ctx.worker_config.continuous
+            and len(device.served_models(ctx.settings.model)) == 1)
+
+
 def engine_for(ctx: WorkerContext, device: Device) -> ContinuousEngine | None:
     """The device's continuous-batching engine, started on first use; None when this worker
-    decodes one batch at a time (continuous batching off, or a backend without slots)."""
-    cfg = ctx.worker_config
-    if not cfg.continuous:
+    decodes one batch at a time (see :func:`continuous_for`, or a backend without slots)."""
+    if not continuous_for(ctx, device):
         return None
     from workers.backends.llama.batched import BatchedLlamaBackend
     from workers.service.engine import ContinuousEngine
@@ -139,7 +160,7 @@ def engine_for(ctx: WorkerContext, device: Device) -> ContinuousEngine | None:
     backend = backend_for(ctx, device)
     if not isinstance(backend, BatchedLlamaBackend):
         return None
-    n_slots = min(cfg.batch_size, device.max_batch_size)
+    n_slots = min(ctx.worker_config.batch_size, device.max_batch_size)
     state = ctx.worker_state
     return _per_device(state, state.engines, device,
                        lambda: ContinuousEngine(backend, meter_for(ctx, device), n_slots))
@@ -177,7 +198,7 @@ def run_batch(ctx: WorkerContext, batch_id: str) -> dict[str, Any]:
         raise RetryableError(claimed.batch.error or "the previous attempt was lost",
                              attempts=claimed.batch.attempts)
     device = ctx.registry.get(claimed.batch.device)
-    backend = backend_for(ctx, device)
+    backend = backend_for(ctx, device, claimed.batch.model)
     prompts, requests = _screen(ctx, backend, claimed.prompts)
     if not prompts:
         complete_batch(ctx.engine, batch_id, None, [])

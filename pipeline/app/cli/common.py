@@ -163,6 +163,17 @@ def input_format_option(func: F) -> F:
              "first line has a custom_id is an OpenAI batch file (openai).")(func)
 
 
+def model_choice_options(func: F) -> F:
+    """The options saying which served model may answer a job (see `ecobatch devices`)."""
+    func = click.option("--min-quality", type=click.FloatRange(0, 100), default=None,
+                        help="Lowest model quality score accepted, on the registry's scale "
+                             "(bundled models: PIQA 0-shot accuracy, %%); a record's own "
+                             "min_quality wins.")(func)
+    return click.option("--model-name", default=None,
+                        help="Name of the served model that must answer, e.g. gemma3-270m "
+                             "(a record's own model wins) [default: any model].")(func)
+
+
 def routing_options(func: F) -> F:
     """The options saying how a job is routed and when it may run."""
     decorators = [

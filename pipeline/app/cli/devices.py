@@ -26,6 +26,7 @@ from pipeline.app.context import AppContext
 from pipeline.errors import ConfigError, EcobatchError
 from pipeline.fleet.devices import Device, Registry, load_registry
 from pipeline.fleet.modelfile import resolve_model_path
+from pipeline.fleet.servedmodels import BUNDLED_MODELS
 from pipeline.grid.trace import GridConditions, device_conditions
 from pipeline.ledger.db import make_engine
 from pipeline.settings import Settings
@@ -93,11 +94,18 @@ def pick_device(registry: Registry, name: str | None) -> Device:
 
 
 def _bench_device(settings: Settings, device_name: str | None, model: Path | None) -> Device:
+    """The device to bench, with the one model file it will load: ``--model`` (a GGUF file,
+    or the name of one of the device's served models), else the device's first model."""
     device = pick_device(load_registry(settings.devices), device_name)
-    if model is not None:
+    served = {**BUNDLED_MODELS, **{m.name: m for m in device.served_models(settings.model)}}
+    if model is not None and not model.is_file() and str(model) in served:
+        path = served[str(model)].resolve(device.model or settings.model)
+    elif model is not None:
         # An explicit --model wins over the registry, unlike ECOBATCH_MODEL.
-        device = device.model_copy(update={"model": resolve_model_path(model)})
-    return device
+        path = resolve_model_path(model)
+    else:
+        path = device.served_models(settings.model)[0].resolve(device.model or settings.model)
+    return device.model_copy(update={"model": path, "models": None})
 
 
 def _run_with_progress(console: Console, settings: Settings, device: Device,
@@ -153,8 +161,9 @@ def profile_table(title: str, rows: Sequence[ProfileRow]) -> Table:
 @database_url_option
 @devices_option
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
-              help="GGUF model file; overrides the device's model [default: the registry's, else "
-              "ECOBATCH_MODEL, else SmolLM2-135M].")
+              help="GGUF model file, or the name of a served or bundled model (gemma3-270m); "
+              "overrides the device's model [default: the registry's first, else "
+              "ECOBATCH_MODEL, else SmolLM2-135M]. Profiles are stored per model file.")
 @handle_errors
 def bench(device_name: str | None, batch_sizes: list[int], prompts_file: Path | None,
           repeats: int, max_tokens: int, plot_path: Path | None, database_url: str | None,
@@ -215,6 +224,21 @@ def devices_table(engine: Engine, registry: Registry, latency_target_s: float, *
     return table
 
 
+def models_table(registry: Registry, default_model: Path | None) -> Table:
+    """Every served model of every device: its file or package, quality score and the score's
+    source (what a job's ``min_quality`` is compared with)."""
+    table = Table(title="models")
+    for header in ("device", "model", "file", "quality", "quality source"):
+        table.add_column(header, no_wrap=header in ("device", "model", "quality"))
+    for d in registry.devices:
+        for m in d.served_models(default_model):
+            where = (f"package {m.package}" if m.package
+                     else str(m.path or default_model or "the default model"))
+            table.add_row(d.name, m.name, where, "unknown" if m.quality is None
+                          else f"{m.quality:g}", m.quality_source or "-")
+    return table
+
+
 def grid_table(registry: Registry, grid: GridConditions, at: datetime) -> Table:
     """Each device's grid figures at ``at`` as routing prices and workers account them
     (:func:`~pipeline.grid.trace.device_conditions`): '-' where a figure is missing, and why where
@@ -241,7 +265,8 @@ def grid_table(registry: Registry, grid: GridConditions, at: datetime) -> Table:
 def devices(devices: Path | None, database_url: str | None) -> None:
     """List the devices: kind, grid (zone, or fixed gCO2e/kWh), energy meter, memory, TDP and
     benchmark profile; then each device's grid intensity (gCO2e/kWh), price (USD/kWh) and
-    temperature (C) now, as the router reads them ('-' where missing).
+    temperature (C) now, as the router reads them ('-' where missing); then the models each
+    serves with their quality score (0-100) and its source.
 
     The registry is checked against the grid data (ECOBATCH_GRID_DIR adds zones). The last
     column is the benchmarked batch size (prompts) with the least energy per token whose batch
@@ -255,3 +280,4 @@ def devices(devices: Path | None, database_url: str | None) -> None:
                                 detected=ctx.settings.devices is None))
     # With ECOBATCH_GRID_AT every process reads the grid as at that hour: so does this table.
     console.print(grid_table(registry, ctx.grid, ctx.settings.grid_at or datetime.now(UTC)))
+    console.print(models_table(registry, ctx.settings.model))

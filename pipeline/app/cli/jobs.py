@@ -22,6 +22,7 @@ from pipeline.app.cli.common import (
     input_format_option,
     make_console,
     max_tokens_option,
+    model_choice_options,
     redis_url_option,
     routing_options,
 )
@@ -44,12 +45,14 @@ from pipeline.settings import Settings
 @input_format_option
 @max_tokens_option
 @routing_options
+@model_choice_options
 @redis_url_option
 @database_url_option
 @handle_errors
 def submit(file: str, fmt: str | None, max_tokens: int | None, strategy: str | None,
            weights: dict[str, float] | None, slo_s: float | None, deadline: datetime | None,
-           defer: bool, redis_url: str | None, database_url: str | None) -> None:
+           defer: bool, model_name: str | None, min_quality: float | None,
+           redis_url: str | None, database_url: str | None) -> None:
     """Validate FILE (JSONL, CSV or text; '-' is stdin) and enqueue it; print the job id.
 
     The whole file is checked first: a bad line is reported with its line number and
@@ -61,7 +64,8 @@ def submit(file: str, fmt: str | None, max_tokens: int | None, strategy: str | N
     if settings.devices is not None:  # the cluster's registry: refuse one it could not route
         checked_registry(settings)
     # '-' reads sys.stdin.buffer, which CliRunner replaces
-    options = JobOptions(weights=weights, slo_s=slo_s, deadline=deadline, deferred=defer)
+    options = JobOptions(weights=weights, slo_s=slo_s, deadline=deadline, deferred=defer,
+                         model=model_name, min_quality=min_quality)
     with traced("ecobatch-submit"):
         receipt = submit_file(AppContext(settings), file, fmt=fmt, options=options)
     note = " (deferred: see `ecobatch plan`)" if receipt.deferred else ""

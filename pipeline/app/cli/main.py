@@ -23,7 +23,6 @@ from pipeline.app.run import RunOptions, run_job
 from pipeline.app.tracing import trace_pool_processes, traced
 from pipeline.broker.queue import connect
 from pipeline.fleet.devices import Device
-from pipeline.fleet.modelfile import resolve_model_path
 from pipeline.grid.data import checked_registry
 from pipeline.intake.limits import check_batch_size
 from pipeline.ledger.db import refuse_outdated_ledger
@@ -106,7 +105,7 @@ def worker(device_name: str, loglevel: str, own_metrics_port: int | None,
     from pipeline.broker.alive import worker_identity
     from pipeline.metrics.serve import start_metrics, worker_port
     from workers.service.heartbeat import heartbeat_step
-    from workers.service.infer import backend_for, engine_for
+    from workers.service.infer import backend_for, continuous_for, engine_for
 
     settings = build_settings(**overrides)
     quiet = _log_format(settings, loglevel, device=device_name)
@@ -117,7 +116,8 @@ def worker(device_name: str, loglevel: str, own_metrics_port: int | None,
 
         # Before anything in this process (or the pool it forks) initialises CUDA.
         pin_process(device)
-    verify_model(resolve_model_path(device.model or settings.model))  # fail before Celery starts
+    for served in device.served_models(settings.model):  # fail before Celery starts
+        verify_model(served.resolve(device.model or settings.model))
     connect(settings.require_redis_url()).close()  # so does a wrong host, password or CA
     refuse_outdated_ledger(settings.database_url)  # and an outdated ledger
     port = worker_port(settings, registry, device) if own_metrics_port is None else own_metrics_port
@@ -128,12 +128,13 @@ def worker(device_name: str, loglevel: str, own_metrics_port: int | None,
     app.steps["worker"].add(heartbeat_step(device.name, settings.heartbeat_ttl_s,
                                            app.ctx.worker_id, settings.task_time_limit_s))
 
-    if app.ctx.worker_config.continuous:  # one process: the task threads share one engine
+    if continuous_for(app.ctx, device):  # one process: the task threads share one engine
         engine_for(app.ctx, device)
         pool = ["-P", "threads", "-c", str(settings.batches_in_flight)]
     else:
         def preload(**_: object) -> None:
-            backend_for(app.ctx, device)
+            for served in device.served_models(settings.model):
+                backend_for(app.ctx, device, served.name)
 
         worker_process_init.connect(preload, weak=False)
         pool = ["-P", "prefork", "-c", "1"]

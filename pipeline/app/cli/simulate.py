@@ -263,6 +263,9 @@ def _parse_objective(text: str) -> tuple[list[str], dict[str, float]]:
 @click.option("--plan-out", type=click.Path(dir_okay=False, path_type=Path),
               help="With --devices: write the plan as JSON for the live router "
               "(ECOBATCH_STRATEGY=optimal, ECOBATCH_PLAN_FILE).")
+@click.option("--pick", type=click.IntRange(min=0), help="With --pareto, --devices and "
+              "--plan-out: write the plan of this row of the printed front (its 'row' column) "
+              "instead of the --objective LP's, for the router to follow.")
 @click.option("--tokens-per-hour", type=click.FloatRange(min=0, min_open=True),
               help="With --devices: demand in tokens (prompt + generated) every hour; default: "
               "the --arrivals trace's tokens per hour.")
@@ -281,17 +284,22 @@ def _parse_objective(text: str) -> tuple[list[str], dict[str, float]]:
 def optimise(sites: int, hours: int, start: datetime | None, load: float, objective: str,
              water_budget_l: float | None, defer: bool, admm_weights: str | None, pareto: bool,
              method: str, seed: int, registry_path: Path | None, plan_out: Path | None,
-             carbon_dir: Path | None, **demand_opts: Any) -> None:
+             pick: int | None, carbon_dir: Path | None, **demand_opts: Any) -> None:
     """Allocate token load to sites and hours by LP (HiGHS); optionally by ADMM and Pareto.
 
     With --devices the sites are a live registry's and --plan-out writes the plan the router
-    follows with the optimal strategy.
+    follows with the optimal strategy: the --objective LP's, or with --pareto --pick ROW the
+    front point of that row (by NSGA-II: its sites' shares; its model mix is left to each
+    job's quality floor).
     """
     from router.allocation.lp import solve_lexicographic, solve_weighted
     from router.sim.scenario import build_scenario
 
     if plan_out is not None and registry_path is None:
         raise ConfigError("--plan-out needs --devices: a plan names the registry's devices")
+    if pick is not None and not (pareto and plan_out is not None):
+        raise ConfigError("--pick needs --pareto and --plan-out: it picks the front point "
+                          "whose plan is written")
     grid_dir = carbon_dir or build_settings().grid_dir
     grid = GridData(grid_dir)
     if registry_path is not None:
@@ -312,8 +320,8 @@ def optimise(sites: int, hours: int, start: datetime | None, load: float, object
                   f"solve(s) in {alloc.solve_s:.3f} s; cost {o['cost']:.2f} USD, carbon "
                   f"{o['carbon'] / 1000:.1f} kgCO2e, water {o['water']:.0f} L, delay "
                   f"{o['delay'] / max(float(planned.demand.sum()), 1):.3f} s/token")
-    if plan_out is not None:
-        _save(plan_out, alloc, planned, start, objective)
+    if plan_out is not None and pick is None:
+        _save(plan_out, alloc.site_shares(), alloc.objectives, planned, start, objective)
         console.print(f"wrote {plan_out}: follow it with ECOBATCH_STRATEGY=optimal "
                       f"ECOBATCH_PLAN_FILE={plan_out}")
     if admm_weights:
@@ -321,7 +329,14 @@ def optimise(sites: int, hours: int, start: datetime | None, load: float, object
     if pareto:
         from pipeline.app.cli.pareto import report_nsga2
 
-        (report_nsga2 if method == "nsga2" else _report_pareto)(console, sc, seed)
+        rows = (report_nsga2 if method == "nsga2" else _report_pareto)(console, sc, seed)
+        if plan_out is not None and pick is not None:
+            if pick >= len(rows):
+                raise ConfigError(f"--pick {pick}: the front has rows 0 to {len(rows) - 1}")
+            _save(plan_out, rows[pick].shares, rows[pick].objectives, planned, start,
+                  f"pareto:{method} row {pick}")
+            console.print(f"wrote {plan_out} (front row {pick}): follow it with "
+                          f"ECOBATCH_STRATEGY=optimal ECOBATCH_PLAN_FILE={plan_out}")
 
 
 @dataclass(frozen=True)
@@ -383,12 +398,12 @@ def _registry_plan(path: Path, hours: int, grid_dir: Path | None, *, seed: int,
     return _Sites(specs, demand, site_of)
 
 
-def _save(path: Path, alloc: Any, planned: _Sites, start: datetime, objective: str) -> None:
+def _save(path: Path, shares: Any, objectives: dict[str, float], planned: _Sites,
+          start: datetime, objective: str) -> None:
     from router.allocation.allocation_file import save_plan
 
-    save_plan(path, alloc.site_shares(), planned.site_of, start,
-              site_names=[s.name for s in planned.specs], objective=objective,
-              objectives=alloc.objectives)
+    save_plan(path, shares, planned.site_of, start, site_names=[s.name for s in planned.specs],
+              objective=objective, objectives=objectives)
 
 
 def _report_admm(console: Any, sc: Any, weights: dict[str, float]) -> None:
@@ -405,18 +420,22 @@ def _report_admm(console: Any, sc: Any, weights: dict[str, float]) -> None:
                   f"({(res.objective - best) / best:+.3%})")
 
 
-def _report_pareto(console: Any, sc: Any, seed: int) -> None:
+def _report_pareto(console: Any, sc: Any, seed: int) -> list[Any]:
+    """Print the LP sweep's front, lowest carbon first; return its rows as plans."""
+    from pipeline.app.cli.pareto import FrontPoint
     from router.allocation.pareto import pareto_front
 
     front = pareto_front(sc, seed=seed)
     table = Table(title=f"Pareto front: {len(front.points)} points, {front.solves} LPs in "
                   f"{front.solve_s:.2f} s")
-    for col in ("cost USD", "carbon kg", "delay s/token", "water L", "weights"):
+    for col in ("row", "cost USD", "carbon kg", "delay s/token", "water L", "weights"):
         table.add_column(col, justify="right")
     total = max(float(sc.demand.sum()), 1.0)
-    for p in sorted(front.points, key=lambda p: p.objectives["carbon"]):
+    points = sorted(front.points, key=lambda p: p.objectives["carbon"])
+    for row, p in enumerate(points):
         o = p.objectives
-        table.add_row(f"{o['cost']:.2f}", f"{o['carbon'] / 1000:.1f}",
+        table.add_row(str(row), f"{o['cost']:.2f}", f"{o['carbon'] / 1000:.1f}",
                       f"{o['delay'] / total:.4f}", f"{o['water']:.0f}",
                       ",".join(f"{k}={v:.2f}" for k, v in p.weights.items() if v))
     console.print(table)
+    return [FrontPoint(p.allocation.site_shares(), dict(p.objectives)) for p in points]

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 MIGRATIONS_DIR = Path(__file__).parent
 BASE_REVISION = "0001"
 """The ledger as made by the release before migrations (commit 79802b8)."""
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 """The newest revision; what ``make_engine`` creates and expects."""
 
 
