@@ -28,12 +28,14 @@ FAULT_BACKEND = "tests.faultbackend:make_backend"
 
 
 def cluster_env(redis_url: str, db_url: str, **extra: str) -> dict[str, str]:
-    """Environment of router and worker children: the test services, quick partial batches.
+    """Environment of router and worker children: the test services, quick partial batches and
+    quick retries of a failed batch (0.2, 0.4, 0.8 s instead of 2, 4, 8 s).
 
     ``PYTHONPATH`` holds the repository root so that a child can import a test backend.
     """
     return {"ECOBATCH_REDIS_URL": redis_url, "ECOBATCH_DATABASE_URL": db_url,
-            "ECOBATCH_MAX_WAIT_S": "0.2", "PYTHONPATH": str(REPO_ROOT), **extra}
+            "ECOBATCH_MAX_WAIT_S": "0.2", "ECOBATCH_RETRY_BACKOFF_S": "0.2",
+            "PYTHONPATH": str(REPO_ROOT), **extra}
 
 
 def fault_env(redis_url: str, db_url: str, **extra: str) -> dict[str, str]:
