@@ -25,17 +25,19 @@ run: $(BIN)/ecobatch
 # Two pytest processes share the suite (pytest-xdist; each has its own Redis and PostgreSQL
 # database, see tests/conftest.py): most tests wait on real processes, retries and heartbeats,
 # so two at a time use the second core. Tests marked serial compare wall-clock latencies and
-# run alone afterwards.
+# run alone afterwards. Tests go to the processes one at a time, longest first
+# (tests/conftest.py), so both finish together.
 TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --maxschedchunk 1
 
 test: $(BIN)/ecobatch
-	$(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) -m "not serial"
+	$(BIN)/python -m pytest -q -rs $(XDIST) -m "not serial"
 	$(BIN)/python -m pytest -q -rs -m serial
 
 # The inner loop (under 2 min): everything but the tests marked slow (llama.cpp inference and
 # real router/worker processes). CI runs `make test`, which runs them all.
 test-fast: $(BIN)/ecobatch
-	$(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) -m "not slow and not serial"
+	$(BIN)/python -m pytest -q -rs $(XDIST) -m "not slow and not serial"
 
 lint: $(BIN)/ecobatch
 	$(BIN)/ruff check pipeline router workers tests

@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     max_attempts: PositiveInt = Field(
         default=3, description="Deliveries of a batch before it is dead-lettered."
     )
+    retry_backoff_s: PositiveFloat = Field(
+        default=2.0,
+        description="Wait before a failed batch's first retry, doubled for each further one "
+        "(at most 60 s).",
+    )
     visibility_timeout_s: PositiveInt = Field(
         default=3600, description="Redis visibility timeout; must exceed the longest batch."
     )

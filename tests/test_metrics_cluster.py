@@ -108,7 +108,7 @@ def after_a_job(redis_url: str, db_url: str, tmp_path: Path) -> Iterator[Scraped
     port = free_port_run(3)
     env = cluster_env(redis_url, db_url, ECOBATCH_DEVICES=str(registry),
                       ECOBATCH_METRICS_PORT=str(port), ECOBATCH_METRICS_ADDR="127.0.0.1",
-                      ECOBATCH_STRATEGY="round_robin", ECOBATCH_N_THREADS="1")
+                      ECOBATCH_STRATEGY="round_robin")
     urls = {"router": f"http://127.0.0.1:{port}",
             **{d: f"http://127.0.0.1:{port + 1 + i}" for i, d in enumerate(DEVICES)}}
     with ChildGroup(env=env, log_dir=tmp_path / "logs") as children:

@@ -16,6 +16,7 @@ class WorkerConfig:
 
     Attributes:
         max_attempts: attempts at a batch before it is dead-lettered.
+        retry_backoff_s: wait before a failed batch's first retry, doubled for each after it.
         db_retry_s: how long a result write is retried while the database is away.
         temperature: sampling temperature of every request.
         continuous: the llama backend keeps its slots busy across batches
@@ -25,6 +26,7 @@ class WorkerConfig:
     """
 
     max_attempts: int
+    retry_backoff_s: float
     db_retry_s: float
     temperature: float
     continuous: bool = False
@@ -40,12 +42,12 @@ class WorkerConfig:
     def retry_policy(self) -> RetryPolicy:
         """A batch's retries: any failure is retried after a backoff, the attempts counted in
         SQL capped by :attr:`max_attempts` (``pipeline.ledger.outcome``)."""
-        return RetryPolicy(max_attempts=self.max_attempts)
+        return RetryPolicy(max_attempts=self.max_attempts, first_delay_s=self.retry_backoff_s)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerConfig:
         """The worker's part of ``settings``."""
-        return cls(max_attempts=settings.max_attempts, db_retry_s=settings.db_retry_s,
-                   temperature=settings.temperature,
+        return cls(max_attempts=settings.max_attempts, retry_backoff_s=settings.retry_backoff_s,
+                   db_retry_s=settings.db_retry_s, temperature=settings.temperature,
                    continuous=settings.continuous_batching and settings.backend == "llama",
                    batch_size=settings.batch_size, time_limit_s=settings.task_time_limit_s)

@@ -14,6 +14,7 @@ import llama_cpp
 import pytest
 
 from pipeline.errors import InputError, MemoryBudgetError
+from tests.cluster import TEST_LLAMA_THREADS
 from workers.backends.base import GenerationRequest, GenerationResult, InferenceBackend
 from workers.backends.llama.batched import BatchedLlamaBackend
 from workers.backends.llama.chat import PromptFormatter
@@ -31,7 +32,8 @@ PROMPTS = (
 def backend(model_path: Path) -> Iterator[BatchedLlamaBackend]:
     """One backend for the module: the model loads once, the context is reused."""
     with BatchedLlamaBackend(
-        str(model_path), n_ctx_per_seq=N_CTX_PER_SEQ, max_batch_size=8
+        str(model_path), n_ctx_per_seq=N_CTX_PER_SEQ, max_batch_size=8,
+        n_threads=TEST_LLAMA_THREADS,
     ) as b:
         yield b
 
@@ -191,7 +193,7 @@ def test_batch_larger_than_memory_allows_decodes_in_the_slots_that_fit(
     budget = [0]
     with BatchedLlamaBackend(
         str(model_path), n_ctx_per_seq=N_CTX_PER_SEQ, max_batch_size=8,
-        free_memory_bytes=lambda: budget[0],
+        free_memory_bytes=lambda: budget[0], n_threads=TEST_LLAMA_THREADS,
     ) as small:
         budget[0] = int(2.5 * small.sequence_memory_bytes)
         requests = [ask(f"s{i}", PROMPTS[i % 4], max_tokens=12) for i in range(5)]

@@ -13,6 +13,7 @@ from pipeline.fleet.devices import Device, Registry
 from pipeline.ledger.db import make_engine, session_scope
 from pipeline.ledger.models import DeviceProfile
 from pipeline.settings import Settings
+from tests.cluster import TEST_LLAMA_THREADS
 from workers.backends.base import BatchOutput, GenerationRequest, GenerationResult
 from workers.bench.plot import plot_profile
 from workers.bench.run import (
@@ -190,7 +191,8 @@ def test_real_bench_on_small_model(model_path: Path, sqlite_url: str, tmp_path: 
     from workers.meters import make_meter
 
     device = Device(name="cpu", kind="cpu", zone="DE-LU", max_batch_size=4, tdp_w=20.0)
-    backend = build_backend(device, Settings(model=model_path, n_ctx_per_seq=256))
+    backend = build_backend(device, Settings(model=model_path, n_ctx_per_seq=256,
+                                             n_threads=TEST_LLAMA_THREADS))
     meter = make_meter(device)
     prompts = default_prompts()[:4]
     started = time.perf_counter()

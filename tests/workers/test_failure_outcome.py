@@ -75,6 +75,14 @@ def test_a_failed_decode_is_recorded_and_retried_after_the_backoff(tmp_path: Pat
         assert batch.error == "RuntimeError: injected fault" and batch.worker_id is None
 
 
+def test_the_backoff_is_a_setting_doubled_for_each_attempt(tmp_path: Path) -> None:
+    ctx = AppContext(load_settings(database_url=f"sqlite:///{tmp_path / 'l.db'}",
+                                   retry_backoff_s=0.25))
+    policy = ctx.worker_config.retry_policy
+    assert [policy.backoff_s(n) for n in range(4)] == [0.25, 0.5, 1.0, 2.0]
+    assert decide(RetryableError("decode failed", attempts=2), 1, policy).delay_s == 0.5
+
+
 def test_an_unknown_batch_is_acknowledged(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path, "echo")
     exc = _fail(ctx, "nope", NotFoundError)

@@ -17,6 +17,7 @@ import pytest
 
 from pipeline.errors import InputError
 from pipeline.intake.parse import validate_records
+from tests.cluster import TEST_LLAMA_THREADS
 from workers.backends.base import GenerationRequest, sampling_fields
 from workers.backends.llama.batched import BatchedLlamaBackend
 
@@ -38,7 +39,8 @@ PLAIN = ("What is the capital of France?", "Write a haiku about the sea.",
 
 @pytest.fixture(scope="module")
 def backend(model_path: Path) -> Iterator[BatchedLlamaBackend]:
-    with BatchedLlamaBackend(str(model_path), n_ctx_per_seq=256, max_batch_size=24) as b:
+    with BatchedLlamaBackend(str(model_path), n_ctx_per_seq=256, max_batch_size=24,
+                             n_threads=TEST_LLAMA_THREADS) as b:
         yield b
 
 
