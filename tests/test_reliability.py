@@ -1,4 +1,8 @@
-"""A pool process killed in the middle of a batch loses nothing: the batch is redelivered."""
+"""A pool process killed in the middle of a batch loses nothing: the batch is redelivered.
+
+The worker runs one batch at a time in a prefork child (continuous batching off); the
+continuous-batching worker, which has no pool children, is killed in
+``tests/test_continuous_worker.py``."""
 
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ WAIT_S = 300.0
 def test_killed_pool_process_mid_batch_is_redelivered_without_duplicates(
     redis_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
-    env = cluster_env(redis_url, sqlite_url)
+    env = cluster_env(redis_url, sqlite_url, ECOBATCH_CONTINUOUS_BATCHING="false")
     settings = load_settings(redis_url=redis_url, database_url=sqlite_url)
     engine = make_engine(sqlite_url)
     with QuickStopGroup(env=env, log_dir=tmp_path / "logs") as children:
@@ -37,7 +41,7 @@ def test_killed_pool_process_mid_batch_is_redelivered_without_duplicates(
         job_id = client.submit([f"Write a long story about the number {i}." for i in range(8)],
                                max_tokens=96)
         victim = wait_for_running_batch(engine, WAIT_S)
-        kill_pool_children(worker)  # the prefork child running the batch
+        assert kill_pool_children(worker) == 1  # the prefork child running the batch
         client.wait(job_id, timeout_s=WAIT_S)
         rows = client.results(job_id)
     assert len(rows) == 8 and all(r["output"].strip() for r in rows)

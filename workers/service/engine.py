@@ -60,8 +60,9 @@ class _Ticket:
 
     pending: deque[Prepared]
     origin_s: float
-    deadline_s: float
+    limit_s: float
     n_requests: int
+    deadline_s: float | None = None  # set when its first prompt takes a slot
     seqs: list[Sequence] = field(default_factory=list)
     shares: list[Share] = field(default_factory=list)
     error: BaseException | None = None
@@ -105,7 +106,9 @@ class ContinuousEngine:
 
         Args:
             requests: the batch's requests.
-            time_limit_s: the batch is dropped if it has not finished this long after now.
+            time_limit_s: the batch is dropped if it has not finished this long after its first
+                prompt took a slot (its wait for a slot, bounded by the limits of the batches
+                ahead of it, does not count, as a prefetched message's does not in Celery).
             stuck_after_s: how long the decoding thread may go without finishing a step (one
                 admission and decode) before the engine is taken to be stuck in a
                 ``llama_decode`` that never returns.
@@ -119,8 +122,8 @@ class ContinuousEngine:
         """
         origin_s = time.perf_counter()
         prepared = [self._backend.prepare(r) for r in requests]
-        ticket = _Ticket(pending=deque(prepared), origin_s=origin_s,
-                         deadline_s=origin_s + time_limit_s, n_requests=len(prepared))
+        ticket = _Ticket(pending=deque(prepared), origin_s=origin_s, limit_s=time_limit_s,
+                         n_requests=len(prepared))
         if prepared:
             with self._cond:
                 if self._closed:
@@ -184,6 +187,7 @@ class ContinuousEngine:
             ticket = self._waiting[0]
             if ticket not in self._active:
                 self._active.append(ticket)
+                ticket.deadline_s = time.perf_counter() + ticket.limit_s
             n = min(free, len(ticket.pending))
             taken.append((ticket, [ticket.pending.popleft() for _ in range(n)]))
             free -= n
@@ -206,18 +210,15 @@ class ContinuousEngine:
 
     def _drop_late(self, now_s: float) -> None:
         with self._cond:
-            late = [t for t in self._active + [t for t in self._waiting if t not in self._active]
-                    if t.error is None and not t.complete and now_s > t.deadline_s]
+            late = [t for t in self._active if t.error is None and not t.complete
+                    and t.deadline_s is not None and now_s > t.deadline_s]
             for ticket in late:
                 if ticket in self._waiting:
                     self._waiting.remove(ticket)
-                if ticket not in self._active:
-                    self._active.append(ticket)
                 ticket.pending.clear()
         for ticket in late:
-            limit_s = ticket.deadline_s - ticket.origin_s
             ticket.error = BatchTimeLimitError(
-                f"batch did not finish within its {limit_s:.0f} s time limit "
+                f"batch did not finish within its {ticket.limit_s:.0f} s time limit "
                 f"(SoftTimeLimitExceeded in the decoding engine); dropped, the others go on")
             self._decoder.drop([s for s in ticket.seqs if not s.done])
 
