@@ -116,3 +116,15 @@ def test_run_rejects_a_malformed_file_before_starting_anything(tmp_path: Path) -
     assert "line 2" in proc.stderr
     assert not (tmp_path / "ecobatch.db").exists()
     assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_run_refuses_a_quality_floor_no_model_meets_before_starting_anything(
+        tmp_path: Path) -> None:
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hello"}\n')
+    proc = subprocess.run([sys.executable, "-m", "pipeline.app.cli.main", "run", str(prompts),
+                           "--min-quality", "99"], cwd=tmp_path, env=clean_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "min_quality" in proc.stderr and "99" in proc.stderr
+    assert not (tmp_path / "ecobatch.db").exists()

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -30,7 +30,7 @@ from pipeline.grid.data import checked_registry
 from pipeline.intake.limits import check_batch_size, line_limit
 from pipeline.intake.openai_batch import is_openai_record
 from pipeline.intake.parse import PromptIn, read_input
-from pipeline.intake.submit import check_job, submit_checked
+from pipeline.intake.submit import JobOptions, check_job, submit_checked
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.jobs import iter_results, write_results
 from pipeline.ledger.models import Prompt, PromptStatus
@@ -52,6 +52,7 @@ class RunOptions:
     output_format: str | None  # None: openai for an OpenAI batch input, else by extension
     local_workers: bool | None
     timeout_s: float
+    job: JobOptions = field(default_factory=JobOptions)  # the model or quality floor asked for
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def run_job(settings: Settings, opts: RunOptions, console: Console) -> RunOutcom
     with ModelTokenizer(settings.model) as tokenizer:
         records = read_input(opts.input_path, opts.input_format,
                              limit=line_limit(settings, tokenizer))
-        job = check_job(records, settings, tokenizer, source=opts.input_path)
+        job = check_job(records, settings, tokenizer, source=opts.input_path, options=opts.job)
     opts = replace(opts, output_format=_output_format(opts, records))
     registry = checked_registry(settings)
     check_batch_size(settings.batch_size, registry)

@@ -167,7 +167,7 @@ def model_choice_options(func: F) -> F:
     """The options saying which served model may answer a job (see `ecobatch devices`)."""
     func = click.option("--min-quality", type=click.FloatRange(0, 100), default=None,
                         help="Lowest model quality score accepted, on the registry's scale "
-                             "(bundled models: PIQA 0-shot accuracy, %%); a record's own "
+                             "(bundled models: PIQA 0-shot accuracy, %); a record's own "
                              "min_quality wins.")(func)
     return click.option("--model-name", default=None,
                         help="Name of the served model that must answer, e.g. gemma3-270m "

@@ -15,6 +15,7 @@ from pipeline.app.cli.common import (
     input_format_option,
     make_console,
     max_tokens_option,
+    model_choice_options,
     model_option,
     redis_url_option,
     strategy_option,
@@ -25,6 +26,7 @@ from pipeline.broker.queue import connect
 from pipeline.fleet.devices import Device
 from pipeline.grid.data import checked_registry
 from pipeline.intake.limits import check_batch_size
+from pipeline.intake.submit import JobOptions
 from pipeline.ledger.db import refuse_outdated_ledger
 from pipeline.settings import Settings
 from workers.backends.llama.tokenizer import verify_model
@@ -59,16 +61,19 @@ def main() -> None:
                    "(default: only with the embedded Redis).")
 @click.option("--timeout-s", type=float, default=3600.0, show_default=True,
               help="Seconds to wait for every answer.")
+@model_choice_options
 @handle_errors
 def run(input_path: str, fmt: str | None, output_path: Path, output_format: str | None,
-        local_workers: bool | None, timeout_s: float, **overrides: object) -> None:
+        local_workers: bool | None, timeout_s: float, model_name: str | None,
+        min_quality: float | None, **overrides: object) -> None:
     """Run FILE (JSONL, CSV with a prompt column, or text; '-' is stdin) end to end.
 
     With no ECOBATCH_REDIS_URL a private Redis server is started, the ledger is SQLite
     (./ecobatch.db) and the router and a worker per local device run as child processes.
     """
     settings = build_settings(**overrides)
-    opts = RunOptions(input_path, fmt, output_path, output_format, local_workers, timeout_s)
+    opts = RunOptions(input_path, fmt, output_path, output_format, local_workers, timeout_s,
+                      JobOptions(model=model_name, min_quality=min_quality))
     with traced("ecobatch-run"):
         outcome = run_job(settings, opts, make_console(stderr=True))
     click.echo(f"{outcome.n_prompts - outcome.n_dead}/{outcome.n_prompts} answered; "
