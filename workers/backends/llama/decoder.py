@@ -117,6 +117,7 @@ class SlotDecoder:
     def clear(self) -> None:
         """Drop every sequence and empty the context (after a failed ``llama_decode``)."""
         for seq in self.running:
+            seq.finish_reason = seq.finish_reason or "cancelled"
             self._free(seq)
         self.running = []
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), False)
