@@ -209,18 +209,21 @@ class ContinuousEngine:
         self._settle()
 
     def _drop_late(self, now_s: float) -> None:
-        with self._cond:
-            late = [t for t in self._active if t.error is None and not t.complete
-                    and t.deadline_s is not None and now_s > t.deadline_s]
-            for ticket in late:
-                if ticket in self._waiting:
-                    self._waiting.remove(ticket)
-                ticket.pending.clear()
+        late = [t for t in self._active if t.error is None and not t.complete
+                and t.deadline_s is not None and now_s > t.deadline_s]
         for ticket in late:
-            ticket.error = BatchTimeLimitError(
+            self._abandon(ticket, BatchTimeLimitError(
                 f"batch did not finish within its {ticket.limit_s:.0f} s time limit "
-                f"(SoftTimeLimitExceeded in the decoding engine); dropped, the others go on")
+                f"(SoftTimeLimitExceeded in the decoding engine); dropped, the others go on"))
             self._decoder.drop([s for s in ticket.seqs if not s.done])
+
+    def _abandon(self, ticket: _Ticket, error: BaseException) -> None:
+        """Fail ``ticket``: none of its prompts still waiting for a slot will take one."""
+        with self._cond:
+            if ticket in self._waiting:
+                self._waiting.remove(ticket)
+            ticket.pending.clear()
+        ticket.error = error
 
     def _settle(self) -> None:
         """Cut the meter and hand back every batch that finished or failed in this step."""
@@ -245,13 +248,9 @@ class ContinuousEngine:
         self._decoder.clear()
         self._cut()
         reason = InferenceError(f"llama.cpp decoding failed: {error}")
-        for ticket in list(self._active):
+        for ticket in self._active:
             if not ticket.complete and ticket.error is None:
-                ticket.error = reason
-                ticket.pending.clear()
-                with self._cond:
-                    if ticket in self._waiting:
-                        self._waiting.remove(ticket)
+                self._abandon(ticket, reason)
         self._settle()
 
     # -- handing back ----------------------------------------------------------------------

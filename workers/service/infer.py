@@ -52,6 +52,7 @@ from workers.meters.base import EnergyMeter, EnergyReading
 if TYPE_CHECKING:
     from workers.service.engine import ContinuousEngine
 
+K = TypeVar("K")
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -106,12 +107,12 @@ class WorkerContext(Protocol):
         ...
 
 
-def _per_device(state: WorkerState, kept: dict[str, T], device: Device,
-                build: Callable[[], T]) -> T:
+def _kept(state: WorkerState, kept: dict[K, T], key: K, build: Callable[[], T]) -> T:
+    """``kept[key]``, built on first use; task threads share it, so built once."""
     with state.building:
-        if device.name not in kept:
-            kept[device.name] = build()
-        return kept[device.name]
+        if key not in kept:
+            kept[key] = build()
+        return kept[key]
 
 
 def backend_for(ctx: WorkerContext, device: Device, model: str | None = None) -> InferenceBackend:
@@ -125,20 +126,20 @@ def backend_for(ctx: WorkerContext, device: Device, model: str | None = None) ->
         ConfigError: the device does not serve ``model``, or its file cannot be found.
     """
     served = device.served_model(model, ctx.settings.model)
-    key = (device.name, served.name)
-    kept = ctx.worker_state.backends
-    with ctx.worker_state.building:
-        if key not in kept:
-            path = served.resolve(device.model or ctx.settings.model)
-            running = device.model_copy(update={"model": path, "models": None})
-            kept[key] = build_backend(running, ctx.settings)
-        return kept[key]
+
+    def build() -> InferenceBackend:
+        path = served.resolve(device.model or ctx.settings.model)
+        running = device.model_copy(update={"model": path, "models": None})
+        return build_backend(running, ctx.settings)
+
+    state = ctx.worker_state
+    return _kept(state, state.backends, (device.name, served.name), build)
 
 
 def meter_for(ctx: WorkerContext, device: Device) -> EnergyMeter:
     """The device's energy meter, built once per process."""
     state = ctx.worker_state
-    return _per_device(state, state.meters, device, lambda: make_meter(device))
+    return _kept(state, state.meters, device.name, lambda: make_meter(device))
 
 
 def continuous_for(ctx: WorkerContext, device: Device) -> bool:
@@ -162,8 +163,8 @@ def engine_for(ctx: WorkerContext, device: Device) -> ContinuousEngine | None:
         return None
     n_slots = min(ctx.worker_config.batch_size, device.max_batch_size)
     state = ctx.worker_state
-    return _per_device(state, state.engines, device,
-                       lambda: ContinuousEngine(backend, meter_for(ctx, device), n_slots))
+    return _kept(state, state.engines, device.name,
+                 lambda: ContinuousEngine(backend, meter_for(ctx, device), n_slots))
 
 
 def to_request(p: Prompt, temperature: float) -> GenerationRequest:

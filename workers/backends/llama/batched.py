@@ -164,7 +164,7 @@ class BatchedLlamaBackend:
                 "llama_decode_calls": float(decoder.decode_calls if decoder else 0),
                 "grammar_steps": float(decoder.grammar_steps if decoder else 0),
                 "grammar_resamples": float(decoder.grammar_resamples if decoder else 0),
-                "kv_cache_bytes": float(self.sequence_memory_bytes * self._ctx_seqs),
+                "kv_cache_bytes": float(self.sequence_memory_bytes * (decoder.n_slots if decoder else 0)),
             },
         )
 

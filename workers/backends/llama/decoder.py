@@ -106,12 +106,8 @@ class SlotDecoder:
 
     def drop(self, seqs: list[Sequence]) -> None:
         """Stop ``seqs`` now (their batch timed out or was cancelled) and free their slots."""
-        gone = {id(seq) for seq in seqs}
-        memory = llama_cpp.llama_get_memory(self._ctx)
-        for seq in self.running:
-            if id(seq) in gone:
-                llama_cpp.llama_memory_seq_rm(memory, seq.seq_id, -1, -1)
-                seq.finish_reason = seq.finish_reason or "cancelled"
+        for seq in seqs:  # _retire frees the KV cells and samplers of every finished one
+            seq.finish_reason = seq.finish_reason or "cancelled"
         self._retire()
 
     def clear(self) -> None:
