@@ -14,6 +14,7 @@ from sqlmodel import SQLModel, create_engine
 from pipeline.broker.queue import connect
 from pipeline.fleet.modelfile import default_model_path
 from pipeline.ledger.db import make_engine, normalise_url
+from pipeline.logfields import pop_log_fields, push_log_fields
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # pytest-xdist runs the suite in processes gw0, gw1, ...: each gets a Redis database and a
@@ -44,6 +45,17 @@ def service_missing(what: str, err: Exception) -> None:
     if IN_CI:
         pytest.fail(msg + " (CI=true makes service tests mandatory)")
     pytest.skip(msg)
+
+
+@pytest.fixture(autouse=True)
+def own_log_fields() -> Iterator[None]:
+    """Undo the log fields a test leaves in scope. A Celery task's scope ends with the task
+    (``pipeline.app.celerylog``); a test that calls a task's body directly
+    (``workers.service.infer.run_batch`` adds the job to the caller's scope) has none, and
+    the names would show on the next test's lines in the same test process."""
+    token = push_log_fields()
+    yield
+    pop_log_fields(token)
 
 
 @pytest.fixture

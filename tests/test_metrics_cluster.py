@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -29,7 +28,8 @@ from pipeline.client import Client
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.models import Batch, BatchStatus, Prompt, PromptStatus, Result
 from pipeline.settings import load_settings
-from tests.cluster import REPO_ROOT, cluster_env, start_worker, wait_until
+from tests.cluster import REPO_ROOT, cluster_env, wait_until
+from tests.servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.service]
 PROMPTS20 = Path(__file__).parent / "fixtures" / "prompts20.jsonl"
@@ -48,24 +48,6 @@ kind = "cpu"
 zone = "GB"
 """
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def free_port_run(n: int) -> int:
-    """The first of ``n`` consecutive ports free on 127.0.0.1 (the router's and the workers')."""
-    for base in range(23470, 60000, 97):
-        socks = []
-        try:
-            for port in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise AssertionError("no free ports")
 
 
 def get(url: str) -> tuple[int, str]:
@@ -105,16 +87,19 @@ class Scraped:
 def after_a_job(redis_url: str, db_url: str, tmp_path: Path) -> Iterator[Scraped]:
     registry = tmp_path / "devices.toml"
     registry.write_text(REGISTRY)
-    port = free_port_run(3)
+    # Ports the kernel hands out (two test processes never get the same one at once), given
+    # to each process explicitly: a fixed base raced with the other parametrisation of this
+    # test in the other test process.
+    ports = {name: free_port() for name in ("router", *DEVICES)}
     env = cluster_env(redis_url, db_url, ECOBATCH_DEVICES=str(registry),
-                      ECOBATCH_METRICS_PORT=str(port), ECOBATCH_METRICS_ADDR="127.0.0.1",
-                      ECOBATCH_STRATEGY="round_robin")
-    urls = {"router": f"http://127.0.0.1:{port}",
-            **{d: f"http://127.0.0.1:{port + 1 + i}" for i, d in enumerate(DEVICES)}}
+                      ECOBATCH_METRICS_PORT=str(ports["router"]),
+                      ECOBATCH_METRICS_ADDR="127.0.0.1", ECOBATCH_STRATEGY="round_robin")
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     with ChildGroup(env=env, log_dir=tmp_path / "logs") as children:
         children.start("router", ["router"])
         for d in DEVICES:
-            start_worker(children, f"worker-{d}", d)
+            children.start(f"worker-{d}", ["worker", "--device", d,
+                                           "--metrics-port", str(ports[d])])
         _run_job(urls, redis_url, db_url, registry, children)
         text = {name: get(url + "/metrics")[1] for name, url in urls.items()}
         samples: Samples = {}
@@ -132,8 +117,11 @@ def _run_job(urls: dict[str, str], redis_url: str, db_url: str, registry: Path,
 
     wait_until("every process ready", ready, WAIT_S, poll_s=0.5)
     with closing(connect(redis_url)) as rclient:  # ready is not yet consuming: wait for both
-        wait_until("both workers' heartbeats",
-                   lambda: alive_devices(rclient, DEVICES) == set(DEVICES), WAIT_S, poll_s=0.2)
+        def beating() -> bool:
+            children.check_alive()
+            return alive_devices(rclient, DEVICES) == set(DEVICES)
+
+        wait_until("both workers' heartbeats", beating, WAIT_S, poll_s=0.2)
     settings = load_settings(redis_url=redis_url, database_url=db_url, devices=registry,
                              strategy="round_robin")
     with Client(settings) as client:
@@ -248,7 +236,7 @@ def test_a_real_job_scraped(after_a_job: Scraped) -> None:
 
 def test_a_router_whose_ledger_is_away_is_live_but_not_ready(redis_url: str,
                                                               tmp_path: Path) -> None:
-    port = free_port_run(1)
+    port = free_port()
     env = cluster_env(redis_url, "postgresql+psycopg://postgres@127.0.0.1:1/none",
                       ECOBATCH_METRICS_PORT=str(port), ECOBATCH_METRICS_ADDR="127.0.0.1")
     url = f"http://127.0.0.1:{port}"
