@@ -12,7 +12,9 @@ still returned in request order. A device worker can keep the same decoder busy 
 batches (:mod:`workers.service.engine`).
 
 Greedy output does not depend on batch composition: with flash attention and one KV stream per
-sequence (the defaults) a prompt decoded in any batch gives the same tokens as decoded alone.
+sequence (the defaults), and the decoder keeping every graph on one attention kernel (see
+:mod:`workers.backends.llama.decoder`), a prompt decoded in any batch gives the same tokens as
+decoded alone, on the CPU backend.
 """
 
 from __future__ import annotations

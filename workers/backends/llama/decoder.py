@@ -8,8 +8,18 @@ others moved down so the running ones hold consecutive ids (one compute graph pe
 freed slot takes the next prompt at the next :meth:`~SlotDecoder.admit`.
 
 Greedy output does not depend on who joins or leaves: with flash attention and one KV stream
-per sequence a sequence's logits are computed from its own cells only, so a prompt decodes to
-the same tokens as it would alone.
+per sequence a sequence's logits are computed from its own cells only, and every call keeps
+ggml's CPU attention on one kernel, so a prompt decodes to the same tokens as it would alone.
+That kernel (``ggml_compute_forward_flash_attn_ext_f16_one_chunk``) computes each query row
+over its stream's cells in order, skipping masked ones; ggml switches to two others whose sums
+differ in the last bits, which flips a near-tie argmax now and then (1 prompt of 64 at batch
+4, at its 200th token):
+
+- a tiled kernel when one stream feeds :data:`FA_TILE_Q_TOKENS` tokens or more in one graph:
+  a prompt is prefilled in calls of fewer tokens than that;
+- a split-KV kernel when the graph holds one token of one stream and 512 KV cells or more (a
+  sequence decoding alone, past 256 tokens): a *companion* token of another, empty, stream
+  joins that step and is removed right after.
 """
 
 from __future__ import annotations
@@ -27,6 +37,16 @@ from workers.backends.llama.sequence import Sequence
 from workers.backends.llama.streams import compact, copy_sequence, shareable_prefix_len
 
 Prepared = tuple[GenerationRequest, list[int]]
+
+FA_TILE_Q_TOKENS = 64
+"""Query rows per stream at which ggml's CPU flash attention goes tiled (``GGML_FA_TILE_Q``)."""
+PREFILL_TOKENS_PER_CALL = FA_TILE_Q_TOKENS - 1
+"""Most prompt tokens one sequence feeds in one ``llama_decode`` (see the module docstring)."""
+LONE_SAFE_CELLS = 256 - 32
+"""KV cells a sequence stepping alone may hold without a companion token. llama.cpp pads a
+stream's attention span to a multiple of 256 cells, and a sequence's cells run from 0 (its
+stream is emptied before it comes), so the split-KV kernel's 512 cells begin past 256; the 32
+spare cells are margin. A companion costs about 30% of a lone step (2 CPU threads)."""
 
 
 class SlotDecoder:
@@ -101,7 +121,12 @@ class SlotDecoder:
             seq.batch_index = batch.add(seq.next_token, seq.n_past, seq.seq_id, True)
             seq.n_past += 1
             seq.work_tokens += 1
+        companion = self._companion_id(stepping)
+        if companion is not None:  # keeps a lone sequence off the split-KV kernel
+            batch.add(stepping[0].next_token, 0, companion, False)
         self._decode_and_sample(stepping)
+        if companion is not None:
+            llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), companion, -1, -1)
         return self._retire()
 
     def drop(self, seqs: list[Sequence]) -> None:
@@ -121,25 +146,28 @@ class SlotDecoder:
     # -- internals ---------------------------------------------------------------------------
 
     def _prefill(self, seqs: list[Sequence]) -> None:
-        """Feed the new prompts, packing as many tokens per ``llama_decode`` as fit.
+        """Feed each new prompt in pieces of :func:`piece_tokens`, one sequence per call.
 
-        Only each prompt's last token asks for logits; its sequence samples its first token
-        right after the call that computed them.
+        One stream and at most :data:`PREFILL_TOKENS_PER_CALL` tokens per graph keeps it on
+        the row kernel (see the module docstring); llama.cpp would cut a call holding several
+        prompts of unequal lengths into graphs of equal tokens per stream and leave lone
+        tails. Only each prompt's last token asks for logits; its sequence samples its first
+        token right after the call that computed them.
         """
-        shared = self._share_prefix(seqs)
-        batch = self._batch
-        batch.clear()
-        ready: list[Sequence] = []
+        start = self._share_prefix(seqs)
         for seq in seqs:
-            last = len(seq.prompt_tokens) - 1
-            for pos in range(shared, last + 1):
-                if batch.n_tokens == batch.capacity:
-                    self._decode_and_sample(ready)
-                    ready = []
-                seq.batch_index = batch.add(seq.prompt_tokens[pos], pos, seq.seq_id, pos == last)
-            seq.n_past = last + 1
-            ready.append(seq)
-        self._decode_and_sample(ready)
+            tokens, pos = seq.prompt_tokens, start
+            while pos < len(tokens):
+                n = min(piece_tokens(len(tokens) - pos), self._batch.capacity)
+                self._batch.clear()
+                for p in range(pos, pos + n):
+                    seq.batch_index = self._batch.add(tokens[p], p, seq.seq_id,
+                                                      p == len(tokens) - 1)
+                pos += n
+                if pos < len(tokens):
+                    self._decode()
+            seq.n_past = pos
+            self._decode_and_sample([seq])
 
     def _share_prefix(self, seqs: list[Sequence]) -> int:
         """Decode the newcomers' common prompt prefix once, copy it to the others.
@@ -150,15 +178,30 @@ class SlotDecoder:
         if n_shared == 0:
             return 0
         batch, owner = self._batch, seqs[0]
-        for start in range(0, n_shared, batch.capacity):
+        pos = 0
+        while pos < n_shared:
+            n = min(piece_tokens(n_shared - pos), batch.capacity)
             batch.clear()
-            for pos in range(start, min(n_shared, start + batch.capacity)):
-                batch.add(owner.prompt_tokens[pos], pos, owner.seq_id, pos == n_shared - 1)
+            for p in range(pos, pos + n):
+                batch.add(owner.prompt_tokens[p], p, owner.seq_id, False)
+            pos += n
             self._decode()
         memory = llama_cpp.llama_get_memory(self._ctx)
         for seq in seqs[1:]:
             copy_sequence(memory, owner.seq_id, seq.seq_id)
         return n_shared
+
+    def _companion_id(self, stepping: list[Sequence]) -> int | None:
+        """An empty stream next to a sequence stepping alone past :data:`LONE_SAFE_CELLS`
+        (None when not alone, not that far, when streams do not split the graph, or when the
+        context has no other stream)."""
+        if len(stepping) != 1 or not self._compacting or stepping[0].n_past <= LONE_SAFE_CELLS:
+            return None
+        seq_id = stepping[0].seq_id
+        n_streams = int(llama_cpp.llama_n_seq_max(self._ctx))
+        if seq_id + 1 < n_streams:
+            return seq_id + 1
+        return seq_id - 1 if seq_id > 0 else None
 
     def _decode(self) -> None:
         self._batch.decode(self._ctx)
@@ -193,3 +236,11 @@ class SlotDecoder:
         self.grammar_steps += seq.sampler.grammar_steps
         self.grammar_resamples += seq.sampler.grammar_resamples
         seq.sampler.free()
+
+
+def piece_tokens(remaining: int) -> int:
+    """Prompt tokens a sequence feeds in its next call with ``remaining`` (> 0) left: at most
+    :data:`PREFILL_TOKENS_PER_CALL`, never leaving a one-token tail (one token of one stream
+    takes the split-KV kernel once the stream holds 512 cells)."""
+    n = min(PREFILL_TOKENS_PER_CALL, remaining)
+    return n - 1 if remaining - n == 1 and n > 1 else n

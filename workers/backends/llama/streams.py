@@ -24,16 +24,17 @@ def copy_sequence(memory: Any, src: int, dst: int) -> None:
 
 
 def shareable_prefix_len(seqs: list[Sequence]) -> int:
-    """Prompt tokens every sequence starts with, leaving each at least one of its own.
+    """Prompt tokens every sequence starts with, leaving each at least two of its own.
 
-    Each sequence must still feed one token after the shared part so that llama.cpp
-    computes the logits of its last prompt token in its own stream. Returns 0 when sharing
-    would not pay.
+    Each sequence must still feed tokens after the shared part so that llama.cpp computes the
+    logits of its last prompt token in its own stream, and two: one token of one stream in a
+    graph would take another attention kernel than the same prompt fed alone (see
+    :mod:`workers.backends.llama.decoder`). Returns 0 when sharing would not pay.
     """
     if len(seqs) < 2:
         return 0
     prompts = [seq.prompt_tokens for seq in seqs]
-    limit = min(len(p) for p in prompts) - 1
+    limit = min(len(p) for p in prompts) - 2
     first = prompts[0]
     n = 0
     while n < limit and all(p[n] == first[n] for p in prompts):
