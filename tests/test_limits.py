@@ -123,6 +123,15 @@ def test_a_prompt_one_model_that_may_answer_it_cannot_fit_is_refused(
         assert "it fits only gemma3-270m" in why
 
 
+def test_a_long_prompt_for_a_model_nobody_serves_is_refused_for_its_model(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(InputError) as err:
+        _check_two(tmp_path, [CJK], model="nope")
+    assert err.value.field == "model" and "no device serves a model with model nope" in str(
+        err.value)
+
+
 def test_the_other_model_refuses_what_the_first_fits(tmp_path: Path) -> None:
     _check_two(tmp_path, [CODE], max_tokens=530, model="smollm2-135m-instruct")
     with pytest.raises(InputError) as err:

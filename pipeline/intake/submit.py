@@ -272,9 +272,9 @@ def check_job(records: Sequence[PromptIn], settings: Settings, tokenizer: Prompt
         ConfigError: the model file or the device registry is unreadable.
     """
     max_tokens = options.max_tokens or settings.max_tokens
-    _check_models(records, options, settings)  # first: the sizes need a model that may answer
     check_submission(records, max_tokens, settings, tokenizer,
                      ModelDemand(options.model, options.min_quality))
+    _check_models(records, options, settings)  # a demand no model meets, its sizes unchecked
     return CheckedJob(records, source, options, max_tokens, options.strategy or settings.strategy)
 
 
