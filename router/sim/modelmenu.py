@@ -10,7 +10,8 @@ predicted for (:func:`router.sim.scenario.registry_sites`).
 - Speed (tokens/s) and energy (J/token) relative to the base model, from the first of:
 
   1. ``bench`` profiles of both model files on one device that serves both (``ecobatch bench
-     --model``): measured;
+     --model``): latency measured, energy as the profiles' meter says (measured, or the TDP x
+     utilisation estimate of a machine without an energy counter; the label names it);
   2. the registry's ``nominal_tokens_per_s`` of the two models (a model's own, else its
      device's), energy as TDP x time like the nominal predictor: an estimate;
   3. the ratio of the two GGUF files' weight bytes (decode is memory-bound: every weight is
@@ -23,19 +24,22 @@ A site offers a model when one of its devices serves it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+from sqlalchemy import Engine
 
 from pipeline.errors import ConfigError
 from pipeline.fleet.devices import Device, Registry
 from pipeline.fleet.servedmodels import ServedModel
 from router.allocation.moo.instance import ModelOption
 from router.live.memory import read_footprint
-from router.predict.permodel import ModelPredictors
+from router.predict.permodel import ModelPredictors, load_model_predictors
 from router.predict.predictor import BatchShape
+from router.predict.profiled import load_profiles
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,45 @@ class RegistryMenu:
     offers: NDArray[np.bool_]
 
 
+@dataclass(frozen=True)
+class MenuProfiles:
+    """``bench`` profiles per model file, and how each (device, file)'s energy was metered.
+
+    Attributes:
+        predictors: per-model predictors fitted to the profiles.
+        energy: by (device name, model file name), the profile's energy source with
+            ``measured`` or ``estimated`` (``nvml, measured``; ``estimate:tdp*cpu-util,
+            estimated``).
+    """
+
+    predictors: ModelPredictors
+    energy: Mapping[tuple[str, str], str] = field(default_factory=dict)
+
+
+def load_menu_profiles(engine: Engine, registry: Registry,
+                       default_model: Path | None = None) -> MenuProfiles:
+    """The profiles of every served model file of ``registry`` in ``engine``.
+
+    Raises:
+        ServiceError: the database cannot be read.
+    """
+    energy = {}
+    for name in sorted(predictors_files(registry, default_model)):
+        for device, rows in load_profiles(engine, registry, name).items():
+            if rows:
+                measured = all(r.energy_measured for r in rows)
+                energy[(device, name)] = (f"{rows[-1].energy_source or 'unnamed meter'}, "
+                                          f"{'measured' if measured else 'estimated'}")
+    return MenuProfiles(load_model_predictors(engine, registry, default_model), energy)
+
+
+def predictors_files(registry: Registry, default_model: Path | None = None) -> set[str]:
+    """The model file names profiles are kept under, of every served model that has one."""
+    return {m.profile_name for _, m in _served(registry, default_model) if m.profile_name}
+
+
 def registry_menu(registry: Registry, members: list[list[str]], shape: BatchShape,
-                  predictors: ModelPredictors | None = None,
+                  profiles: MenuProfiles | None = None,
                   default_model: Path | None = None) -> RegistryMenu:
     """The menu of ``registry``'s served models for sites made of ``members`` (device names
     per site, as :func:`router.sim.scenario.registry_sites` returns them).
@@ -61,7 +102,7 @@ def registry_menu(registry: Registry, members: list[list[str]], shape: BatchShap
         registry: the devices and the models each serves.
         members: device names of each site.
         shape: the batch the figures are predicted for (the router's batch size).
-        predictors: per-model predictors fitted to ``bench`` profiles; None: no profiles.
+        profiles: ``bench`` profiles per model (:func:`load_menu_profiles`); None: none.
         default_model: ``ECOBATCH_MODEL``, the model of devices that name none.
 
     Raises:
@@ -74,7 +115,7 @@ def registry_menu(registry: Registry, members: list[list[str]], shape: BatchShap
         if model.name == base.name:
             options.append(_option(model, 1.0, 1.0, "the base model: site capacity is predicted for it"))
             continue
-        speed, energy, source = _relative(registry, model, base, shape, predictors,
+        speed, energy, source = _relative(registry, model, base, shape, profiles,
                                           default_model, device, base_device)
         options.append(_option(model, speed, energy, source))
     index = {m.name: i for i, m in enumerate(options)}
@@ -112,11 +153,11 @@ def _option(model: ServedModel, speed: float, energy: float, figures: str) -> Mo
 
 
 def _relative(registry: Registry, model: ServedModel, base: ServedModel, shape: BatchShape,
-              predictors: ModelPredictors | None, default_model: Path | None,
+              profiles: MenuProfiles | None, default_model: Path | None,
               device: Device, base_device: Device) -> tuple[float, float, str]:
     """Speed and energy of ``model`` relative to ``base``, and where they come from."""
-    if predictors is not None:
-        measured = _from_profiles(registry, model, base, shape, predictors, default_model)
+    if profiles is not None:
+        measured = _from_profiles(registry, model, base, shape, profiles, default_model)
         if measured is not None:
             return measured
     if model.nominal_tokens_per_s is not None or base.nominal_tokens_per_s is not None:
@@ -133,13 +174,13 @@ def _relative(registry: Registry, model: ServedModel, base: ServedModel, shape: 
 
 
 def _from_profiles(registry: Registry, model: ServedModel, base: ServedModel,
-                   shape: BatchShape, predictors: ModelPredictors,
+                   shape: BatchShape, profiles: MenuProfiles,
                    default_model: Path | None) -> tuple[float, float, str] | None:
-    """Measured figures from both models' bench profiles on one device serving both."""
+    """Figures from both models' bench profiles on one device serving both."""
     if model.profile_name is None or base.profile_name is None:
         return None
-    own, base_own = (predictors.by_file.get(model.profile_name),
-                     predictors.by_file.get(base.profile_name))
+    own, base_own = (profiles.predictors.by_file.get(model.profile_name),
+                     profiles.predictors.by_file.get(base.profile_name))
     if own is None or base_own is None:
         return None
     for device in registry.devices:
@@ -148,8 +189,11 @@ def _from_profiles(registry: Registry, model: ServedModel, base: ServedModel,
             continue
         pred, base_pred = own.predict(device, shape), base_own.predict(device, shape)
         if pred.source == base_pred.source == "profile":
+            energy = sorted({profiles.energy.get((device.name, name), "energy source unknown")
+                             for name in (model.profile_name, base.profile_name)})
             return (base_pred.latency_s / pred.latency_s, pred.energy_j / base_pred.energy_j,
-                    f"measured: bench profiles of both on {device.name}")
+                    f"bench profiles of both on {device.name}: latency measured, energy "
+                    f"{' / '.join(energy)}")
     return None
 
 

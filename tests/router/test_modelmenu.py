@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
+from sqlmodel import col
 
 from pipeline.app.cli.main import main
 from pipeline.fleet.devices import Device, Registry
 from pipeline.fleet.servedmodels import GEMMA3_270M, SMOLLM2, ServedModel
+from pipeline.ledger.models import DeviceProfile
 from router.allocation.moo.instance import instance_from_scenario
-from router.predict.permodel import load_model_predictors
 from router.predict.predictor import BatchShape
-from router.sim.modelmenu import registry_menu
+from router.sim.modelmenu import load_menu_profiles, registry_menu
 from tests.router.test_moo import _scenario
 from tests.router.test_predictors import Row, add_profile
 
@@ -67,9 +68,15 @@ def test_bench_profiles_of_both_models_measure_the_figures(engine: Engine) -> No
     assert SMOLLM2.profile_name and GEMMA3_270M.profile_name
     add_profile(engine, "cpu", SMOL_ROWS, model=SMOLLM2.profile_name)
     add_profile(engine, "cpu", GEMMA_ROWS, model=GEMMA3_270M.profile_name)
+    with engine.begin() as conn:  # SmolLM2 estimated from TDP, Gemma metered by NVML
+        for name, source, measured in ((SMOLLM2.profile_name, "estimate:tdp*cpu-util", False),
+                                       (GEMMA3_270M.profile_name, "nvml", True)):
+            conn.execute(update(DeviceProfile).where(col(DeviceProfile.model) == name)
+                         .values(energy_source=source, energy_measured=measured))
     _, gemma = registry_menu(TWO, [["cpu"], ["cpu2"]], SHAPE,
-                             load_model_predictors(engine, TWO)).models
-    assert gemma.figures_source == "measured: bench profiles of both on cpu"
+                             load_menu_profiles(engine, TWO)).models
+    assert gemma.figures_source == ("bench profiles of both on cpu: latency measured, energy "
+                                    "estimate:tdp*cpu-util, estimated / nvml, measured")
     assert gemma.speed == pytest.approx(0.5) and gemma.energy == pytest.approx(2.0)
 
 

@@ -425,13 +425,13 @@ def _registry_menu(registry: Any, members: list[list[str]], shape: Any, menu: st
     default_model = build_settings().model
     if menu == "qwen3" or (menu == "auto" and served_model_count(registry, default_model) < 2):
         return None
-    predictors = None
+    profiles = None
     if profiles_db is not None:
         from pipeline.ledger.db import make_engine
-        from router.predict.permodel import load_model_predictors
+        from router.sim.modelmenu import load_menu_profiles
 
-        predictors = load_model_predictors(make_engine(profiles_db), registry, default_model)
-    return registry_menu(registry, members, shape, predictors, default_model)
+        profiles = load_menu_profiles(make_engine(profiles_db), registry, default_model)
+    return registry_menu(registry, members, shape, profiles, default_model)
 
 
 def _save(path: Path, shares: Any, objectives: dict[str, float], planned: _Sites,
