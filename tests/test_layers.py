@@ -29,7 +29,7 @@ TIERS: dict[str, dict[str, int]] = {
         "config": 0, "predict": 1, "allocation": 1, "scoring": 2, "live": 3, "deferral": 3,
         "recovery": 4, "sim": 4, "provision": 5, "service": 6,
     },
-    "workers": {"config": 0, "meters": 1, "backends": 1, "bench": 2, "service": 2},
+    "workers": {"config": 0, "meters": 1, "backends": 1, "bench": 2, "service": 2, "quality": 2},
 }
 
 

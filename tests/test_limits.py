@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -24,6 +25,7 @@ from pipeline.intake.limits import (
     take_submit_token,
 )
 from pipeline.intake.parse import PromptIn, validate_records
+from pipeline.intake.submit import JobOptions, check_job
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.models import Job, JobStatus
 from pipeline.settings import load_settings
@@ -73,6 +75,69 @@ def test_too_many_prompts_per_job_is_refused() -> None:
     with pytest.raises(InputError, match="4 prompts exceed the limit of 3"):
         check_submission(validate_records(["a", "b", "c", "d"]), 128, settings, NoCounter())
     check_submission(validate_records(["a", "b", "c"]), 128, settings, NoCounter())
+
+
+TWO_MODELS = """
+[[device]]
+name = "cpu"
+kind = "cpu"
+intensity_g_per_kwh = 300.0
+models = ["smollm2-135m-instruct", "gemma3-270m"]
+"""
+# SmolLM2's tokenizer takes about 930 tokens for this, Gemma 3's (262k pieces) about 200: with
+# max_tokens 128 it fits Gemma's 1024-token context per sequence and not SmolLM2's.
+CJK = "你好世界" * 100
+# Code the other way round (about 480 tokens in SmolLM2, 500 in Gemma): with max_tokens 530 it
+# fits SmolLM2 only.
+CODE = "def f(x):\n    return x\n" * 50
+
+
+def _check_two(tmp_path: Path, records: list[Any], max_tokens: int = 128, **asked: Any) -> None:
+    devices = tmp_path / "devices.toml"
+    devices.write_text(TWO_MODELS, encoding="utf-8")
+    settings = load_settings(devices=devices, max_tokens=max_tokens)
+    with ModelTokenizer(None) as tokenizer:
+        check_job(validate_records(records), settings, tokenizer, source="t",
+                  options=JobOptions(**asked))
+
+
+@pytest.mark.parametrize("asked", [{"model": "gemma3-270m"}, {"min_quality": 67.0}])
+def test_a_prompt_fits_the_model_that_may_answer_it(tmp_path: Path,
+                                                    asked: dict[str, Any]) -> None:
+    _check_two(tmp_path, ["short", CJK], **asked)  # Gemma counts it, not the default SmolLM2
+    _check_two(tmp_path, ["short", {"prompt": CJK, **asked}])  # asked by the record itself
+
+
+@pytest.mark.parametrize("asked", [{"model": "smollm2-135m-instruct"}, {"min_quality": 60.0}, {}])
+def test_a_prompt_one_model_that_may_answer_it_cannot_fit_is_refused(
+    tmp_path: Path, asked: dict[str, Any]
+) -> None:
+    with pytest.raises(InputError) as err:
+        _check_two(tmp_path, ["short", CJK], **asked)
+    assert (err.value.line, err.value.field) == (2, "prompt")
+    why = str(err.value)
+    assert "in model smollm2-135m-instruct" in why and "1024-token context" in why
+    if asked.get("model"):  # only SmolLM2 may answer: nothing else to suggest
+        assert "shorten it" in why and "fits only" not in why
+    else:  # SmolLM2 and Gemma may answer (quality >= 60, or any): Gemma is the way through
+        assert "it fits only gemma3-270m" in why
+
+
+def test_a_long_prompt_for_a_model_nobody_serves_is_refused_for_its_model(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(InputError) as err:
+        _check_two(tmp_path, [CJK], model="nope")
+    assert err.value.field == "model" and "no device serves a model with model nope" in str(
+        err.value)
+
+
+def test_the_other_model_refuses_what_the_first_fits(tmp_path: Path) -> None:
+    _check_two(tmp_path, [CODE], max_tokens=530, model="smollm2-135m-instruct")
+    with pytest.raises(InputError) as err:
+        _check_two(tmp_path, [CODE], max_tokens=530, min_quality=67.0)
+    assert (err.value.line, err.value.field) == (1, "prompt")
+    assert "in model gemma3-270m plus max_tokens 530" in str(err.value)
 
 
 def test_client_refuses_an_oversize_prompt_before_writing_anything(

@@ -70,6 +70,11 @@ def test_quality_floors_pick_the_model_and_the_report_shows_quality(
     assert _models(settings.database_url) == {high: {"gemma3-270m"},
                                                low: {"smollm2-135m-instruct"},
                                                named: {"gemma3-270m"}}
+    # each answer names the model that produced it, with that model's quality score
+    assert {(r["model"], r["model_quality"]) for r in answers[high] + answers[named]} == {
+        ("gemma3-270m", 67.7)}
+    assert {(r["model"], r["model_quality"]) for r in answers[low]} == {
+        ("smollm2-135m-instruct", 66.3)}
     for job, model, quality in ((high, "gemma3-270m", 67.7), (low, "smollm2-135m-instruct", 66.3)):
         out = CliRunner().invoke(main, ["report", job, "--json",
                                         "--database-url", settings.database_url])

@@ -16,9 +16,10 @@ from openai.types.chat import ChatCompletion
 
 from pipeline.errors import InputError
 from pipeline.fleet.modelfile import default_model_path
+from pipeline.fleet.servedmodels import SMOLLM2
 from pipeline.intake.limits import check_submission
 from pipeline.intake.parse import validate_records
-from pipeline.report.openai_files import write_openai_files
+from pipeline.report.openai_files import answer_line, write_openai_files
 from pipeline.settings import load_settings
 from tests.cluster import clean_env
 from workers.backends.llama.tokenizer import ModelTokenizer
@@ -59,8 +60,11 @@ def test_run_answers_an_openai_batch_file_in_openai_shape(tmp_path: Path) -> Non
     for line in out:
         assert line["error"] is None and line["response"]["status_code"] == 200
         body = ChatCompletion.model_validate(line["response"]["body"])
-        assert body.model == MODEL and body.usage is not None and body.usage.completion_tokens > 0
+        # the model that answered, by its registry name, not the file stem the line asked for
+        assert body.model == SMOLLM2.name != MODEL
+        assert body.usage is not None and body.usage.completion_tokens > 0
         figures = line["response"]["body"]["ecobatch"]
+        assert figures["model_quality"] == SMOLLM2.quality
         assert figures["energy_j"] > 0 and figures["device"] and figures["batch_id"]
         assert {"carbon_g", "embodied_carbon_g", "water_l", "cost_usd", "energy_measured",
                 "intensity_g_per_kwh", "intensity_signal"} <= set(figures)
@@ -86,6 +90,21 @@ def test_text_completions_and_dead_prompts_in_the_two_files(tmp_path: Path) -> N
     assert Completion.model_validate(body).choices[0].text == "Hi"
     dead = json.loads(err.read_text())
     assert dead["custom_id"] == "c2" and dead["error"]["message"] == "too long"
+
+
+@pytest.mark.parametrize(("model", "metadata", "named"), [
+    ("gemma3-270m", None, "gemma3-270m"),  # not from an OpenAI line: its batch's model
+    ("gemma3-270m", {"openai": {"url": "/v1/completions", "model": MODEL, "line": 1}},
+     "gemma3-270m"),  # the line asked for another alias: the model that answered wins
+    (None, None, "default"),  # a batch routed before models were chosen: the default
+    (None, {"openai": {"url": "/v1/completions", "model": "asked", "line": 1}}, "asked"),
+])
+def test_the_body_names_the_model_that_answered(model: str | None, metadata: Any,
+                                                named: str) -> None:
+    row = _row(model=model, model_quality=67.7 if model else None, metadata=metadata)
+    body = answer_line(row, "default", 0)["response"]["body"]  # type: ignore[arg-type]
+    assert body["model"] == named
+    assert body["ecobatch"]["model_quality"] == (67.7 if model else None)
 
 
 @pytest.mark.parametrize(("change", "field", "words"), [

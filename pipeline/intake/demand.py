@@ -1,5 +1,6 @@
 """Submit-time check of what prompts ask of their model: some device must serve a model that
-meets each demand, or the prompts could never be routed."""
+meets each demand, or the prompts could never be routed; and which model files may answer a
+demand (:func:`served_files`, :func:`eligible_files`), whose tokenizers the size limits use."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline.errors import InputError
-from pipeline.fleet.devices import Registry
-from pipeline.fleet.servedmodels import ANY_MODEL, ModelDemand
+from pipeline.fleet.devices import Registry, load_registry
+from pipeline.fleet.servedmodels import ANY_MODEL, ModelDemand, ServedModel, single_model
+from pipeline.settings import Settings
+
+ServedFile = tuple[ServedModel, Path]
+"""A model some device serves, with the GGUF file its worker loads."""
 
 
 def demands_of(demands: Iterable[ModelDemand]) -> set[ModelDemand]:
@@ -39,3 +44,28 @@ def check_demands(demands: Iterable[ModelDemand], registry: Registry,
 
 def _q(quality: float | None) -> str:
     return "unknown" if quality is None else f"{quality:g}"
+
+
+def served_files(settings: Settings) -> list[ServedFile]:
+    """Every (device, served model) of the fleet with the file its worker loads, in registry
+    order; without a registry (the local machine, detected) the one model ``ECOBATCH_MODEL``
+    names, else the bundled SmolLM2.
+
+    Raises:
+        ConfigError: the registry or a model file is unreadable.
+    """
+    if settings.devices is None:
+        model = single_model(settings.model)
+        return [(model, model.resolve(settings.model))]
+    return [(m, m.resolve(d.model or settings.model))
+            for d in load_registry(settings.devices).devices
+            for m in d.served_models(settings.model)]
+
+
+def eligible_files(demand: ModelDemand, served: list[ServedFile]) -> list[ServedFile]:
+    """The served models that may answer ``demand``, one per file (the first name wins)."""
+    out: dict[Path, ServedModel] = {}
+    for model, path in served:
+        if demand.admits(model):
+            out.setdefault(path, model)
+    return [(model, path) for path, model in out.items()]

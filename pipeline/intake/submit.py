@@ -261,7 +261,8 @@ def check_job(records: Sequence[PromptIn], settings: Settings, tokenizer: Prompt
     Args:
         records: validated prompts, in order.
         settings: defaults (``max_tokens``, ``strategy``) and limits.
-        tokenizer: the model's (see :func:`pipeline.intake.limits.check_submission`).
+        tokenizer: the workers' tokenizer of ``settings.model``, which gives those of the
+            other served models (see :func:`pipeline.intake.limits.check_submission`).
         source: where the prompts came from: a file name, ``-``, ``client`` or ``celery``.
         options: what the submitter asked for.
 
@@ -271,8 +272,9 @@ def check_job(records: Sequence[PromptIn], settings: Settings, tokenizer: Prompt
         ConfigError: the model file or the device registry is unreadable.
     """
     max_tokens = options.max_tokens or settings.max_tokens
-    check_submission(records, max_tokens, settings, tokenizer)
-    _check_models(records, options, settings)
+    check_submission(records, max_tokens, settings, tokenizer,
+                     ModelDemand(options.model, options.min_quality))
+    _check_models(records, options, settings)  # a demand no model meets, its sizes unchecked
     return CheckedJob(records, source, options, max_tokens, options.strategy or settings.strategy)
 
 

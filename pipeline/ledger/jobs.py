@@ -30,7 +30,10 @@ from pipeline.ledger.state import CANCELLED_REASON, cancel_job, set_job_status
 
 OutputFormat = Literal["jsonl", "csv"]
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("jsonl", "csv")
-_RESULT_FIELDS = EXPORT_FIELDS[EXPORT_FIELDS.index("output"):EXPORT_FIELDS.index("metadata")]
+_BATCH_FIELDS = ("model", "model_quality")  # of the batch that answered, not the result row
+_RESULT_FIELDS = tuple(name for name in EXPORT_FIELDS[EXPORT_FIELDS.index("output"):
+                                                      EXPORT_FIELDS.index("metadata")]
+                       if name not in _BATCH_FIELDS)
 _PROMPT_FIELDS = ("metadata", "error")
 EXPORT_CHUNK_ROWS = 2_000
 MAX_ERRORS_SHOWN = 5
@@ -275,35 +278,73 @@ def iter_results(engine: Engine, job_id: str) -> Iterator[ExportRow]:
 
 
 def _export_query(job_id: str) -> Any:
-    prompt, result = table_of(Prompt), table_of(Result)
+    prompt, result, batch = table_of(Prompt), table_of(Result), table_of(Batch)
     return (
         select(prompt.c.external_id.label("id"), prompt.c.id.label("prompt_id"),
                prompt.c.status, prompt.c.prompt, prompt.c.messages,
                prompt.c.batch_id.label("prompt_batch_id"),
                *(prompt.c[name] for name in _PROMPT_FIELDS),
-               *(result.c[name] for name in _RESULT_FIELDS))
-        .select_from(prompt.outerjoin(result, result.c.prompt_id == prompt.c.id))
+               *(result.c[name] for name in _RESULT_FIELDS),
+               batch.c.model, batch.c.device.label("batch_device"))
+        .select_from(prompt.outerjoin(result, result.c.prompt_id == prompt.c.id)
+                     .outerjoin(batch, batch.c.id == result.c.batch_id))
         .where(prompt.c.job_id == job_id,
                result.c.prompt_id.is_not(None) | (prompt.c.status == PromptStatus.DEAD))
         .order_by(prompt.c.position)
     )
 
 
+def decision_quality(device: str, model: str | None,
+                     scores: dict[str, Any] | None) -> float | None:
+    """The quality score of ``model`` on ``device`` in a batch's decision record (what the
+    router weighed when it chose the pair); None when the record has none.
+
+    The record names an option ``device/model`` where the device serves several models, else
+    ``device``; the entry must name the same model.
+    """
+    if model is None:
+        return None
+    for key in (f"{device}/{model}", device):
+        got = (scores or {}).get(key)
+        if isinstance(got, dict) and got.get("model") == model:
+            value = got.get("quality")
+            return float(value) if isinstance(value, int | float) else None
+    return None
+
+
+def _qualities(conn: Connection, job_id: str) -> dict[tuple[str, str], float | None]:
+    """Each (device, model) that answered the job, with its score from one of its batches'
+    decision records (the registry's score, the same for every batch of the pair); reads one
+    record per pair, not one per row."""
+    result, batch = table_of(Result), table_of(Batch)
+    answered = select(result.c.batch_id).where(result.c.job_id == job_id)
+    first = (select(func.min(batch.c.id).label("batch_id"))
+             .where(batch.c.id.in_(answered), batch.c.model.is_not(None))
+             .group_by(batch.c.device, batch.c.model)).subquery()
+    rows = conn.execute(select(batch.c.device, batch.c.model, batch.c.scores)
+                        .join(first, first.c.batch_id == batch.c.id))
+    return {(device, model): decision_quality(device, model, scores)
+            for device, model, scores in rows}
+
+
 def _stream_results(engine: Engine, job_id: str) -> Iterator[ExportRow]:
     try:
         with engine.connect() as conn:
+            quality = _qualities(conn, job_id)
             rows = conn.execution_options(yield_per=EXPORT_CHUNK_ROWS).execute(
                 _export_query(job_id)).mappings()
             for row in rows:
-                yield _export_row(row)
+                yield _export_row(row, quality)
     except SQLAlchemyError as e:
         raise ServiceError(f"cannot read results of job {job_id}: {e}") from e
 
 
-def _export_row(row: Any) -> ExportRow:
-    out = {name: row[name] for name in EXPORT_FIELDS if name != "batch_id"}
+def _export_row(row: Any, quality: dict[tuple[str, str], float | None]) -> ExportRow:
+    out = {name: row[name] for name in EXPORT_FIELDS
+           if name not in ("batch_id", "model_quality")}
     out["status"] = PromptStatus(row["status"]).value
     out["batch_id"] = row["batch_id"] or row["prompt_batch_id"]
+    out["model_quality"] = quality.get((row["batch_device"], row["model"]))
     return cast(ExportRow, {name: out[name] for name in EXPORT_FIELDS})
 
 

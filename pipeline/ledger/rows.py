@@ -83,7 +83,13 @@ class BatchRow(TypedDict):
 
 class ExportRow(TypedDict):
     """One prompt of a job as ``ecobatch results`` writes it: answered, or dead with its error
-    (then the result fields are None)."""
+    (then the result fields are None).
+
+    ``model`` is the served model that answered (its batch's model: the one the worker
+    loaded), ``model_quality`` that model's score as the router weighed it (the batch's
+    decision record); both None for a dead prompt, a batch routed before models were chosen,
+    or a model without a score.
+    """
 
     id: str
     prompt_id: str
@@ -93,6 +99,8 @@ class ExportRow(TypedDict):
     output: str | None
     finish_reason: str | None
     device: str | None
+    model: str | None
+    model_quality: float | None
     batch_id: str | None
     prompt_tokens: int | None
     completion_tokens: int | None

@@ -2,9 +2,11 @@
 
 Each answered prompt becomes an output line ``{"id", "custom_id", "response": {"status_code":
 200, "request_id", "body"}, "error": null}`` whose body is a complete ``chat.completion`` (or
-``text_completion``) object with ``usage``; ecobatch's own figures sit under the body's
-``ecobatch`` key. Each dead-lettered prompt becomes an error line with its reason. The export
-rows are those of :func:`pipeline.ledger.jobs.iter_results`.
+``text_completion``) object with ``usage`` and the ``model`` that really answered (the served
+model's registry name, which may differ from the alias the line asked for); ecobatch's own
+figures, the model's quality score among them, sit under the body's ``ecobatch`` key. Each
+dead-lettered prompt becomes an error line with its reason. The export rows are those of
+:func:`pipeline.ledger.jobs.iter_results`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pipeline.ledger.state import EXPIRED_REASON
 
 CHAT_URL = "/v1/chat/completions"
 EXTENSION_KEY = "ecobatch"
-_FIGURES = ("device", "batch_id", "energy_j", "energy_source", "energy_measured",
+_FIGURES = ("device", "model_quality", "batch_id", "energy_j", "energy_source", "energy_measured",
             "host_energy_j", "host_energy_source", "host_energy_measured", "carbon_g",
             "embodied_carbon_g", "water_l", "cost_usd", "intensity_g_per_kwh",
             "intensity_signal", "ttft_s", "latency_s")
@@ -35,7 +37,8 @@ def write_openai_files(rows: Iterable[ExportRow], out: TextIO, errors: TextIO,
         rows: export rows in input order.
         out: the output file.
         errors: the error file.
-        default_model: the model named for a prompt that did not come from an OpenAI line.
+        default_model: the model named for a prompt whose batch did not record its model and
+            that did not come from an OpenAI line.
     """
     counts = [0, 0]
     created = int(time.time())
@@ -61,11 +64,14 @@ def write_openai_paths(rows: Iterable[ExportRow], output: Path, errors: Path | N
 
 
 def _request_of(row: ExportRow, default_model: str) -> tuple[str, str]:
-    """The url and model a row was asked with (its OpenAI line's, else by its shape)."""
+    """The url a row was asked with (its OpenAI line's, else by its shape) and the model that
+    answered it: the served model its batch ran, else (a batch routed before models were
+    chosen) the model its line named, else ``default_model``."""
     meta = (row.get("metadata") or {}).get("openai")
     if isinstance(meta, dict):
-        return str(meta.get("url")), str(meta.get("model"))
-    return (CHAT_URL if row.get("messages") is not None else "/v1/completions"), default_model
+        return str(meta.get("url")), row.get("model") or str(meta.get("model"))
+    url = CHAT_URL if row.get("messages") is not None else "/v1/completions"
+    return url, row.get("model") or default_model
 
 
 def _line_id(row: ExportRow) -> str:

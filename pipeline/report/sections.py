@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 
 from pipeline.accounting.account import JOULES_PER_KWH
 from pipeline.errors import NotFoundError
+from pipeline.ledger.jobs import decision_quality
 from pipeline.ledger.models import Batch, Job, Result
 from pipeline.report.decisions import DECISION_COLUMNS, decision_rows
 
@@ -135,13 +136,7 @@ def models_section(data: ReportData) -> Section:
 
 def _quality(batch: Batch) -> float | None:
     """The chosen model's quality score in the batch's decision record."""
-    scores = batch.scores or {}
-    for key in (f"{batch.device}/{batch.model}", batch.device):
-        got = scores.get(key)
-        if isinstance(got, dict) and got.get("model") == batch.model:
-            value = got.get("quality")
-            return float(value) if isinstance(value, int | float) else None
-    return None
+    return decision_quality(batch.device, batch.model, batch.scores)
 
 
 def decisions_section(data: ReportData) -> Section:

@@ -18,13 +18,14 @@ from pipeline.intake.parse import validate_records
 from pipeline.intake.submit import submit_records
 from pipeline.ledger.jobs import (
     EXPORT_FIELDS,
+    decision_quality,
     derive_status,
     iter_results,
     job_status,
     refresh_job_status,
     write_results,
 )
-from pipeline.ledger.models import JobStatus, PromptStatus, Result
+from pipeline.ledger.models import Batch, JobStatus, PromptStatus, Result
 from pipeline.settings import load_settings
 
 pytestmark = pytest.mark.service
@@ -158,6 +159,52 @@ def test_write_results_jsonl_and_csv(engine: Engine, job_id: str) -> None:
     assert table[0]["metadata"] == '{"k": 1}' and table[0]["energy_measured"] == "false"
     assert json.loads(table[2]["messages"])[0]["content"] == "third"
     assert float(table[3]["carbon_g"]) == 0.25
+
+
+def _batch(batch_id: str, model: str | None, scores: dict[str, Any] | None) -> dict[str, Any]:
+    return {"id": batch_id, "device": "cpu", "model": model, "strategy": "carbon", "size": 2,
+            "status": "done", "scores": scores}
+
+
+TWO_MODELS = {"cpu/gemma3-270m": {"score": 1.0, "model": "gemma3-270m", "quality": 67.7},
+              "cpu/smollm2-135m-instruct": {"score": 0.5, "model": "smollm2-135m-instruct",
+                                            "quality": 66.3}}
+
+
+def test_results_name_the_model_that_answered_with_its_quality(
+    engine: Engine, job_id: str
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(Batch), [
+            _batch("b1", "gemma3-270m", TWO_MODELS),
+            _batch("b2", "smollm2-135m-instruct", TWO_MODELS),
+            _batch("b3", "mine", {"cpu/mine": {"model": "mine", "quality": None}}),
+            _batch("b4", None, {"cpu": {"score": 1.0}})])  # routed before models were chosen
+    for batch_id, positions in (("b1", [1]), ("b2", [2]), ("b3", [3])):
+        _answer(engine, job_id, positions, batch_id)
+    _kill(engine, job_id, [4])
+    rows = list(iter_results(engine, job_id))
+    assert [(r["model"], r["model_quality"]) for r in rows] == [
+        ("gemma3-270m", 67.7), ("smollm2-135m-instruct", 66.3), ("mine", None), (None, None)]
+    out = io.StringIO(newline="")
+    write_results(iter(rows), out, "csv")
+    table = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert [(t["model"], t["model_quality"]) for t in table] == [
+        ("gemma3-270m", "67.7"), ("smollm2-135m-instruct", "66.3"), ("mine", ""), ("", "")]
+    out = io.StringIO()
+    write_results(iter(rows), out, "jsonl")
+    assert json.loads(out.getvalue().splitlines()[0])["model"] == "gemma3-270m"
+
+
+def test_a_batch_of_a_device_model_reads_its_quality(engine: Engine, job_id: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(Batch), [_batch("b1", "smollm2-135m-instruct", {
+            "cpu": {"model": "smollm2-135m-instruct", "quality": 66.3}})])
+    _answer(engine, job_id, [1], "b1")
+    first = next(iter_results(engine, job_id))
+    assert (first["model"], first["model_quality"]) == ("smollm2-135m-instruct", 66.3)
+    assert decision_quality("cpu", "gemma3-270m", TWO_MODELS) == 67.7
+    assert decision_quality("cpu", "other", TWO_MODELS) is None
 
 
 def test_client_submit_status_wait_results(db_url: str, redis_url: str) -> None:

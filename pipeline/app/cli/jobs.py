@@ -141,7 +141,8 @@ def _status_table(view: JobStatusView) -> Table:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
               help="File to write; '-' (default) is stdout.")
 @click.option("--format", "fmt", type=click.Choice((*OUTPUT_FORMATS, "openai")), default=None,
-              help="Output format. Default: csv if --output ends in .csv, else jsonl. Columns "
+              help="Output format. Default: csv if --output ends in .csv, else jsonl. model "
+                   "names the served model that answered, model_quality its score. Columns "
                    "carry their units: ttft_s and latency_s in seconds, energy_j in joules, "
                    "carbon_g in grams CO2e, water_l in litres, cost_usd in US dollars. openai: "
                    "OpenAI batch output lines (needs --output), with ecobatch's figures under "

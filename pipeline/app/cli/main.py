@@ -200,6 +200,7 @@ def router(loglevel: str, **overrides: object) -> None:
 def _add_optional_commands() -> None:
     from pipeline.app.cli.db import db
     from pipeline.app.cli.devices import bench, devices
+    from pipeline.app.cli.evaluate import evaluate
     from pipeline.app.cli.health import health
     from pipeline.app.cli.joblist import cancel_command, jobs
     from pipeline.app.cli.jobs import reconcile_pending, results, status, submit
@@ -212,7 +213,7 @@ def _add_optional_commands() -> None:
     main.add_command(report)
 
     for cmd in (submit, status, results, jobs, reconcile_pending, devices, bench, plan, simulate,
-                optimise, provision, db, health, cancel_command, serve):
+                optimise, provision, db, health, cancel_command, serve, evaluate):
         main.add_command(cmd)
 
 

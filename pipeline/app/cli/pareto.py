@@ -29,15 +29,17 @@ class FrontPoint:
     objectives: dict[str, float]
 
 
-def report_nsga2(console: Any, sc: Any, seed: int) -> list[FrontPoint]:
-    """Run the LP sweep, then NSGA-II seeded with its solutions, on ``sc`` with the default
-    model menu; print the front and how it compares with the sweep's. Return the printed
-    rows, in order, as plans (sites only: the model mix of a point is not part of a plan)."""
+def report_nsga2(console: Any, sc: Any, seed: int, menu: Any = None) -> list[FrontPoint]:
+    """Run the LP sweep, then NSGA-II seeded with its solutions, on ``sc`` with ``menu`` (a
+    ``router.sim.modelmenu.RegistryMenu``; None: the synthetic Qwen3 menu); print the front
+    and how it compares with the sweep's. Return the printed rows, in order, as plans (sites
+    only: the model mix of a point is not part of a plan)."""
     from router.allocation.moo.compare import compare_fronts, sweep_front
     from router.allocation.moo.instance import instance_from_scenario
     from router.allocation.moo.nsga import nsga2_front
 
-    inst = instance_from_scenario(sc)
+    inst = (instance_from_scenario(sc) if menu is None
+            else instance_from_scenario(sc, menu.models, offers=menu.offers))
     sweep = sweep_front(inst, seed=seed)
     front = nsga2_front(inst, seed=seed, seeds=sweep.tokens)
     shown = shown_rows(front.objectives)
@@ -49,8 +51,11 @@ def report_nsga2(console: Any, sc: Any, seed: int) -> list[FrontPoint]:
                   f"{c.nsga2_only} of {c.nsga2_points} NSGA-II points no sweep point reaches, "
                   f"{c.sweep_only} of {c.sweep_points} sweep points no NSGA-II point reaches; "
                   f"{c.nsga2_s:.2f} s (after the sweep) vs {c.sweep_s:.2f} s")
-    menu = ", ".join(f"{m.name} (quality {m.quality:.2f}: {m.quality_source})" for m in inst.models)
-    console.print(f"models: {menu}; sites idle-park when unused (30% of peak power otherwise)")
+    console.print("models (quality 0-1; speed and J/token relative to the first):")
+    for m in inst.models:
+        console.print(f"  {m.name}: quality {m.quality:.3f} ({m.quality_source}); speed "
+                      f"{m.speed:.3f}, energy {m.energy:.3f} ({m.figures_source})")
+    console.print("sites idle-park when unused (30% of peak power otherwise)")
     return [_front_point(front, inst, int(i)) for i in shown]
 
 

@@ -255,6 +255,14 @@ def _parse_objective(text: str) -> tuple[list[str], dict[str, float]]:
 @click.option("--method", type=click.Choice(["sweep", "nsga2"]), default="sweep", show_default=True,
               help="Pareto search: weighted-sum LP sweep, or NSGA-II over allocation and model "
               "choice (quality, TTFT, carbon, water, cost), compared with the sweep.")
+@click.option("--models", "menu", type=click.Choice(["auto", "qwen3", "registry"]),
+              default="auto", show_default=True,
+              help="With --method nsga2, the model menu: qwen3 is a synthetic one (Qwen3 "
+              "8B/14B/32B, quality a proxy); registry takes the --devices registry's served "
+              "models with their quality scores and sources, speed and J/token relative to "
+              "its first model from bench profiles (--profiles-db) where both have one, else "
+              "estimated from nominal_tokens_per_s or the GGUF weight sizes; auto is registry "
+              "when --devices serves more than one model, else qwen3.")
 @click.option("--seed", type=int, default=7, show_default=True,
               help="Seed of the synthetic sites (and of poisson:RATE arrivals).")
 @click.option("--devices", "registry_path", type=click.Path(exists=True, dir_okay=False,
@@ -283,8 +291,9 @@ def _parse_objective(text: str) -> tuple[list[str], dict[str, float]]:
 @handle_errors
 def optimise(sites: int, hours: int, start: datetime | None, load: float, objective: str,
              water_budget_l: float | None, defer: bool, admm_weights: str | None, pareto: bool,
-             method: str, seed: int, registry_path: Path | None, plan_out: Path | None,
-             pick: int | None, carbon_dir: Path | None, **demand_opts: Any) -> None:
+             method: str, menu: str, seed: int, registry_path: Path | None,
+             plan_out: Path | None, pick: int | None, carbon_dir: Path | None,
+             **demand_opts: Any) -> None:
     """Allocate token load to sites and hours by LP (HiGHS); optionally by ADMM and Pareto.
 
     With --devices the sites are a live registry's and --plan-out writes the plan the router
@@ -300,11 +309,16 @@ def optimise(sites: int, hours: int, start: datetime | None, load: float, object
     if pick is not None and not (pareto and plan_out is not None):
         raise ConfigError("--pick needs --pareto and --plan-out: it picks the front point "
                           "whose plan is written")
+    if menu == "registry" and registry_path is None:
+        raise ConfigError("--models registry needs --devices: the menu is that registry's "
+                          "served models")
     grid_dir = carbon_dir or build_settings().grid_dir
     grid = GridData(grid_dir)
     if registry_path is not None:
         start = (start or _this_hour()).astimezone(UTC)
-        planned = _registry_plan(registry_path, hours, grid_dir, seed=seed, **demand_opts)
+        planned = _registry_plan(registry_path, hours, grid_dir, seed=seed,
+                                 menu=menu if pareto and method == "nsga2" else "qwen3",
+                                 **demand_opts)
     else:
         start = (start or datetime.fromisoformat(DEFAULT_START)).astimezone(UTC)
         planned = _synthetic_plan(sites, seed, load, hours)
@@ -329,7 +343,8 @@ def optimise(sites: int, hours: int, start: datetime | None, load: float, object
     if pareto:
         from pipeline.app.cli.pareto import report_nsga2
 
-        rows = (report_nsga2 if method == "nsga2" else _report_pareto)(console, sc, seed)
+        rows = (report_nsga2(console, sc, seed, planned.menu) if method == "nsga2"
+                else _report_pareto(console, sc, seed))
         if plan_out is not None and pick is not None:
             if pick >= len(rows):
                 raise ConfigError(f"--pick {pick}: the front has rows 0 to {len(rows) - 1}")
@@ -346,6 +361,7 @@ class _Sites:
     specs: list[Any]
     demand: Any
     site_of: dict[str, int]
+    menu: Any = None  # the registry's model menu for NSGA-II; None: the Qwen3 one
 
 
 def _synthetic_plan(n_sites: int, seed: int, load: float, hours: int) -> _Sites:
@@ -365,12 +381,13 @@ def _this_hour() -> datetime:
     return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def _registry_plan(path: Path, hours: int, grid_dir: Path | None, *, seed: int,
+def _registry_plan(path: Path, hours: int, grid_dir: Path | None, *, seed: int, menu: str,
                    tokens_per_hour: float | None, arrivals_spec: str, rate_scale: float,
                    requests: int | None, batch_size: int | None,
                    profiles_db: str | None) -> _Sites:
-    """Sites of the registry at ``path`` with capacity predicted as the router predicts, and
-    the demand; raises ConfigError when the demand exceeds every site's capacity together."""
+    """Sites of the registry at ``path`` with capacity predicted as the router predicts, the
+    demand, and (``menu`` registry, or auto with several served models) its model menu;
+    raises ConfigError when the demand exceeds every site's capacity together."""
     from pipeline.fleet.devices import load_registry
     from router.live.batching import effective_batch_size
     from router.predict.nominal import NominalPredictor
@@ -395,7 +412,26 @@ def _registry_plan(path: Path, hours: int, grid_dir: Path | None, *, seed: int,
                           f"of {path} serve at most {capacity:,.0f} tokens/h at batch size "
                           f"{size}; lower --tokens-per-hour, --requests or --rate-scale")
     site_of = {name: i for i, names in enumerate(members) for name in names}
-    return _Sites(specs, demand, site_of)
+    return _Sites(specs, demand, site_of,
+                  _registry_menu(registry, members, mean_batch(arrivals, size), menu,
+                                 profiles_db))
+
+
+def _registry_menu(registry: Any, members: list[list[str]], shape: Any, menu: str,
+                   profiles_db: str | None) -> Any:
+    """The registry's model menu, or None for the Qwen3 one."""
+    from router.sim.modelmenu import registry_menu, served_model_count
+
+    default_model = build_settings().model
+    if menu == "qwen3" or (menu == "auto" and served_model_count(registry, default_model) < 2):
+        return None
+    profiles = None
+    if profiles_db is not None:
+        from pipeline.ledger.db import make_engine
+        from router.sim.modelmenu import load_menu_profiles
+
+        profiles = load_menu_profiles(make_engine(profiles_db), registry, default_model)
+    return registry_menu(registry, members, shape, profiles, default_model)
 
 
 def _save(path: Path, shares: Any, objectives: dict[str, float], planned: _Sites,

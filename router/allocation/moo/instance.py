@@ -38,6 +38,7 @@ class ModelOption:
         quality_source: where the score comes from (a benchmark, an evaluation, a proxy).
         speed: tokens/s relative to the site's base rate (1 for the base model).
         energy: J/token relative to the site's base figure.
+        figures_source: where speed and energy come from, measured or an estimate.
     """
 
     name: str
@@ -45,16 +46,20 @@ class ModelOption:
     quality_source: str
     speed: float = 1.0
     energy: float = 1.0
+    figures_source: str = ""
 
 
 # Qwen3 8B/14B/32B on one H100 with vLLM at max_num_seqs 32 (ML.ENERGY leaderboard, packaged in
 # router/data): output tokens/s 2928 / 2023 / 961 and J/token 0.163 / 0.244 / 0.624, relative
 # to the 8B. The quality is a PROXY (log10 of the parameter count over that of the 32B), not a
 # benchmark score: replace it with a measured one where one exists.
+_MLENERGY = "measured: ML.ENERGY leaderboard, Qwen3 on one H100 (vLLM), relative to the 8B"
 DEFAULT_MENU = (
-    ModelOption("qwen3-8b", 0.600, "proxy: log10(params) / log10(32e9)", 1.0, 1.0),
-    ModelOption("qwen3-14b", 0.761, "proxy: log10(params) / log10(32e9)", 0.691, 1.497),
-    ModelOption("qwen3-32b", 1.000, "proxy: log10(params) / log10(32e9)", 0.328, 3.828),
+    ModelOption("qwen3-8b", 0.600, "proxy: log10(params) / log10(32e9)", 1.0, 1.0, _MLENERGY),
+    ModelOption("qwen3-14b", 0.761, "proxy: log10(params) / log10(32e9)", 0.691, 1.497,
+                _MLENERGY),
+    ModelOption("qwen3-32b", 1.000, "proxy: log10(params) / log10(32e9)", 0.328, 3.828,
+                _MLENERGY),
 )
 
 
@@ -180,14 +185,23 @@ def _per_site(values: NDArray[np.float64], site: NDArray[np.int64], n_sites: int
 
 
 def instance_from_scenario(sc: Scenario, models: tuple[ModelOption, ...] = DEFAULT_MENU, *,
+                           offers: NDArray[np.bool_] | None = None,
                            static_fraction: float = 0.3, ttft_base_s: float = 0.1,
                            queueing: bool = True) -> MooInstance:
-    """An instance over ``sc``: site ``s`` offers model ``m`` when ``s % (m + 1) == 0`` (every
-    site the first model, every second site the second, ...), and draws ``static_fraction`` of
-    its full-load IT power in every hour in which it serves anything (an assumption: idle
-    power of accelerators is commonly 20-40% of their peak)."""
+    """An instance over ``sc``: site ``s`` offers model ``m`` where ``offers[s, m]`` (None:
+    when ``s % (m + 1) == 0``: every site the first model, every second site the second, ...),
+    and draws ``static_fraction`` of its full-load IT power in every hour in which it serves
+    anything (an assumption: idle power of accelerators is commonly 20-40% of their peak).
+
+    Raises:
+        ValueError: ``offers`` is not (sites, models) or leaves a site without a model.
+    """
     n_s = sc.shape[0]
-    offers = np.array([[s % (m + 1) == 0 for m in range(len(models))] for s in range(n_s)])
+    if offers is None:
+        offers = np.array([[s % (m + 1) == 0 for m in range(len(models))] for s in range(n_s)])
+    elif offers.shape != (n_s, len(models)) or not offers.any(axis=1).all():
+        raise ValueError(f"offers of shape {offers.shape} for {n_s} sites and {len(models)} "
+                         "models, or a site offers none")
     static = static_fraction * sc.capacity * sc.kwh_per_token
     return MooInstance(sc, models, offers, static, np.full(n_s, ttft_base_s), queueing)
 

@@ -50,6 +50,20 @@ class ModelTokenizer:
         self.model = model
         self._model: Any = None
         self._parts: tuple[Vocab, PromptFormatter] | None = None
+        self._others: dict[Path, ModelTokenizer] = {}
+
+    def for_model(self, model: Path) -> ModelTokenizer:
+        """The tokenizer of the model file ``model``: this one when it is this tokenizer's
+        file, else one kept here (loaded on first use, closed with this one).
+
+        Raises:
+            ConfigError: this tokenizer's own model file cannot be found.
+        """
+        if model == resolve_model_path(self.model):
+            return self
+        if model not in self._others:
+            self._others[model] = ModelTokenizer(model)
+        return self._others[model]
 
     def count_tokens(self, record: PromptIn) -> int:
         """Tokens of ``record`` as the model is fed it: chat template, BOS and special tokens.
@@ -79,7 +93,9 @@ class ModelTokenizer:
         return self._parts
 
     def close(self) -> None:
-        """Free the vocabulary, if it was loaded."""
+        """Free the vocabulary, if it was loaded, and those of :meth:`for_model`."""
+        for other in self._others.values():
+            other.close()
         if self._model is not None:
             llama_cpp.llama_model_free(self._model)
             self._model, self._parts = None, None
