@@ -160,7 +160,9 @@ def pipeline_env(slots: int, db_url: str, args: argparse.Namespace) -> dict[str,
     path = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     return {**env, "PYTHONPATH": path, "ECOBATCH_DATABASE_URL": db_url,
             "ECOBATCH_BATCH_SIZE": str(slots), "ECOBATCH_N_THREADS": str(args.threads),
-            "ECOBATCH_N_CTX_PER_SEQ": str(args.ctx_per_seq), "ECOBATCH_TEMPERATURE": "0"}
+            "ECOBATCH_N_CTX_PER_SEQ": str(args.ctx_per_seq), "ECOBATCH_TEMPERATURE": "0",
+            **({"ECOBATCH_BATCHES_IN_FLIGHT": str(args.batches_in_flight)}
+               if args.batches_in_flight else {})}
 
 
 def pipeline_run(prompts: list[str], max_tokens: list[int], slots: int,
@@ -309,6 +311,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=1,
                    help="ecobatch runs per configuration, each followed by another llama-server run")
     p.add_argument("--threads", type=int, default=2, help="CPU threads on every side")
+    p.add_argument("--batches-in-flight", type=int,
+                   help="ecobatch: batches a worker holds at once (default: the settings')")
     p.add_argument("--ctx-per-seq", type=int, default=1024, help="context tokens per slot / sequence")
     p.add_argument("--npp", type=int, default=128, help="uniform: prompt tokens per sequence")
     p.add_argument("--ntg", type=int, default=128, help="uniform: decoded tokens per sequence")

@@ -5,7 +5,8 @@ ggml's CPU flash attention has three kernels; the decoder keeps every graph on o
 near-tie argmax flips about once in 64 prompts), so this records the raw logits row of every
 token one long request samples, decoded alone and decoded while others come and go in the
 second slot, and compares them exactly: past 256 tokens (where a lone sequence would take
-the split-KV kernel) and with a prompt of more than 64 tokens (the tiled kernel).
+the split-KV kernel), with a prompt of more than 64 tokens (the tiled kernel), and with its
+chat template's part copied from the prefix cache rather than decoded.
 """
 
 from __future__ import annotations
@@ -59,14 +60,15 @@ def backend(model_path: Path) -> Iterator[BatchedLlamaBackend]:
 
 
 def logits_rows(backend: BatchedLlamaBackend, requests: list[GenerationRequest],
-                monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
-    """Every logits row the long request sampled from, decoding ``requests`` in 2 slots."""
+                monkeypatch: pytest.MonkeyPatch) -> tuple[list[np.ndarray], int]:
+    """Every logits row the long request sampled from, decoding ``requests`` in 2 slots, and
+    the prompt tokens the prefix cache gave."""
     RecordingSampler.rows = []
     with monkeypatch.context() as m:
         m.setattr(decoder_module, "SequenceSampler", RecordingSampler)
         decoder = backend.open_decoder(len(requests))
         decode_all(decoder, [backend.prepare(r) for r in requests], time.perf_counter())
-    return RecordingSampler.rows
+    return RecordingSampler.rows, decoder.reused_prompt_tokens
 
 
 def test_logits_alone_and_in_company_are_identical(backend: BatchedLlamaBackend,
@@ -74,10 +76,12 @@ def test_logits_alone_and_in_company_are_identical(backend: BatchedLlamaBackend,
     long = GenerationRequest(request_id=LONG_ID, prompt=LONG_PROMPT, max_tokens=400,
                              json_schema=NUMBERS)
     assert len(backend.prepare(long)[1]) > PREFILL_TOKENS_PER_CALL + 1
-    alone = logits_rows(backend, [long], monkeypatch)
+    alone, reused_alone = logits_rows(backend, [long], monkeypatch)
     mates = [GenerationRequest(request_id=f"m{i}", prompt=f"Tell me about the number {i}.",
                                max_tokens=45) for i in range(9)]
-    together = logits_rows(backend, [long, *mates], monkeypatch)
+    # the first mate fills the prefix cache: the long prompt's template part is copied
+    together, reused = logits_rows(backend, [mates[0], long, *mates[1:]], monkeypatch)
+    assert reused_alone == 0 and reused >= 9 * 20
     print(f"{len(alone)} rows, prompt {len(backend.prepare(long)[1])} tokens")
     assert len(alone) > 300  # past the 256 cells where a lone sequence changes kernel
     assert len(together) == len(alone)

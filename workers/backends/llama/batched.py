@@ -164,6 +164,7 @@ class BatchedLlamaBackend:
             extra={
                 "slots": float(decoder.n_slots if decoder else 0),
                 "llama_decode_calls": float(decoder.decode_calls if decoder else 0),
+                "prompt_tokens_reused": float(decoder.reused_prompt_tokens if decoder else 0),
                 "grammar_steps": float(decoder.grammar_steps if decoder else 0),
                 "grammar_resamples": float(decoder.grammar_resamples if decoder else 0),
                 "kv_cache_bytes": float(self.sequence_memory_bytes * (decoder.n_slots if decoder else 0)),
@@ -177,7 +178,8 @@ class BatchedLlamaBackend:
 
     def open_decoder(self, n_requests: int) -> SlotDecoder:
         """A :class:`SlotDecoder` on this backend's emptied context, with as many slots as
-        ``n_requests`` (at most ``max_batch_size``) that fit free memory now.
+        ``n_requests`` (at most ``max_batch_size``) that fit free memory now, and the
+        context's last stream for its prefix cache when no slot uses it.
 
         Raises:
             MemoryBudgetError: not even one sequence's KV cache fits free memory.
@@ -185,8 +187,10 @@ class BatchedLlamaBackend:
         """
         n_slots = self._reserve(n_requests)
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), False)
-        return SlotDecoder(self._ctx, self._batch, self._vocab, n_slots,
-                           compacting=not self._ctx_shape[2], on_step=self._rss.sample)
+        streams = not self._ctx_shape[2]  # one KV stream per sequence (not unified)
+        spare = self._ctx_seqs - 1 if streams and self._ctx_seqs > n_slots else None
+        return SlotDecoder(self._ctx, self._batch, self._vocab, n_slots, compacting=streams,
+                           on_step=self._rss.sample, prefix_stream=spare)
 
     def close(self) -> None:
         """Free the context, the batch and the model; the backend is unusable afterwards."""
@@ -243,7 +247,8 @@ class BatchedLlamaBackend:
         return request, tokens
 
     def _reserve(self, n_requests: int) -> int:
-        """Sequences per sub-batch that fit memory; makes sure the context holds that many.
+        """Sequences per sub-batch that fit memory; makes sure the context holds that many,
+        and one stream more for the prefix cache when memory has room for it.
 
         Memory this backend's own context already holds counts as free, since a sub-batch
         reuses it.
@@ -257,9 +262,11 @@ class BatchedLlamaBackend:
             budget = int(self._free_memory_bytes()) + held
         except Exception as e:  # NVML, psutil or a caller's probe
             raise InferenceError(f"could not read free memory: {e}") from e
-        fit = fitting_sequences(self.sequence_memory_bytes, budget, self.max_batch_size)
-        wanted = min(n_requests, fit)
-        if self._ctx_seqs < wanted:
+        most = min(self.max_batch_size + 1, int(llama_cpp.llama_max_parallel_sequences()))
+        fit = fitting_sequences(self.sequence_memory_bytes, budget, most)
+        wanted = min(n_requests, self.max_batch_size, fit)
+        streams = wanted + 1 if wanted < fit else wanted  # the prefix cache's, if it fits
+        if self._ctx_seqs < streams:
             self._drop_context()
             self._open_context(fit)
         return wanted

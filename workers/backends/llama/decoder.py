@@ -32,9 +32,10 @@ import llama_cpp
 
 from workers.backends.base import GenerationRequest
 from workers.backends.llama.native import TokenBatch, Vocab
+from workers.backends.llama.prefixcache import PrefixCache
 from workers.backends.llama.sampling import SequenceSampler
 from workers.backends.llama.sequence import Sequence
-from workers.backends.llama.streams import compact, copy_sequence, shareable_prefix_len
+from workers.backends.llama.streams import compact
 
 Prepared = tuple[GenerationRequest, list[int]]
 
@@ -64,7 +65,8 @@ class SlotDecoder:
     """
 
     def __init__(self, ctx: Any, batch: TokenBatch, vocab: Vocab, n_slots: int, *,
-                 compacting: bool = True, on_step: Callable[[], None] | None = None):
+                 compacting: bool = True, on_step: Callable[[], None] | None = None,
+                 prefix_stream: int | None = None):
         """Args:
             ctx: a llama.cpp context with at least ``n_slots`` sequences.
             batch: the token batch to fill (its capacity bounds tokens per ``llama_decode``).
@@ -73,6 +75,9 @@ class SlotDecoder:
             compacting: move sequences down into freed ids (one KV stream per sequence);
                 off for a unified KV cache, where ids do not split the graph.
             on_step: called after every ``llama_decode`` (peak-memory sampling, say).
+            prefix_stream: a stream no slot uses (an id from ``n_slots`` up) to keep the
+                prompt prefix newcomers share in (:mod:`workers.backends.llama.prefixcache`);
+                None: every prompt is prefilled whole.
         """
         self.n_slots = n_slots
         self.running: list[Sequence] = []
@@ -81,6 +86,13 @@ class SlotDecoder:
         self._ctx, self._batch, self._vocab = ctx, batch, vocab
         self._compacting = compacting
         self._on_step = on_step or (lambda: None)
+        self._prefix = (PrefixCache(llama_cpp.llama_get_memory(ctx), prefix_stream)
+                        if prefix_stream is not None else None)
+
+    @property
+    def reused_prompt_tokens(self) -> int:
+        """Prompt tokens copied from the prefix cache instead of decoded, so far."""
+        return self._prefix.reused_tokens if self._prefix else 0
 
     @property
     def free_slots(self) -> int:
@@ -123,10 +135,12 @@ class SlotDecoder:
             seq.work_tokens += 1
         companion = self._companion_id(stepping)
         if companion is not None:  # keeps a lone sequence off the split-KV kernel
-            batch.add(stepping[0].next_token, 0, companion, False)
+            held = self._held_tokens(companion)
+            batch.add(stepping[0].next_token, held, companion, False)
         self._decode_and_sample(stepping)
         if companion is not None:
-            llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), companion, -1, -1)
+            llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), companion,
+                                          held, -1)
         return self._retire()
 
     def drop(self, seqs: list[Sequence]) -> None:
@@ -142,11 +156,14 @@ class SlotDecoder:
             self._free(seq)
         self.running = []
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), False)
+        if self._prefix:
+            self._prefix.forget()
 
     # -- internals ---------------------------------------------------------------------------
 
     def _prefill(self, seqs: list[Sequence]) -> None:
-        """Feed each new prompt in pieces of :func:`piece_tokens`, one sequence per call.
+        """Feed each new prompt in pieces of :func:`piece_tokens`, one sequence per call,
+        after what the prefix cache gives it.
 
         One stream and at most :data:`PREFILL_TOKENS_PER_CALL` tokens per graph keeps it on
         the row kernel (see the module docstring); llama.cpp would cut a call holding several
@@ -154,9 +171,9 @@ class SlotDecoder:
         tails. Only each prompt's last token asks for logits; its sequence samples its first
         token right after the call that computed them.
         """
-        start = self._share_prefix(seqs)
         for seq in seqs:
-            tokens, pos = seq.prompt_tokens, start
+            tokens = seq.prompt_tokens
+            reused = pos = self._prefix.reuse(seq) if self._prefix else 0
             while pos < len(tokens):
                 n = min(piece_tokens(len(tokens) - pos), self._batch.capacity)
                 self._batch.clear()
@@ -168,33 +185,13 @@ class SlotDecoder:
                     self._decode()
             seq.n_past = pos
             self._decode_and_sample([seq])
-
-    def _share_prefix(self, seqs: list[Sequence]) -> int:
-        """Decode the newcomers' common prompt prefix once, copy it to the others.
-
-        Returns how many prompt tokens every one of them already has in its KV cache.
-        """
-        n_shared = shareable_prefix_len(seqs)
-        if n_shared == 0:
-            return 0
-        batch, owner = self._batch, seqs[0]
-        pos = 0
-        while pos < n_shared:
-            n = min(piece_tokens(n_shared - pos), batch.capacity)
-            batch.clear()
-            for p in range(pos, pos + n):
-                batch.add(owner.prompt_tokens[p], p, owner.seq_id, False)
-            pos += n
-            self._decode()
-        memory = llama_cpp.llama_get_memory(self._ctx)
-        for seq in seqs[1:]:
-            copy_sequence(memory, owner.seq_id, seq.seq_id)
-        return n_shared
+            if self._prefix:
+                self._prefix.offer(seq, reused)
 
     def _companion_id(self, stepping: list[Sequence]) -> int | None:
-        """An empty stream next to a sequence stepping alone past :data:`LONE_SAFE_CELLS`
-        (None when not alone, not that far, when streams do not split the graph, or when the
-        context has no other stream)."""
+        """A stream next to a sequence stepping alone past :data:`LONE_SAFE_CELLS`: an empty
+        one, or the prefix cache's (whose tokens stay). None when not alone, not that far,
+        when streams do not split the graph, or when the context has no other stream."""
         if len(stepping) != 1 or not self._compacting or stepping[0].n_past <= LONE_SAFE_CELLS:
             return None
         seq_id = stepping[0].seq_id
@@ -202,6 +199,10 @@ class SlotDecoder:
         if seq_id + 1 < n_streams:
             return seq_id + 1
         return seq_id - 1 if seq_id > 0 else None
+
+    def _held_tokens(self, stream: int) -> int:
+        """Tokens a stream no running sequence uses holds: the prefix cache's, else none."""
+        return len(self._prefix.tokens) if self._prefix and self._prefix.stream == stream else 0
 
     def _decode(self) -> None:
         self._batch.decode(self._ctx)

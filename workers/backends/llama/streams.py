@@ -2,8 +2,9 @@
 
 With one KV stream per sequence (``kv_unified=False``), llama.cpp copies a sequence to another
 stream only whole (it asserts on partial cross-stream copies) and defers the buffer copy to
-the start of the next ``llama_decode``. Copies are bit-exact, so moved or shared sequences
-decode exactly as they would have in place.
+the start of the next ``llama_decode``, in the order the copies were asked for (so a copy of
+a copy holds the first one's cells). Copies are bit-exact, so moved or shared sequences decode
+exactly as they would have in place.
 """
 
 from __future__ import annotations
@@ -14,32 +15,10 @@ import llama_cpp
 
 from workers.backends.llama.sequence import Sequence
 
-# Below this many shared prompt tokens, copying a whole stream is not worth it.
-MIN_SHARED_PREFIX_TOKENS = 8
-
 
 def copy_sequence(memory: Any, src: int, dst: int) -> None:
     """Make ``dst`` a copy of sequence ``src`` (whole-sequence bounds, as llama.cpp requires)."""
     llama_cpp.llama_memory_seq_cp(memory, src, dst, -1, -1)
-
-
-def shareable_prefix_len(seqs: list[Sequence]) -> int:
-    """Prompt tokens every sequence starts with, leaving each at least two of its own.
-
-    Each sequence must still feed tokens after the shared part so that llama.cpp computes the
-    logits of its last prompt token in its own stream, and two: one token of one stream in a
-    graph would take another attention kernel than the same prompt fed alone (see
-    :mod:`workers.backends.llama.decoder`). Returns 0 when sharing would not pay.
-    """
-    if len(seqs) < 2:
-        return 0
-    prompts = [seq.prompt_tokens for seq in seqs]
-    limit = min(len(p) for p in prompts) - 2
-    first = prompts[0]
-    n = 0
-    while n < limit and all(p[n] == first[n] for p in prompts):
-        n += 1
-    return n if n >= MIN_SHARED_PREFIX_TOKENS else 0
 
 
 def compact(memory: Any, running: list[Sequence]) -> None:
