@@ -30,7 +30,7 @@ THREADS = 2  # the split-KV kernel cuts the cells among threads: one thread hide
 LONG_ID = "long"
 # A schema that holds the answer open for about 300 tokens, whatever the model would say.
 NUMBERS = {"type": "array", "items": {"type": "integer", "minimum": 100, "maximum": 999},
-           "minItems": 100, "maxItems": 100}
+           "minItems": 72, "maxItems": 72}
 LONG_PROMPT = ("Here is a list of three-digit numbers that a careful clerk copied from an "
                "old ledger, one entry per day of the season, without any gaps or repeats. "
                "Write the whole list out again as a JSON array, keeping every entry in order, "
@@ -78,12 +78,12 @@ def test_logits_alone_and_in_company_are_identical(backend: BatchedLlamaBackend,
     assert len(backend.prepare(long)[1]) > PREFILL_TOKENS_PER_CALL + 1
     alone, reused_alone = logits_rows(backend, [long], monkeypatch)
     mates = [GenerationRequest(request_id=f"m{i}", prompt=f"Tell me about the number {i}.",
-                               max_tokens=45) for i in range(9)]
+                               max_tokens=45) for i in range(7)]
     # the first mate fills the prefix cache: the long prompt's template part is copied
     together, reused = logits_rows(backend, [mates[0], long, *mates[1:]], monkeypatch)
-    assert reused_alone == 0 and reused >= 9 * 20
+    assert reused_alone == 0 and reused >= 7 * 20
     print(f"{len(alone)} rows, prompt {len(backend.prepare(long)[1])} tokens")
-    assert len(alone) > 300  # past the 256 cells where a lone sequence changes kernel
+    assert len(alone) > 270  # past the 256 cells where a lone sequence changes kernel
     assert len(together) == len(alone)
     differ = [i for i, (a, b) in enumerate(zip(alone, together, strict=True))
               if not np.array_equal(a, b)]
