@@ -43,11 +43,12 @@ FA_TILE_Q_TOKENS = 64
 """Query rows per stream at which ggml's CPU flash attention goes tiled (``GGML_FA_TILE_Q``)."""
 PREFILL_TOKENS_PER_CALL = FA_TILE_Q_TOKENS - 1
 """Most prompt tokens one sequence feeds in one ``llama_decode`` (see the module docstring)."""
-LONE_SAFE_CELLS = 256 - 32
-"""KV cells a sequence stepping alone may hold without a companion token. llama.cpp pads a
-stream's attention span to a multiple of 256 cells, and a sequence's cells run from 0 (its
-stream is emptied before it comes), so the split-KV kernel's 512 cells begin past 256; the 32
-spare cells are margin. A companion costs about 30% of a lone step (2 CPU threads)."""
+LONE_SAFE_CELLS = 256
+"""KV cells a sequence stepping alone may hold without a companion token: llama.cpp pads a
+stream's attention span to a multiple of 256 cells (``llama_kv_cache::get_n_kv``), and a
+sequence's cells are its positions (its stream is emptied before it comes; copies keep cell
+indices), so the split-KV kernel's 512 cells begin at the 257th. A step with a companion costs
+about 1.9 lone steps (2 CPU threads), so it is added exactly where it is needed."""
 
 
 class SlotDecoder:
