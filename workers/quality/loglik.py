@@ -30,6 +30,7 @@ from workers.backends.llama.native import (
     load_model,
     silence_llama_logs,
 )
+from workers.backends.llama.prefixcache import common_prefix_len
 
 CONTEXT_TOKENS = 512
 
@@ -68,7 +69,7 @@ class OptionScorer:
         """
         head = self.vocab.tokenize(prompt)
         fulls = [self.vocab.tokenize(prompt + option) for option in options]
-        starts = [_common_prefix(head, full) for full in fulls]
+        starts = [common_prefix_len(head, full) for full in fulls]
         for option, full, start in zip(options, fulls, starts, strict=True):
             if start in (0, len(full)):
                 raise InputError(f"option {option!r} adds no token after the prompt",
@@ -116,12 +117,3 @@ class OptionScorer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
