@@ -204,12 +204,17 @@ def ledger_window(db_url: str) -> tuple[float, int]:
 
 def uniform_requests(backend: BatchedLlamaBackend, n_prompt: int, n_gen: int,
                      n: int) -> list[GenerationRequest]:
-    """``n`` story prompts padded to about ``n_prompt`` templated tokens, ``n_gen`` tokens each."""
+    """``n`` story prompts padded word by word to ``n_prompt`` templated tokens (or one more),
+    ``n_gen`` tokens each: llama-batched-bench's lengths, so both attend over the same cells
+    (a whole filler sentence overshot by 14 tokens, past the 256 cells where a lone sequence's
+    steps take a companion token)."""
     out = []
+    words = FILLER.split()
     for i in range(n):
-        text = f"Write a very long story about {TOPICS[i % len(TOPICS)]}."
+        text, k = f"Write a very long story about {TOPICS[i % len(TOPICS)]}.", 0
         while backend.count_tokens(backend.format_prompt(_story(i, text, n_gen))) < n_prompt:
-            text += FILLER
+            text += " " + words[k % len(words)]
+            k += 1
         out.append(_story(i, text, n_gen))
     return out
 
