@@ -62,10 +62,11 @@ def test_every_task_of_a_job_shows_on_the_event_stream(
     finally:
         tap.stop()
         app.close()
+    # Each set, not an order: Celery publishes task-sent after the task's message, so the
+    # consumer's task-received can reach the stream first (seen on a loaded 2-core machine).
     submit = tap.of_task(task_id)
-    assert submit[0] == "task-sent"
-    assert {"task-received", "task-started", "task-succeeded"} <= set(submit)
+    assert {"task-sent", "task-received", "task-started", "task-succeeded"} <= set(submit)
     sent = next(e for e in tap.events if e.get("uuid") == task_id and e["type"] == "task-sent")
     assert sent["name"] == SUBMIT_TASK and sent["queue"] == "celery"
     (infer,) = _infer_tasks(tap).values()
-    assert infer[0] == "task-sent" and {"task-started", "task-succeeded"} <= set(infer)
+    assert {"task-sent", "task-started", "task-succeeded"} <= set(infer)
