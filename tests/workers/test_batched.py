@@ -18,6 +18,7 @@ from tests.cluster import TEST_LLAMA_THREADS
 from workers.backends.base import GenerationRequest, GenerationResult, InferenceBackend
 from workers.backends.llama.batched import BatchedLlamaBackend
 from workers.backends.llama.chat import PromptFormatter
+from workers.backends.llama.prefixcache import OWN_TAIL_TOKENS, common_prefix_len
 
 N_CTX_PER_SEQ = 512
 PROMPTS = (
@@ -97,6 +98,31 @@ def test_batch_equals_each_prompt_alone_and_plain_llama(
         content = ref["choices"][0]["message"]["content"]
         assert_same_completion(got, content, usage["completion_tokens"], req.max_tokens)
     assert "\ufffd" not in batched[3].text and not batched[3].text.isascii()
+
+
+@pytest.mark.slow
+def test_newcomers_copy_the_prompt_prefix_they_share_instead_of_decoding_it(
+    backend: BatchedLlamaBackend,
+) -> None:
+    """The first prompt fills the prefix cache; each later one gets the part it shares with it
+    (its chat template's system part), less the two tokens it always feeds itself; a prompt of
+    another shape shares too little and takes the cache over."""
+    requests = [ask(f"c{i}", p, max_tokens=4) for i, p in enumerate(PROMPTS)]
+    other = GenerationRequest(request_id="other", max_tokens=4, messages=[
+        {"role": "system", "content": "Answer in French."}, {"role": "user", "content": "Hi"}])
+    tokens = [backend.prepare(r)[1] for r in requests]
+    cached, expected = tokens[0], 0
+    for toks in tokens[1:]:
+        shared = min(common_prefix_len(cached, toks), len(toks) - OWN_TAIL_TOKENS)
+        cached, expected = cached[:shared], expected + shared
+    assert expected >= 3 * 20  # SmolLM2's template: 24 tokens before each question
+    out = backend.generate(requests)
+    assert out.extra["prompt_tokens_reused"] == expected
+    assert [r.text for r in out.results] == [backend.generate([r]).results[0].text
+                                             for r in requests]
+    # another system part: shares 3 tokens, takes the cache over; then r1 shares 3 with it
+    with_other = backend.generate([requests[0], other, requests[1]])
+    assert with_other.extra["prompt_tokens_reused"] == 0
 
 
 @pytest.mark.slow
