@@ -23,7 +23,7 @@ from workers.backends.base import GenerationRequest
 from workers.backends.llama import decoder as decoder_module
 from workers.backends.llama.batched import BatchedLlamaBackend, decode_all
 from workers.backends.llama.decoder import PREFILL_TOKENS_PER_CALL, piece_tokens
-from workers.backends.llama.sampling import SequenceSampler, _logits
+from workers.backends.llama.sampling import SequenceSampler, logits_row
 
 pytestmark = pytest.mark.slow
 THREADS = 2  # the split-KV kernel cuts the cells among threads: one thread hides it
@@ -48,7 +48,7 @@ class RecordingSampler(SequenceSampler):
 
     def sample(self, ctx: Any, index: int) -> int:
         if self._recording:
-            self.rows.append(_logits(ctx, index, self._n_vocab).copy())
+            self.rows.append(logits_row(ctx, index, self._n_vocab).copy())
         return super().sample(ctx, index)
 
 

@@ -31,6 +31,7 @@ from workers.backends.llama.native import (
     silence_llama_logs,
 )
 from workers.backends.llama.prefixcache import common_prefix_len
+from workers.backends.llama.sampling import logits_row
 
 CONTEXT_TOKENS = 512
 
@@ -99,8 +100,7 @@ class OptionScorer:
 
     def _logprob(self, index: int, token: int) -> float:
         """Log-probability of ``token`` under the logits at batch index ``index``."""
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, index),
-                                       shape=(self._n_vocab,)).astype(np.float64)
+        logits = logits_row(self._ctx, index, self._n_vocab).astype(np.float64)
         top = float(logits.max())
         return float(logits[token]) - top - float(np.log(np.exp(logits - top).sum()))
 

@@ -77,7 +77,7 @@ class SequenceSampler:
         if self._grammar is not None:
             return self._sample_held(ctx, index)
         if self._chain is None:
-            return int(np.argmax(_logits(ctx, index, self._n_vocab)))
+            return int(np.argmax(logits_row(ctx, index, self._n_vocab)))
         return int(llama_cpp.llama_sampler_sample(self._chain, ctx, index))
 
     def free(self) -> None:
@@ -89,7 +89,7 @@ class SequenceSampler:
 
     def _sample_held(self, ctx: Any, index: int) -> int:
         assert self._chain is not None and self._grammar is not None
-        logits = _logits(ctx, index, self._n_vocab)
+        logits = logits_row(ctx, index, self._n_vocab)
         self.grammar_steps += 1
         if self._argmax_held:
             token = int(np.argmax(logits))
@@ -147,7 +147,7 @@ class SequenceSampler:
         return not math.isinf(one.logit)
 
 
-def _logits(ctx: Any, index: int, n_vocab: int) -> np.ndarray:
+def logits_row(ctx: Any, index: int, n_vocab: int) -> np.ndarray:
     """Row ``index`` of the last decode's logits, as a view (valid until the next decode)."""
     return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(n_vocab,))
 
