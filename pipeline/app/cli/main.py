@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,16 +21,17 @@ from pipeline.app.cli.common import (
     redis_url_option,
     strategy_option,
 )
-from pipeline.app.run import RunOptions, run_job
 from pipeline.app.tracing import trace_pool_processes, traced
 from pipeline.broker.queue import connect
-from pipeline.fleet.devices import Device
 from pipeline.grid.data import checked_registry
-from pipeline.intake.limits import check_batch_size
-from pipeline.intake.submit import JobOptions
 from pipeline.ledger.db import refuse_outdated_ledger
 from pipeline.settings import Settings
-from workers.backends.llama.tokenizer import verify_model
+
+if TYPE_CHECKING:
+    from pipeline.fleet.devices import Device
+
+# Each command imports what only it needs (the job runner, llama.cpp's tokenizer, the intake
+# limits) when it runs: every router and worker process starts by importing this module.
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,6 +73,9 @@ def run(input_path: str, fmt: str | None, output_path: Path, output_format: str 
     With no ECOBATCH_REDIS_URL a private Redis server is started, the ledger is SQLite
     (./ecobatch.db) and the router and a worker per local device run as child processes.
     """
+    from pipeline.app.run import RunOptions, run_job
+    from pipeline.intake.submit import JobOptions
+
     settings = build_settings(**overrides)
     opts = RunOptions(input_path, fmt, output_path, output_format, local_workers, timeout_s,
                       JobOptions(model=model_name, min_quality=min_quality))
@@ -109,6 +114,7 @@ def worker(device_name: str, loglevel: str, own_metrics_port: int | None,
     from pipeline.app.celery_app import create_app
     from pipeline.broker.alive import worker_identity
     from pipeline.metrics.serve import start_metrics, worker_port
+    from workers.backends.llama.tokenizer import verify_model
     from workers.service.heartbeat import heartbeat_step
     from workers.service.infer import backend_for, continuous_for, engine_for
 
@@ -178,6 +184,7 @@ def router(loglevel: str, **overrides: object) -> None:
     """
     from pipeline.app.celery_app import INTAKE_QUEUE, ROUTE_TASK, ROUTER_QUEUE, create_app
     from pipeline.app.celerylog import quiet_task_info
+    from pipeline.intake.limits import check_batch_size
     from pipeline.metrics.serve import start_metrics
 
     settings = build_settings(**overrides)
