@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.app.children import ChildGroup
 from pipeline.client import Client
 from pipeline.settings import load_settings
-from tests.cluster import fault_env, wait_until
+from tests.cluster import ForkedGroup, fault_env, wait_until
 from tests.servers import TcpProxy
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
@@ -34,7 +33,7 @@ def test_database_away_is_said_once_and_its_return_once(
     proxy.cut()  # the database is on a port that refuses connections
     env = fault_env(redis_url, via_proxy)
     try:
-        with ChildGroup(env=env, log_dir=tmp_path / "logs") as children, \
+        with ForkedGroup(env=env, log_dir=tmp_path / "logs") as children, \
                 Client(load_settings(redis_url=redis_url, database_url=pg_url)) as client:
             router = children.start("router", ["router", "--loglevel", "INFO"])
             worker = children.start("worker", ["worker", "--device", "cpu", "--loglevel", "INFO"])

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.app.children import ChildGroup
 from pipeline.client import Client
 from pipeline.settings import load_settings
-from tests.cluster import cluster_env, wait_until
+from tests.cluster import ForkedGroup, cluster_env, wait_until
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 WAIT_S = 120.0
@@ -38,7 +37,7 @@ def test_router_and_worker_log_one_json_object_per_line(
     env = cluster_env(redis_url, sqlite_url, ECOBATCH_BACKEND="echo", ECOBATCH_BATCH_SIZE="2",
                       ECOBATCH_LOG_FORMAT="json")
     settings = load_settings(redis_url=redis_url, database_url=sqlite_url)
-    with ChildGroup(env=env, log_dir=tmp_path / "logs") as children, Client(settings) as client:
+    with ForkedGroup(env=env, log_dir=tmp_path / "logs") as children, Client(settings) as client:
         router = children.start("router", ["router", "--loglevel", "DEBUG"])
         worker = children.start("worker", ["worker", "--device", "cpu", "--loglevel", "INFO"])
         job_id = client.submit([f"question {i}" for i in range(6)])

@@ -21,14 +21,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
-from pipeline.app.children import ChildGroup
 from pipeline.broker.alive import alive_devices
 from pipeline.broker.queue import connect
 from pipeline.client import Client
 from pipeline.ledger.db import make_engine
 from pipeline.ledger.models import Batch, BatchStatus, Prompt, PromptStatus, Result
 from pipeline.settings import load_settings
-from tests.cluster import REPO_ROOT, cluster_env, wait_until
+from tests.cluster import REPO_ROOT, ForkedGroup, cluster_env, wait_until
 from tests.servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.service]
@@ -95,7 +94,7 @@ def after_a_job(redis_url: str, db_url: str, tmp_path: Path) -> Iterator[Scraped
                       ECOBATCH_METRICS_PORT=str(ports["router"]),
                       ECOBATCH_METRICS_ADDR="127.0.0.1", ECOBATCH_STRATEGY="round_robin")
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    with ChildGroup(env=env, log_dir=tmp_path / "logs") as children:
+    with ForkedGroup(env=env, log_dir=tmp_path / "logs") as children:
         children.start("router", ["router"])
         for d in DEVICES:
             children.start(f"worker-{d}", ["worker", "--device", d,
@@ -110,7 +109,7 @@ def after_a_job(redis_url: str, db_url: str, tmp_path: Path) -> Iterator[Scraped
 
 
 def _run_job(urls: dict[str, str], redis_url: str, db_url: str, registry: Path,
-             children: ChildGroup) -> None:
+             children: ForkedGroup) -> None:
     def ready() -> bool:
         children.check_alive()
         return all(get(u + "/readyz")[0] == 200 for u in urls.values())
@@ -240,7 +239,7 @@ def test_a_router_whose_ledger_is_away_is_live_but_not_ready(redis_url: str,
     env = cluster_env(redis_url, "postgresql+psycopg://postgres@127.0.0.1:1/none",
                       ECOBATCH_METRICS_PORT=str(port), ECOBATCH_METRICS_ADDR="127.0.0.1")
     url = f"http://127.0.0.1:{port}"
-    with ChildGroup(env=env, log_dir=tmp_path / "logs") as children:
+    with ForkedGroup(env=env, log_dir=tmp_path / "logs") as children:
         children.start("router", ["router"])
 
         def answers() -> bool:

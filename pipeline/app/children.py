@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -9,10 +10,31 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
+
+import psutil
 
 from pipeline.errors import ServiceError
 
 STOP_GRACE_S = 15.0
+
+
+class ChildProcess(Protocol):
+    """What a group needs of a started child: ``subprocess.Popen``'s process interface."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def kill(self) -> None: ...
 
 
 @dataclass
@@ -20,7 +42,7 @@ class Child:
     """One ``ecobatch`` sub-command running as a child process, logging to a file."""
 
     name: str
-    proc: subprocess.Popen[bytes]
+    proc: ChildProcess
     log_path: Path
 
     def log_tail(self, n_chars: int = 2000) -> str:
@@ -43,14 +65,17 @@ class ChildGroup:
         """Start one child whose output goes to ``<log_dir>/<name>.log``."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.app.cli.main", *args], env={**os.environ, **self.env},
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            )
-        child = Child(name, proc, log_path)
+        child = Child(name, self.launch(args, {**os.environ, **self.env}, log_path), log_path)
         self.children.append(child)
         return child
+
+    def launch(self, args: list[str], env: dict[str, str], log_path: Path) -> ChildProcess:
+        """Run ``python -m pipeline.app.cli.main ARGS`` with ``env``, output to ``log_path``."""
+        with log_path.open("wb") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "pipeline.app.cli.main", *args], env=env,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            )
 
     def check_alive(self) -> None:
         """Raise if any child has exited, with the end of its log.
@@ -66,7 +91,11 @@ class ChildGroup:
                 )
 
     def stop(self) -> None:
-        """Ask every child to shut down warmly (SIGTERM), then kill stragglers."""
+        """Ask every child to shut down warmly (SIGTERM), then kill stragglers' whole trees.
+
+        A straggler's own children go with it: the router's embedded beat is a process of its
+        own, which outlived a router killed alone (it went on triggering routing passes).
+        """
         for c in self.children:
             if c.proc.poll() is None:
                 c.proc.send_signal(signal.SIGTERM)
@@ -74,8 +103,12 @@ class ChildGroup:
             try:
                 c.proc.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
-                c.proc.kill()
-                c.proc.wait()
+                kill_trees([c])
+        self.children.clear()
+
+    def kill(self) -> None:
+        """Crash stop: SIGKILL every process of every child's tree at once, and reap them."""
+        kill_trees(self.children)
         self.children.clear()
 
     def __enter__(self) -> ChildGroup:
@@ -86,3 +119,18 @@ class ChildGroup:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def kill_trees(children: list[Child]) -> None:
+    """SIGKILL each child and all its descendants at once, then reap them."""
+    procs: list[psutil.Process] = []
+    for c in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            main = psutil.Process(c.proc.pid)
+            procs += [main, *main.children(recursive=True)]
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(procs, timeout=30)
+    for c in children:
+        c.proc.wait()
