@@ -41,13 +41,13 @@ def _run_main(args: list[str], env: dict[str, str], streams: tuple[str, str, str
     if cwd is not None:
         os.chdir(cwd)
     stdin_path, stdout_path, stderr_path = streams
-    write = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    write = os.O_WRONLY | os.O_APPEND  # created empty by the parent before the fork
     os.dup2(os.open(stdin_path, os.O_RDONLY), 0)
-    os.dup2(os.open(stdout_path, write, 0o644), 1)
+    os.dup2(os.open(stdout_path, write), 1)
     if stderr_path == stdout_path:
         os.dup2(1, 2)
     else:
-        os.dup2(os.open(stderr_path, write, 0o644), 2)
+        os.dup2(os.open(stderr_path, write), 2)
     sys.stdin = open(0, closefd=False)  # noqa: SIM115 (multiprocessing closed the old one)
     sys.argv = ["ecobatch", *args]
     from pipeline.app.cli.main import main
@@ -63,6 +63,8 @@ class ForkedProcess:
                  stderr_path: Path | None = None, stdin_path: Path | None = None,
                  cwd: Path | None = None) -> None:
         streams = (str(stdin_path or os.devnull), str(log_path), str(stderr_path or log_path))
+        for path in streams[1:]:  # there when this returns, as with Popen: tests read it
+            Path(path).write_bytes(b"")
         self._process = _CONTEXT.Process(
             target=_run_main, args=(args, env, streams, None if cwd is None else str(cwd)),
             daemon=False)
