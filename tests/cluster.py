@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ import psutil
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
-from pipeline.app.children import Child, ChildGroup, ChildProcess
+from pipeline.app.children import Child, ChildGroup, ChildProcess, kill_trees
 from pipeline.client import Client
 from pipeline.ledger.models import Batch, BatchStatus, Prompt, Result
 from pipeline.settings import load_settings
@@ -191,12 +190,7 @@ def kill_tree(worker: Child) -> None:
 
 def kill_all(worker: Child) -> None:
     """SIGKILL a worker's main process and its pool processes at once (a machine crash)."""
-    procs = [*psutil.Process(worker.proc.pid).children(recursive=True)]
-    worker.proc.send_signal(signal.SIGKILL)
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    worker.proc.wait()
+    kill_trees([worker])
 
 
 def ledger_counts(engine: Engine, job_id: str | None = None) -> dict[str, int]:

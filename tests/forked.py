@@ -1,13 +1,14 @@
-"""Router and worker children forked from a server that has already imported ecobatch.
+"""Router, worker and CLI children forked from a server that has already imported ecobatch.
 
 A router or worker started as ``python -m pipeline.app.cli.main`` spends about 1.9 s of CPU
 importing (SQLAlchemy, Redis, pydantic, Celery, llama-cpp-python) before it does anything; the
-suite starts about 130 of them. :class:`ForkedProcess` runs the same command line through the
-same ``main`` in a child forked from multiprocessing's fork server, which imported those
-modules once (:data:`PRELOAD`), so each child starts at the command itself. What a child runs
-is unchanged: its own environment and argument list, ``main``'s exit code, its output in its
-log file, and a process tree of its own that tests signal and kill. ``ecobatch run`` still
-starts its children with :class:`pipeline.app.children.ChildGroup` (``test_e2e`` runs it).
+suite starts about 250 ecobatch processes (routers, workers and CLI runs).
+:class:`ForkedProcess` runs the same command line through the same ``main`` in a child forked
+from multiprocessing's fork server, which imported those modules once (:data:`PRELOAD`), so
+each child starts at the command itself. What a child runs is unchanged: its own environment
+and argument list, ``main``'s exit code, its output in its log file, and a process tree of its
+own that tests signal and kill. ``ecobatch run`` still starts its children with
+:class:`pipeline.app.children.ChildGroup` (``test_e2e`` runs it).
 """
 
 from __future__ import annotations
